@@ -1,0 +1,1 @@
+"""Networks: VGG-Face (the face-feature teacher) and, later, the voice encoder and face decoder."""
