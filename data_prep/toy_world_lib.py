@@ -1,0 +1,376 @@
+"""Builds the toy world (SPEC §11): speakers, voices, faces, face features, records, self-check.
+
+The world goes through the same interfaces as real data: clips through `speech2face.audio`
+(fit to 6 s, spectrogram), face crops through `speech2face.models.vggface.FaceFeatureExtractor`
+(loaded from an rcmalli-layout weights file by the real loader), examples through
+`speech2face.records`. Only the VGG-Face weights differ: no pretrained weights can be had here,
+so by default a seeded random initialisation is written next to the data and named in
+`dataset_info.json` (pass real weights with `vggface_weights` to use them instead).
+
+Output directory:
+    train-NNNNN.tfrecord, test-NNNNN.tfrecord   records in the one schema (speaker-disjoint)
+    dataset_info.json                           counts, config, attributes, self-check, files
+    speakers.json                               per speaker: split and latent attributes
+    vggface_random_seed{S}.h5                   the teacher weights used (unless given)
+"""
+
+import dataclasses
+import io
+import json
+import os
+import time
+from typing import Dict, List, Optional
+
+from absl import logging
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from data_prep import toy_face, toy_speakers, toy_voice
+from speech2face import audio, probe, records
+from speech2face.models import vggface
+
+DATASET_INFO = "dataset_info.json"
+SPEAKERS_FILE = "speakers.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyWorldConfig:
+    """Size and randomness of a toy world.
+
+    Attributes:
+      num_speakers: speakers in total (train + test).
+      clips_per_speaker: voice clips per speaker.
+      faces_per_speaker: face renders per speaker (pose and light vary); clip i of a speaker is
+        paired with face i % faces_per_speaker. Each face costs one VGG-Face pass (~0.1 s here).
+      test_fraction: share of speakers held out for the test split.
+      min_seconds, max_seconds: clip lengths are uniform in this range; the records hold the
+        first 6 s (short clips tiled, SPEC §2) as a spectrogram, and the clip itself (tiled to at
+        least 6 s) as an int16 waveform for random-crop training.
+      seed: everything is a function of this seed.
+      spectrogram_dtype: storage dtype, "float16" or "float32".
+      vggface_weights: an rcmalli-layout VGG-Face .h5; None writes seeded random weights.
+      max_shard_bytes: shard size of the record files.
+    """
+
+    num_speakers: int = 150
+    clips_per_speaker: int = 4
+    faces_per_speaker: int = 2
+    test_fraction: float = 0.2
+    min_seconds: float = 2.0
+    max_seconds: float = 8.0
+    seed: int = 0
+    spectrogram_dtype: str = records.DEFAULT_SPECTROGRAM_DTYPE
+    vggface_weights: Optional[str] = None
+    max_shard_bytes: int = 150 * 2**20
+
+    def validate(self):
+        if self.num_speakers < 2:
+            raise ValueError(
+                f"num_speakers must be at least 2 (train and test), got {self.num_speakers}"
+            )
+        if self.clips_per_speaker < 1 or self.faces_per_speaker < 1:
+            raise ValueError("clips_per_speaker and faces_per_speaker must be at least 1")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0.5 <= self.min_seconds <= self.max_seconds:
+            raise ValueError(
+                f"need 0.5 <= min_seconds <= max_seconds, got {self.min_seconds}, "
+                f"{self.max_seconds}"
+            )
+        if self.spectrogram_dtype not in records.SPECTROGRAM_DTYPES:
+            raise ValueError(f"spectrogram_dtype must be one of {records.SPECTROGRAM_DTYPES}")
+
+
+def _rng(seed: int, *stream: int) -> np.random.Generator:
+    """An independent generator per (seed, purpose, item): results do not depend on order."""
+    return np.random.default_rng([seed, *stream])
+
+
+def split_speakers(num_speakers: int, test_fraction: float, seed: int) -> Dict[str, List[int]]:
+    """Speaker indices of each split, disjoint, a seeded permutation."""
+    order = _rng(seed, 0).permutation(num_speakers)
+    num_test = max(1, int(round(test_fraction * num_speakers)))
+    return {"train": sorted(order[num_test:].tolist()), "test": sorted(order[:num_test].tolist())}
+
+
+def _jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def _render_faces(speakers, config):
+    images, landmarks = [], []
+    for i, speaker in enumerate(speakers):
+        for f in range(config.faces_per_speaker):
+            image, marks = toy_face.render_face(
+                speaker, _rng(config.seed, 2, i, f), size=records.FACE_SIZE
+            )
+            images.append(image)
+            landmarks.append(marks)
+    shape = (len(speakers), config.faces_per_speaker)
+    return (
+        np.stack(images).reshape(shape + images[0].shape),
+        np.stack(landmarks).reshape(shape + landmarks[0].shape),
+    )
+
+
+def _synthesize_clips(speakers, config):
+    """Returns per speaker a list of float32 waveforms of the drawn lengths."""
+    clips = []
+    for i, speaker in enumerate(speakers):
+        row = []
+        for c in range(config.clips_per_speaker):
+            rng = _rng(config.seed, 3, i, c)
+            seconds = rng.uniform(config.min_seconds, config.max_seconds)
+            row.append(toy_voice.synthesize_clip(speaker, rng, seconds, audio.SAMPLE_RATE))
+        clips.append(row)
+    return clips
+
+
+def _spectrograms(waveforms: List[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """First 6 s of each clip (tiled if shorter), through the TF front end in batches."""
+    fn = tf.function(audio.spectrogram)
+    out = []
+    for start in range(0, len(waveforms), batch_size):
+        batch = np.stack(
+            [
+                audio.fit_to_length(w, audio.SEGMENT_SAMPLES)
+                for w in waveforms[start : start + batch_size]
+            ]
+        )
+        out.append(fn(tf.constant(batch)).numpy())
+    return np.concatenate(out)
+
+
+def _self_check(speakers, splits, face_features, voice_stats, config):
+    """Held-out linear-probe R² of every latent attribute from faces and from voices.
+
+    Face probe: VGG-Face features of train speakers' faces -> their latents, scored on test
+    speakers' faces. Voice probe: `toy_voice.voice_statistics` of train clips -> latents,
+    scored on test clips. An attribute the voice carries should score well above 0 from voices;
+    one it does not carry should sit near 0.
+    """
+    names = toy_speakers.ATTRIBUTE_NAMES
+    latents = toy_speakers.latent_matrix(speakers, names)
+
+    def rows(split, per_speaker):
+        idx = np.array(splits[split])
+        return (idx[:, None] * per_speaker + np.arange(per_speaker)).ravel(), np.repeat(
+            idx, per_speaker
+        )
+
+    result = {}
+    for what, x, per in (
+        ("face", face_features, config.faces_per_speaker),
+        ("voice", voice_stats, config.clips_per_speaker),
+    ):
+        train_rows, train_spk = rows("train", per)
+        test_rows, test_spk = rows("test", per)
+        r2 = probe.probe_r2(x[train_rows], latents[train_spk], x[test_rows], latents[test_spk])
+        result[what] = dict(zip(names, r2))
+    carriers = {a.name: a.carried_by for a in toy_speakers.ATTRIBUTES}
+    return {
+        "method": "ridge regression (leave-one-out strength) fitted on train speakers, R^2 on "
+        "held-out test speakers; face input: VGG-Face fc7 of the face crops; voice "
+        "input: toy_voice.voice_statistics (" + ", ".join(toy_voice.VOICE_STAT_NAMES) + ")",
+        "attributes": {
+            n: {
+                "carried_by": carriers[n],
+                "r2_from_face": round(float(result["face"][n]), 4),
+                "r2_from_voice": round(float(result["voice"][n]), 4),
+            }
+            for n in names
+        },
+    }
+
+
+def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
+    """Builds the toy world into `output_dir` (created; must not hold records yet).
+
+    Returns:
+      The `dataset_info.json` content.
+    """
+    config.validate()
+    start = time.perf_counter()
+    os.makedirs(output_dir, exist_ok=True)
+    existing = tf.io.gfile.glob(os.path.join(output_dir, "*.tfrecord"))
+    if existing:
+        raise FileExistsError(
+            f"{output_dir} already holds {len(existing)} record files; choose "
+            "an empty directory or delete them first"
+        )
+
+    speakers = toy_speakers.sample_speakers(config.num_speakers, _rng(config.seed, 1))
+    splits = split_speakers(config.num_speakers, config.test_fraction, config.seed)
+    logging.info(
+        "Toy world: %d speakers (%d train, %d test), seed %d.",
+        len(speakers),
+        len(splits["train"]),
+        len(splits["test"]),
+        config.seed,
+    )
+
+    weights = config.vggface_weights
+    random_teacher = weights is None
+    if random_teacher:
+        weights = os.path.join(output_dir, f"vggface_random_seed{config.seed}.h5")
+        logging.info("No VGG-Face weights given: writing seeded random weights to %s.", weights)
+        vggface.random_vggface_weights(weights, seed=config.seed)
+
+    t = time.perf_counter()
+    images, landmarks = _render_faces(speakers, config)
+    num_faces = images.shape[0] * images.shape[1]
+    logging.info(
+        "Rendered %d faces in %.1f s; computing VGG-Face features (~0.1 s per face on "
+        "two cores)...",
+        num_faces,
+        time.perf_counter() - t,
+    )
+    t = time.perf_counter()
+    extractor = vggface.FaceFeatureExtractor(weights, batch_size=16, log_every=5)
+    features = extractor(images.reshape((-1,) + images.shape[2:])).reshape(
+        images.shape[:2] + (vggface.FEATURE_DIM,)
+    )
+    del extractor
+    logging.info("Face features: %.1f s.", time.perf_counter() - t)
+
+    t = time.perf_counter()
+    clips = _synthesize_clips(speakers, config)
+    flat_clips = [w for row in clips for w in row]
+    spectrograms = _spectrograms(flat_clips)
+    voice_stats = np.stack([toy_voice.voice_statistics(w, audio.SAMPLE_RATE) for w in flat_clips])
+    logging.info(
+        "Synthesised %d clips with spectrograms in %.1f s.",
+        len(flat_clips),
+        time.perf_counter() - t,
+    )
+
+    t = time.perf_counter()
+    files, counts, num_bytes = {}, {}, {}
+    for split, members in splits.items():
+        with records.ShardedWriter(
+            os.path.join(output_dir, split), config.max_shard_bytes, config.spectrogram_dtype
+        ) as writer:
+            for i in members:
+                jpegs = [_jpeg(image) for image in images[i]]
+                for c, waveform in enumerate(clips[i]):
+                    f = c % config.faces_per_speaker
+                    writer.write(
+                        records.Example(
+                            spectrogram=spectrograms[i * config.clips_per_speaker + c],
+                            face_feature=features[i, f],
+                            speaker_id=speakers[i].speaker_id,
+                            clip_id=f"{speakers[i].speaker_id}-c{c:02d}",
+                            source="toy",
+                            face_jpeg=jpegs[f],
+                            landmarks=landmarks[i, f],
+                            waveform=audio.fit_to_length(
+                                waveform, max(len(waveform), audio.SEGMENT_SAMPLES)
+                            ),
+                        )
+                    )
+        files[split] = [os.path.basename(p) for p in writer.paths]
+        counts[split] = {
+            "speakers": len(members),
+            "clips": writer.num_examples,
+            "faces": len(members) * config.faces_per_speaker,
+        }
+        num_bytes[split] = writer.num_bytes
+    logging.info("Wrote records in %.1f s.", time.perf_counter() - t)
+
+    lengths = np.array([len(w) for w in flat_clips]) / audio.SAMPLE_RATE
+    info = {
+        "name": "speech2face toy world",
+        "schema_version": records.SCHEMA_VERSION,
+        "seed": config.seed,
+        "config": dataclasses.asdict(config),
+        "counts": counts,
+        "spectrogram": {
+            "dtype": config.spectrogram_dtype,
+            "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
+            "content": "first 6 s of the clip, tiled if shorter (SPEC §2)",
+        },
+        "clip_seconds": {
+            "min": round(float(lengths.min()), 3),
+            "max": round(float(lengths.max()), 3),
+            "mean": round(float(lengths.mean()), 3),
+            "shorter_than_6s": int((lengths < audio.SEGMENT_SECONDS).sum()),
+        },
+        "attributes": [dataclasses.asdict(a) for a in toy_speakers.ATTRIBUTES],
+        "vggface_weights": {
+            "path": os.path.basename(weights) if random_teacher else os.path.abspath(weights),
+            "random_init": random_teacher,
+            "note": (
+                "seeded He-normal random VGG-Face weights in the rcmalli layout: no "
+                "pretrained weights are available here; the face features are those of a "
+                "random network"
+                if random_teacher
+                else "user-supplied weights"
+            ),
+        },
+        "files": files,
+        "bytes": num_bytes,
+        "self_check": _self_check(
+            speakers, splits, features.reshape(-1, vggface.FEATURE_DIM), voice_stats, config
+        ),
+    }
+    info["build_seconds"] = round(time.perf_counter() - start, 1)
+    with open(os.path.join(output_dir, SPEAKERS_FILE), "w") as f:
+        split_of = {i: s for s, members in splits.items() for i in members}
+        json.dump(
+            [
+                {"speaker_id": s.speaker_id, "split": split_of[i], "latents": s.latents}
+                for i, s in enumerate(speakers)
+            ],
+            f,
+            indent=1,
+        )
+    with open(os.path.join(output_dir, DATASET_INFO), "w") as f:
+        json.dump(info, f, indent=2)
+    logging.info("Toy world built in %.1f s: %s.", info["build_seconds"], output_dir)
+    return info
+
+
+def load_dataset_info(directory: str) -> dict:
+    """Reads `dataset_info.json` of a built data set, with a clear error if it is missing."""
+    path = os.path.join(directory, DATASET_INFO)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: build the data set first "
+            "(python -m data_prep.make_toy_world --output_dir=...)"
+        )
+    with open(path) as f:
+        return json.load(f)
+
+
+def format_summary(info: dict) -> str:
+    """A human-readable summary of `dataset_info.json`: sizes, clip lengths, self-check."""
+    counts, secs = info["counts"], info["clip_seconds"]
+    total_bytes = sum(info["bytes"].values())
+    lines = [
+        f"Toy world (seed {info['seed']}, schema v{info['schema_version']}):",
+        f"  speakers  {counts['train']['speakers'] + counts['test']['speakers']:>6}  "
+        f"(train {counts['train']['speakers']}, test {counts['test']['speakers']}; disjoint)",
+        f"  clips     {counts['train']['clips'] + counts['test']['clips']:>6}  "
+        f"(train {counts['train']['clips']}, test {counts['test']['clips']})",
+        f"  faces     {counts['train']['faces'] + counts['test']['faces']:>6}",
+        f"  clip length {secs['min']:.1f}-{secs['max']:.1f} s, mean {secs['mean']:.1f} s; "
+        f"{secs['shorter_than_6s']} clips shorter than 6 s (tiled)",
+        f"  records   {total_bytes / 2**20:.0f} MiB in "
+        f"{sum(len(v) for v in info['files'].values())} files "
+        f"({info['spectrogram']['dtype']} spectrograms {info['spectrogram']['shape']})",
+        f"  VGG-Face  {info['vggface_weights']['path']}"
+        f"{' (seeded random weights)' if info['vggface_weights']['random_init'] else ''}",
+        "  self-check: held-out linear-probe R^2 of each latent attribute",
+        f"    {'attribute':<14} {'carried by':<10} {'from face':>9} {'from voice':>10}",
+    ]
+    for name, row in info["self_check"]["attributes"].items():
+        lines.append(
+            f"    {name:<14} {row['carried_by']:<10} {row['r2_from_face']:>9.2f} "
+            f"{row['r2_from_voice']:>10.2f}"
+        )
+    if "build_seconds" in info:
+        lines.append(f"  built in {info['build_seconds']:.0f} s")
+    return "\n".join(lines)

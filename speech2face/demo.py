@@ -1,0 +1,160 @@
+r"""The whole pipeline on the built-in toy world, in one command.
+
+    python -m speech2face.demo --workdir=demo_out
+
+Stages (each skipped when its output already exists, so a rerun picks up where it stopped):
+1. Build the toy world (SPEC §11) into `WORKDIR/toy_world`.
+2. Show it: `WORKDIR/preview/contact_sheet.png` (faces grouped by speaker, train and test),
+   `landmarks.png` (one face with its 68 landmarks), a few WAV clips, and `summary.txt`.
+Later stages (face decoder, voice encoder, evaluation, predicted faces) join this list as they
+are built.
+"""
+
+import collections
+import json
+import os
+import shutil
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+import soundfile  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data_prep import toy_world_lib  # noqa: E402
+from speech2face import audio, records  # noqa: E402
+
+_DEFAULTS = toy_world_lib.ToyWorldConfig()
+flags.DEFINE_string("workdir", None, "Directory for everything the demo writes.")
+flags.DEFINE_integer("num_speakers", _DEFAULTS.num_speakers, "Speakers in the toy world.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the toy world.")
+flags.DEFINE_bool("rebuild", False, "Rebuild the toy world even if WORKDIR/toy_world exists.")
+flags.DEFINE_integer("sheet_speakers", 12, "Speakers shown on the contact sheet.")
+flags.DEFINE_integer("num_wavs", 4, "WAV clips written to the preview.")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+THUMB = 112
+
+
+def build_world(workdir: str, num_speakers: int, seed: int, rebuild: bool) -> str:
+    """Stage 1: the toy world in `workdir/toy_world`; reused when already built."""
+    world = os.path.join(workdir, "toy_world")
+    info_path = os.path.join(world, toy_world_lib.DATASET_INFO)
+    if os.path.exists(info_path) and not rebuild:
+        with open(info_path) as f:
+            config = json.load(f)["config"]
+        if config["num_speakers"] == num_speakers and config["seed"] == seed:
+            logging.info("Stage 1: reusing the toy world in %s (--rebuild to redo it).", world)
+            return world
+        logging.info("Stage 1: %s was built with other settings; rebuilding.", world)
+    if os.path.exists(world):
+        shutil.rmtree(world)
+    logging.info("Stage 1: building the toy world in %s.", world)
+    toy_world_lib.build_toy_world(
+        toy_world_lib.ToyWorldConfig(num_speakers=num_speakers, seed=seed), world
+    )
+    return world
+
+
+def _read_examples(world: str, split: str):
+    for path in sorted(tf.io.gfile.glob(os.path.join(world, f"{split}-*.tfrecord"))):
+        for serialized in tf.data.TFRecordDataset(path):
+            yield records.decode_example(serialized.numpy())
+
+
+def _faces_by_speaker(world: str, split: str, max_speakers: int):
+    """speaker_id -> list of distinct face images (uint8 [224, 224, 3]) and the first clip."""
+    faces = collections.OrderedDict()
+    for example in _read_examples(world, split):
+        entry = faces.get(example.speaker_id)
+        if entry is None:
+            if len(faces) >= max_speakers:
+                continue
+            entry = faces[example.speaker_id] = {"jpegs": [], "clip": example, "landmarks": []}
+        if example.face_jpeg not in entry["jpegs"]:
+            entry["jpegs"].append(example.face_jpeg)
+            entry["landmarks"].append(example.landmarks)
+    return faces
+
+
+def _decode_jpeg(data: bytes) -> Image.Image:
+    return Image.open(__import__("io").BytesIO(data)).convert("RGB")
+
+
+def contact_sheet(groups, path: str) -> None:
+    """One row per speaker: a label, then each of the speaker's faces."""
+    rows = [(split, spk, entry) for split, faces in groups for spk, entry in faces.items()]
+    columns = max(len(entry["jpegs"]) for _, _, entry in rows)
+    label_w = 150
+    sheet = Image.new("RGB", (label_w + columns * (THUMB + 4), len(rows) * (THUMB + 4)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (split, spk, entry) in enumerate(rows):
+        y = r * (THUMB + 4)
+        draw.text((6, y + THUMB // 2 - 12), f"{spk}\n{split}", fill="black")
+        for c, jpeg in enumerate(entry["jpegs"]):
+            sheet.paste(
+                _decode_jpeg(jpeg).resize((THUMB, THUMB), Image.LANCZOS),
+                (label_w + c * (THUMB + 4), y),
+            )
+    sheet.save(path)
+
+
+def landmark_figure(jpeg: bytes, landmarks: np.ndarray, path: str, scale: int = 2) -> None:
+    """One face at 2x with its 68 landmarks numbered (dlib's order)."""
+    image = _decode_jpeg(jpeg).resize((records.FACE_SIZE * scale,) * 2, Image.LANCZOS)
+    draw = ImageDraw.Draw(image)
+    for i, (x, y) in enumerate(landmarks * scale):
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(255, 0, 0))
+        draw.text((x + 3, y - 5), str(i), fill=(255, 255, 0))
+    image.save(path)
+
+
+def preview_world(world: str, workdir: str, sheet_speakers: int, num_wavs: int) -> str:
+    """Stage 2: contact sheet, landmark figure, WAV clips and a summary of the toy world."""
+    out = os.path.join(workdir, "preview")
+    os.makedirs(out, exist_ok=True)
+    num_test = max(1, sheet_speakers // 3)
+    groups = [
+        ("train", _faces_by_speaker(world, "train", sheet_speakers - num_test)),
+        ("test", _faces_by_speaker(world, "test", num_test)),
+    ]
+    contact_sheet(groups, os.path.join(out, "contact_sheet.png"))
+    first = next(iter(groups[0][1].values()))
+    landmark_figure(first["jpegs"][0], first["landmarks"][0], os.path.join(out, "landmarks.png"))
+
+    wav_paths = []
+    entries = [e for _, faces in groups for e in faces.values()]
+    for entry in entries[:num_wavs]:
+        clip = entry["clip"]
+        if clip.waveform is None:
+            continue
+        path = os.path.join(out, f"{clip.clip_id}.wav")
+        soundfile.write(path, clip.waveform, audio.SAMPLE_RATE, subtype="PCM_16")
+        wav_paths.append(path)
+
+    info = toy_world_lib.load_dataset_info(world)
+    summary = toy_world_lib.format_summary(info)
+    with open(os.path.join(out, "summary.txt"), "w") as f:
+        f.write(summary + "\n")
+    print(summary)
+    print(f"\nPreview in {out}:")
+    for name in ["contact_sheet.png", "landmarks.png", "summary.txt"] + [
+        os.path.basename(p) for p in wav_paths
+    ]:
+        print(f"  {os.path.join(out, name)}")
+    return out
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    world = build_world(FLAGS.workdir, FLAGS.num_speakers, FLAGS.seed, FLAGS.rebuild)
+    preview_world(world, FLAGS.workdir, FLAGS.sheet_speakers, FLAGS.num_wavs)
+
+
+if __name__ == "__main__":
+    app.run(main)

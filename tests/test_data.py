@@ -1,0 +1,94 @@
+"""The input pipeline, alone and under tf.distribute."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from speech2face import data
+from tests import fake_records
+
+
+def _clip_ids(dataset, num_batches=None):
+    ids = []
+    for i, batch in enumerate(dataset):
+        if num_batches is not None and i >= num_batches:
+            break
+        ids.extend(c.decode() for c in batch["clip_id"].numpy())
+    return ids
+
+
+def test_eval_mode_reads_every_example_once_in_a_fixed_order(tmp_path):
+    pattern, clip_ids = fake_records.write_record_files(str(tmp_path), 3, 5)
+    dataset = data.input_fn(pattern, None, global_batch_size=4, training=False)
+    first_pass = _clip_ids(dataset)
+    assert sorted(first_pass) == sorted(clip_ids)
+    assert _clip_ids(dataset) == first_pass
+    shapes = [b["spectrogram"].shape[0] for b in dataset]
+    assert shapes == [4, 4, 4, 3]
+
+
+def test_training_mode_shuffles_repeats_and_drops_remainder(tmp_path):
+    pattern, clip_ids = fake_records.write_record_files(str(tmp_path), 3, 5)
+    dataset = data.input_fn(
+        pattern,
+        None,
+        global_batch_size=4,
+        training=True,
+        options=data.InputOptions(seed=3, shuffle_buffer=16),
+    )
+    ids = _clip_ids(dataset, num_batches=15)  # 60 examples = 4 epochs of 15.
+    assert len(ids) == 60
+    assert set(ids) == set(clip_ids)
+    assert ids[:15] != clip_ids
+    assert max(collections.Counter(ids).values()) <= 6
+
+
+@pytest.mark.parametrize("num_files", [4, 1])
+def test_input_pipelines_split_the_data(tmp_path, num_files):
+    # 4 files: sharded by file; 1 file: fewer files than pipelines, sharded by example.
+    pattern, clip_ids = fake_records.write_record_files(str(tmp_path), num_files, 12 // num_files)
+    seen = []
+    for pipeline in range(2):
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2
+        )
+        seen.append(_clip_ids(data.input_fn(pattern, context, 4, training=False)))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(clip_ids)
+
+
+def test_mirrored_strategy_sees_every_example_once_per_epoch(tmp_path):
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, "tests/conftest.py should have made two logical CPUs"
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    pattern, clip_ids = fake_records.write_record_files(str(tmp_path), 3, 7)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: data.input_fn(pattern, ctx, global_batch_size=6, training=False)
+    )
+    seen, per_replica_sizes = [], set()
+    for batch in dataset:
+        for local in strategy.experimental_local_results(batch["clip_id"]):
+            seen.extend(c.decode() for c in local.numpy())
+            per_replica_sizes.add(int(local.shape[0]))
+    assert sorted(seen) == sorted(clip_ids)
+    assert 3 in per_replica_sizes and max(per_replica_sizes) == 3
+
+
+def test_mirrored_strategy_training_batches(tmp_path):
+    devices = tf.config.list_logical_devices("CPU")
+    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    pattern, _ = fake_records.write_record_files(str(tmp_path), 2, 5)
+    dataset = strategy.distribute_datasets_from_function(
+        lambda ctx: data.input_fn(pattern, ctx, global_batch_size=4, training=True)
+    )
+    batch = next(iter(dataset))
+    locals_ = strategy.experimental_local_results(batch["spectrogram"])
+    assert len(locals_) == 2 and all(t.shape == (2, 7, 257, 2) for t in locals_)
+    assert all(np.isfinite(t.numpy()).all() for t in locals_)
+
+
+def test_no_matching_files_is_a_clear_error(tmp_path):
+    with pytest.raises(data.NoRecordsError, match="no TFRecord files match"):
+        data.input_fn(str(tmp_path / "nothing-*.tfrecord"), None, 2, training=False)

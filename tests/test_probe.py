@@ -1,0 +1,47 @@
+"""The ridge linear probe."""
+
+import numpy as np
+
+from speech2face import probe
+
+
+def test_recovers_a_linear_target_and_not_noise():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 50))
+    y = np.stack(
+        [x[:, :3] @ [1.0, -2.0, 0.5] + 0.01 * rng.standard_normal(200), rng.standard_normal(200)],
+        axis=1,
+    )
+    r2 = probe.probe_r2(x[:150], y[:150], x[150:], y[150:])
+    assert r2[0] > 0.99
+    assert r2[1] < 0.1
+
+
+def test_leave_one_out_choice_matches_brute_force():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((30, 8))
+    y = x[:, 0] + 0.5 * rng.standard_normal(30)
+    fitted = probe.fit_ridge(x, y, alphas=(0.01, 1.0, 100.0))
+    xs = (x - x.mean(0)) / x.std(0)
+    scale = (np.linalg.svd(xs, compute_uv=False) ** 2).mean()
+
+    def loo_error(alpha):
+        errs = []
+        for i in range(30):
+            keep = np.arange(30) != i
+            xk = xs[keep]  # standardisation held fixed, as in the closed form
+            yk = y[keep]
+            xm, ym = xk.mean(0), yk.mean()
+            w = np.linalg.solve(
+                (xk - xm).T @ (xk - xm) + alpha * scale * np.eye(8), (xk - xm).T @ (yk - ym)
+            )
+            errs.append((y[i] - ym - (xs[i] - xm) @ w) ** 2)
+        return np.mean(errs)
+
+    best = min((0.01, 1.0, 100.0), key=loo_error)
+    assert np.isclose(fitted.alphas[0], best)
+
+
+def test_r2_score_exact():
+    np.testing.assert_allclose(probe.r2_score([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]), [1.0])
+    np.testing.assert_allclose(probe.r2_score([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]), [0.0])
