@@ -6,20 +6,22 @@ dlib's convention and ARE the drawn geometry: the face outline passes through th
 (0–16) and closes with a forehead arc, the eyes, brows, nose and lips are curves through their
 points. Landmarks are in output pixel coordinates (x, y), pixel centres at integers, like dlib's.
 
-What the latents drive (see toy_speakers.ATTRIBUTES): head_size → face width and height;
-masculinity → jaw squareness/width and brow thickness; nasality → nose width (large on purpose:
-random VGG features see large changes best); age → grey hair and forehead lines; hair_hue,
-hair_length, skin_tone, background, eye_color → what their names say.
+What the latents drive (see toy_speakers.ATTRIBUTES):
+  head_size → face width and height; masculinity → jaw squareness/width, brow thickness, stubble
+  and lip colour; nasality → nose width, length and nostril size (large on purpose: random VGG
+  features see large changes best); age → grey hair and forehead lines; hair_hue, hair_length,
+  skin_tone, background, eye_color → what their names say.
 Per render, a small random shift, scale, in-plane rotation and brightness change are applied to
 the image and the landmarks alike.
 """
 
-import dataclasses
 import colorsys
+import dataclasses
+import functools
 from typing import Tuple
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 from scipy import special
 
 from data_prep import toy_speakers
@@ -44,6 +46,7 @@ class FaceParams:
     forehead_height: float
     jaw_exponent: float  # superellipse exponent of the jaw: 2 round … 4.5 square
     brow_thickness: float
+    stubble: float  # 0..1 darkening of the beard area (lower face)
     nose_width: float
     nose_length: float
     mouth_width: float
@@ -52,6 +55,7 @@ class FaceParams:
     skin: Tuple[float, float, float]
     hair: Tuple[float, float, float]
     iris: Tuple[float, float, float]
+    lips: Tuple[float, float, float]
     background: Tuple[float, float, float]
 
 
@@ -66,27 +70,31 @@ def _mix(a, b, t: float):
 def face_params(speaker: toy_speakers.Speaker) -> FaceParams:
     """Derives the face's geometry and colours from the speaker's latents (deterministic)."""
     z = {k: toy_speakers._soft_clip(v) for k, v in speaker.latents.items()}
-    masc = special.expit(1.5 * z["masculinity"])
+    masc = special.expit(1.2 * z["masculinity"])
     head = np.exp(0.085 * z["head_size"])
     face_width = 148.0 * head * (0.95 + 0.1 * masc)
     age = special.expit(1.5 * z["age"])
     skin_light = special.expit(1.2 * z["skin_tone"])
     hair = _hsv(special.ndtr(z["hair_hue"]), 0.6, 0.5)
+    skin = _mix((250.0, 218.0, 192.0), (98.0, 62.0, 44.0), 1.0 - skin_light)
     grey = float(age)
     return FaceParams(
         face_width=float(face_width),
-        face_height=float(88.0 * np.exp(0.07 * z["head_size"]) * (0.96 + 0.08 * masc)),
+        face_height=float(85.0 * np.exp(0.07 * z["head_size"]) * (0.96 + 0.08 * masc)),
         forehead_height=float(78.0 * np.exp(0.07 * z["head_size"])),
         jaw_exponent=float(2.0 + 2.5 * masc),
         brow_thickness=float(2.5 + 8.0 * masc),
-        nose_width=float(0.25 * face_width * np.exp(0.32 * z["nasality"])),
-        nose_length=float(40.0 * np.exp(0.06 * z["nasality"])),
+        stubble=float(0.6 * masc ** 2),
+        # Wide noses show best in random VGG features; bounded so that it stays inside the face.
+        nose_width=float(0.25 * face_width * np.exp(0.5 * 2.2 * np.tanh(z["nasality"] / 2.2))),
+        nose_length=float(40.0 * np.exp(0.15 * z["nasality"])),
         mouth_width=float(0.36 * face_width),
         hair_length=float(8.0 + 140.0 * special.expit(1.3 * z["hair_length"])),
         grey=grey,
-        skin=_mix((250.0, 218.0, 192.0), (98.0, 62.0, 44.0), 1.0 - skin_light),
+        skin=skin,
         hair=_mix(hair, (205.0, 205.0, 205.0), 0.85 * grey),
         iris=_hsv(special.ndtr(z["eye_color"]), 0.7, 0.55),
+        lips=_mix(skin, (190, 40, 60), 0.2 + 0.5 * (1.0 - masc)),
         background=_hsv(special.ndtr(z["background"]), 0.45, 0.85),
     )
 
@@ -116,7 +124,7 @@ def _ellipse(cx, cy, rx, ry, n=48, start=0.0, stop=2 * np.pi) -> np.ndarray:
     return np.stack([cx + rx * np.cos(a), cy + ry * np.sin(a)], axis=1)
 
 
-_CX, _Y0 = 112.0, 108.0  # face centre x; y of jaw points 0 and 16 (a little below the eyes)
+_CX, _Y0 = 112.0, 104.0  # face centre x; y of jaw points 0 and 16 (a little below the eyes)
 
 
 def _landmarks(fp: FaceParams) -> np.ndarray:
@@ -181,6 +189,14 @@ def canonical_landmarks(speaker: toy_speakers.Speaker, size: int = FACE_SIZE) ->
 
 # ----------------------------------------------------------------------------------------------
 # Drawing.
+
+
+@functools.lru_cache(maxsize=4)
+def _stipple(canvas: int) -> Image.Image:
+    """A fixed random dot texture (mode "L", 0 or 255) for stubble; the same for every face."""
+    dots = np.random.default_rng(1234).random((canvas // 2, canvas // 2)) < 0.45
+    dots = np.kron(dots, np.ones((2, 2), bool))
+    return Image.fromarray(np.pad(dots, [(0, canvas % 2)] * 2).astype(np.uint8) * 255)
 
 
 def _rgb(c, scale: float = 1.0):
@@ -255,8 +271,16 @@ def render_face(speaker: toy_speakers.Speaker, rng: np.random.Generator,
     for line in lines:  # forehead lines fade in with age
         draw.line(to_canvas(line), fill=_rgb(_mix(skin, (60, 40, 30), 0.6 * fp.grey ** 2)),
                   width=max(int(round(1.5 * px)), 1))
+    beard = np.concatenate([_catmull_rom(lm[3:14], closed=False),
+                            [[lm[13, 0], lm[33, 1] + 3.0], [lm[3, 0], lm[33, 1] + 3.0]]])
+    draw.polygon(to_canvas(beard), fill=_rgb(_mix(skin, (40, 32, 28), 0.5 * fp.stubble)))
+    # Stubble: a fixed stipple texture inside the beard area, as dense as `stubble` says; a texture
+    # shows on any skin tone, where a darker shade alone hardly changes dark skin.
+    beard_mask = Image.new("L", img.size, 0)
+    ImageDraw.Draw(beard_mask).polygon(to_canvas(beard), fill=int(round(255 * fp.stubble)))
+    img.paste((35, 30, 28), mask=ImageChops.multiply(beard_mask, _stipple(img.size[0])))
     draw.polygon(to_canvas(fringe), fill=_rgb(hair))
-    brow_colour = _rgb(_mix(hair, (30, 25, 20), 0.45))
+    brow_colour = _rgb(_mix(hair, (30, 25, 20), 0.65))
     for brow in (lm[17:22], lm[22:27]):
         draw.line(to_canvas(_catmull_rom(brow, closed=False)), fill=brow_colour,
                   width=max(int(round(fp.brow_thickness * px)), 1), joint="curve")
@@ -269,16 +293,21 @@ def render_face(speaker: toy_speakers.Speaker, rng: np.random.Generator,
     # Nose: bridge sides from beside point 27 down to the wings 31/35, the base through 31–35.
     nose_tip = lm[30]
     nose = np.concatenate([
-        [lm[27] + [-4.0, 0.0]], [[nose_tip[0] - 0.32 * fp.nose_width, nose_tip[1] - 8.0]],
+        [lm[27] + [-0.11 * fp.nose_width, 0.0]],
+        [[nose_tip[0] - 0.32 * fp.nose_width, nose_tip[1] - 8.0]],
         _catmull_rom(np.concatenate([[lm[31] + [0.0, -8.0]], lm[31:36], [lm[35] + [0.0, -8.0]]]),
                      closed=False),
-        [[nose_tip[0] + 0.32 * fp.nose_width, nose_tip[1] - 8.0]], [lm[27] + [4.0, 0.0]]])
-    draw.polygon(to_canvas(nose), fill=_rgb(skin, 0.8), outline=_rgb(skin, 0.55))
+        [[nose_tip[0] + 0.32 * fp.nose_width, nose_tip[1] - 8.0]],
+        [lm[27] + [0.11 * fp.nose_width, 0.0]]])
+    # Fixed dark outline and nostrils: the nose must stand out on every skin tone.
+    draw.polygon(to_canvas(nose), fill=_rgb(skin, 0.62))
+    draw.line(to_canvas(np.concatenate([nose, nose[:1]])), fill=(45, 28, 22),
+              width=max(int(round(1.5 * px)), 1), joint="curve")
     for side in (-1, 1):
-        nostril = _ellipse(nose_tip[0] + side * 0.2 * fp.nose_width, nose_tip[1] + 3.0,
-                           0.12 * fp.nose_width, 2.6, 16)
-        draw.polygon(to_canvas(nostril), fill=_rgb(skin, 0.35))
-    lip_colour = _mix(skin, (170, 60, 70), 0.45)
+        nostril = _ellipse(nose_tip[0] + side * 0.2 * fp.nose_width, nose_tip[1] + 2.5,
+                           0.14 * fp.nose_width, 1.5 + 0.05 * fp.nose_width, 16)
+        draw.polygon(to_canvas(nostril), fill=(22, 12, 12))
+    lip_colour = fp.lips
     draw.polygon(to_canvas(_catmull_rom(lm[48:60], closed=True)), fill=_rgb(lip_colour),
                  outline=_rgb(lip_colour, 0.8))
     draw.polygon(to_canvas(_catmull_rom(lm[60:68], closed=True)), fill=_rgb((70, 20, 25)))

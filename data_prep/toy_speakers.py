@@ -149,7 +149,8 @@ def sample_latents(rng: np.random.Generator) -> Dict[str, float]:
     for name in ATTRIBUTE_NAMES:
         if name == "masculinity":
             sign = 1.0 if rng.random() < 0.5 else -1.0
-            latents[name] = float(sign * MASCULINITY_MODE + MASCULINITY_SPREAD * rng.standard_normal())
+            latents[name] = float(sign * MASCULINITY_MODE
+                                  + MASCULINITY_SPREAD * rng.standard_normal())
         else:
             latents[name] = float(rng.standard_normal())
     return latents

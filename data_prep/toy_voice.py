@@ -261,7 +261,7 @@ VOICE_STAT_NAMES: Tuple[str, ...] = (
     "voiced_fraction",     # voiced frames / all frames
     "periodicity",         # mean normalised autocorrelation peak over voiced frames
     "spectral_centroid_khz",  # of the long-term spectrum of voiced frames
-    "centroid_1k_5k_khz",  # the same within 1–5 kHz (F2–F4 region: vocal-tract length)
+    "centroid_1k_5k_khz",  # the same within 1–5 kHz (F2–F4 region and aspiration noise)
     "log_f1", "log_f2", "log_f3",  # medians of LPC formant estimates, log Hz
 ) + tuple(f"band_{lo}_{hi}" for lo, hi in _BANDS_HZ) + (  # log10 band share of LTAS power
     "modulation_rate_hz",  # centroid of the energy envelope's 1.5–12 Hz modulation spectrum
@@ -327,6 +327,8 @@ def voice_statistics(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np
     if peak_db < -90:  # silence
         return np.array([stats[name] for name in VOICE_STAT_NAMES], np.float32)
     active = energy_db > max(np.percentile(energy_db, 10) + 6.0, peak_db - 35.0)
+    if not active.any():  # stationary sound (steady noise, one frame): every frame counts
+        active = np.ones_like(active)
 
     # Pitch: normalised autocorrelation of the low-passed signal, corrected for the window.
     nfft = 2048

@@ -32,6 +32,7 @@ from speech2face.models import vggface
 
 DATASET_INFO = "dataset_info.json"
 SPEAKERS_FILE = "speakers.json"
+MIN_PROBE_SPEAKERS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +154,15 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
     one it does not carry should sit near 0.
     """
     names = toy_speakers.ATTRIBUTE_NAMES
+    carriers = {a.name: a.carried_by for a in toy_speakers.ATTRIBUTES}
+    if min(len(splits["train"]), len(splits["test"])) < MIN_PROBE_SPEAKERS:
+        return {
+            "method": f"skipped: a probe needs at least {MIN_PROBE_SPEAKERS} speakers per split",
+            "attributes": {
+                n: {"carried_by": carriers[n], "r2_from_face": None, "r2_from_voice": None}
+                for n in names
+            },
+        }
     latents = toy_speakers.latent_matrix(speakers, names)
 
     def rows(split, per_speaker):
@@ -168,11 +178,16 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
     ):
         train_rows, train_spk = rows("train", per)
         test_rows, test_spk = rows("test", per)
-        r2 = probe.probe_r2(x[train_rows], latents[train_spk], x[test_rows], latents[test_spk])
+        r2 = probe.probe_r2(
+            x[train_rows],
+            latents[train_spk],
+            x[test_rows],
+            latents[test_spk],
+            groups_train=train_spk,
+        )
         result[what] = dict(zip(names, r2))
-    carriers = {a.name: a.carried_by for a in toy_speakers.ATTRIBUTES}
     return {
-        "method": "ridge regression (leave-one-out strength) fitted on train speakers, R^2 on "
+        "method": "ridge regression (strength by 5-fold cross-validation over speakers) fitted on train speakers, R^2 on "
         "held-out test speakers; face input: VGG-Face fc7 of the face crops; voice "
         "input: toy_voice.voice_statistics (" + ", ".join(toy_voice.VOICE_STAT_NAMES) + ")",
         "attributes": {
@@ -367,10 +382,10 @@ def format_summary(info: dict) -> str:
         f"    {'attribute':<14} {'carried by':<10} {'from face':>9} {'from voice':>10}",
     ]
     for name, row in info["self_check"]["attributes"].items():
-        lines.append(
-            f"    {name:<14} {row['carried_by']:<10} {row['r2_from_face']:>9.2f} "
-            f"{row['r2_from_voice']:>10.2f}"
+        face, voice = (
+            "-" if v is None else f"{v:.2f}" for v in (row["r2_from_face"], row["r2_from_voice"])
         )
+        lines.append(f"    {name:<14} {row['carried_by']:<10} {face:>9} {voice:>10}")
     if "build_seconds" in info:
         lines.append(f"  built in {info['build_seconds']:.0f} s")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ v_f carry the same attributes?).
 """
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -35,11 +35,33 @@ class RidgeProbe:
         return x @ self.weights + self.intercept
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_ALPHAS) -> RidgeProbe:
+def _standardize(x):
+    mean = x.mean(0)
+    scale = x.std(0)
+    scale[scale < 1e-12] = 1.0
+    return mean, scale
+
+
+def _ridge_path(xs, yc, rel_alphas):
+    """Ridge solutions [len(alphas), d, k] of centred xs [n, d], yc [n, k] via one SVD."""
+    u, s, vt = np.linalg.svd(xs, full_matrices=False)
+    uty = u.T @ yc
+    return np.stack([vt.T @ ((s / (s**2 + a))[:, None] * uty) for a in rel_alphas])
+
+
+def fit_ridge(
+    x: np.ndarray,
+    y: np.ndarray,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    groups: Optional[np.ndarray] = None,
+    num_folds: int = 5,
+) -> RidgeProbe:
     """Fits ridge regressions from features `x` [n, d] to targets `y` [n] or [n, k].
 
     Each target gets the strength in `alphas` (relative to the mean squared singular value, so
-    the grid suits any feature scale) with the lowest exact leave-one-out squared error.
+    the grid suits any feature scale) with the lowest cross-validated squared error: exact
+    leave-one-out when rows are independent, or `num_folds`-fold by `groups` when several rows
+    share a group (e.g. two faces of one speaker; leaving one row out would then leak).
     """
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
@@ -49,32 +71,42 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = DEFAULT_AL
         raise ValueError(
             f"fit_ridge needs x [n, d] and y [n, k] with n >= 3; got {x.shape} and {y.shape}"
         )
-    mean = x.mean(0)
-    scale = x.std(0)
-    scale[scale < 1e-12] = 1.0
+    mean, scale = _standardize(x)
     xs = (x - mean) / scale
     y_mean = y.mean(0)
     yc = y - y_mean
+    s2_mean = max((np.linalg.norm(xs) ** 2) / min(xs.shape), 1e-12)
+    rel = np.asarray(alphas, np.float64) * s2_mean
+    if groups is None:
+        u, s, _ = np.linalg.svd(xs, full_matrices=False)
+        uty = u.T @ yc
+        errors = []
+        for alpha in rel:
+            shrink = s**2 / (s**2 + alpha)
+            fitted = u @ (shrink[:, None] * uty)
+            # Leave-one-out residuals of a linear smoother: r_i / (1 - h_ii); centring adds 1/n.
+            hat = (u**2) @ shrink + 1.0 / x.shape[0]
+            errors.append((((yc - fitted) / np.maximum(1.0 - hat, 1e-6)[:, None]) ** 2).mean(0))
+    else:
+        unique, group_index = np.unique(np.asarray(groups), return_inverse=True)
+        folds = group_index % min(num_folds, len(unique))
+        errors = np.zeros((len(rel), y.shape[1]))
+        for fold in np.unique(folds):
+            train, held = folds != fold, folds == fold
+            m, sc = _standardize(x[train])
+            xt = (x[train] - m) / sc
+            y_m = y[train].mean(0)
+            path = _ridge_path(xt, y[train] - y_m, rel)
+            pred = ((x[held] - m) / sc) @ path + y_m  # [alphas, n_held, k]
+            errors += ((pred - y[held]) ** 2).sum(1)
+    errors = np.asarray(errors)
+    best_alpha = rel[np.argmin(errors, axis=0)]
     u, s, vt = np.linalg.svd(xs, full_matrices=False)
-    uty = u.T @ yc  # [r, k]
-    s2 = s**2
-    rel = np.asarray(alphas, np.float64) * max(s2.mean(), 1e-12)
-    best_err = np.full(y.shape[1], np.inf)
-    best_alpha = np.zeros(y.shape[1])
-    for alpha in rel:
-        shrink = s2 / (s2 + alpha)  # [r]
-        fitted = u @ (shrink[:, None] * uty)
-        # Leave-one-out residuals of a linear smoother: r_i / (1 - h_ii); the centring adds 1/n.
-        hat = (u**2) @ shrink + 1.0 / x.shape[0]
-        loo = (yc - fitted) / np.maximum(1.0 - hat, 1e-6)[:, None]
-        err = (loo**2).mean(0)
-        better = err < best_err
-        best_err[better] = err[better]
-        best_alpha[better] = alpha
+    uty = u.T @ yc
     weights = np.stack(
-        [vt.T @ ((s / (s2 + a)) * uty[:, j]) for j, a in enumerate(best_alpha)], axis=1
+        [vt.T @ ((s / (s**2 + a)) * uty[:, j]) for j, a in enumerate(best_alpha)], axis=1
     )
-    return RidgeProbe(mean, scale, weights, y_mean, best_alpha / max(s2.mean(), 1e-12))
+    return RidgeProbe(mean, scale, weights, y_mean, best_alpha / s2_mean)
 
 
 def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -88,6 +120,6 @@ def r2_score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     return 1.0 - sse / np.maximum(sst, 1e-12)
 
 
-def probe_r2(x_train, y_train, x_test, y_test) -> np.ndarray:
+def probe_r2(x_train, y_train, x_test, y_test, groups_train=None) -> np.ndarray:
     """Fits on the training rows and returns held-out R² per target column."""
-    return r2_score(y_test, fit_ridge(x_train, y_train).predict(x_test))
+    return r2_score(y_test, fit_ridge(x_train, y_train, groups=groups_train).predict(x_test))

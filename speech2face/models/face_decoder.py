@@ -1,0 +1,462 @@
+"""The face decoder of Cole et al. (CVPR 2017), as Speech2Face uses it (SPEC §7).
+
+    v (4096) ─► f_dec: Dense 4096→1000 ─► ReLU ─┬─► landmark MLP ─► 68×2 offsets + mean landmarks
+                                                 └─► texture CNN: FC ─► s×s×c ─► transposed convs
+                                                     ─► sigmoid texture in the mean-landmark frame
+    image = warp_image(texture, control_from=mean landmarks, control_to=predicted landmarks)
+
+`f_dec` (the Dense layer, `FaceDecoder.first_layer`) is the frozen teacher of the Speech2Face loss
+(SPEC §5): the loss compares its outputs BEFORE the ReLU (see `FaceDecoder.call`).
+
+Coordinates: landmarks are (x, y) NORMALISED to the image, x, y in [0, 1] from the left/top edge
+of the image to the right/bottom edge, so one set of landmarks serves every resolution; pixel
+(row i, column j) has its centre at ((j + 0.5) / W, (i + 0.5) / H). dlib and the records store
+pixels with centres at integers: convert with `pixels_to_normalized`.
+
+Training targets (Cole et al.): landmarks from dlib's 68-point predictor; texture = the face crop
+warped to the mean landmarks (`decoder_losses` computes it); losses in `decoder_losses`.
+"""
+
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+FEATURE_DIM = 4096
+NUM_LANDMARKS = 68
+# Added to the diagonal of the TPS kernel matrix (normalised coordinates). Without it, two
+# coinciding predicted landmarks make the system singular (the CPU solve raises); at 1e-6 the
+# spline still passes within 0.01 px (at 224) of realistic landmark displacements, and coinciding
+# centres give weights of ~1e4 at most, harmless in float32. Larger values smooth the warp
+# (1e-5: ~0.08 px, growing with the value). Affine maps are exact whatever the value (they live
+# in the unregularised polynomial part).
+DEFAULT_TPS_REGULARIZATION = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """Sizes of the face decoder (both presets share the topology).
+
+    Attributes:
+      feature_dim: input face-feature size (VGG-Face fc7: 4096).
+      fc_units: units of the first layer f_dec (1000 in the paper; the S2F loss depends on it).
+      num_landmarks: landmarks predicted (dlib's 68).
+      landmark_hidden: hidden ReLU layers of the landmark MLP (our choice; Cole et al. give a
+        small MLP).
+      image_size: output side S of the texture and image, = texture_base_size * 2**(number of
+        transposed convolutions) = texture_base_size * 2**(len(texture_channels) + 1).
+      texture_base_size: side of the texture FC's output map.
+      texture_base_channels: channels of the texture FC's output map.
+      texture_channels: channels of the stride-2 transposed convolutions (each + BN + ReLU); one
+        more stride-2 transposed convolution then gives the 3 RGB channels (sigmoid).
+      kernel_size: kernel of the transposed convolutions.
+      tps_regularization: see `DEFAULT_TPS_REGULARIZATION`.
+    """
+
+    feature_dim: int = FEATURE_DIM
+    fc_units: int = 1000
+    num_landmarks: int = NUM_LANDMARKS
+    landmark_hidden: Tuple[int, ...] = (512, 256)
+    image_size: int = 224
+    texture_base_size: int = 14
+    texture_base_channels: int = 256
+    texture_channels: Tuple[int, ...] = (128, 64, 32)
+    kernel_size: int = 5
+    tps_regularization: float = DEFAULT_TPS_REGULARIZATION
+
+    def __post_init__(self):
+        # JSON (get_config) turns tuples into lists; frozen, hence object.__setattr__.
+        object.__setattr__(self, "landmark_hidden", tuple(int(u) for u in self.landmark_hidden))
+        object.__setattr__(self, "texture_channels", tuple(int(c) for c in self.texture_channels))
+        size = self.texture_base_size * 2 ** (len(self.texture_channels) + 1)
+        if size != self.image_size:
+            raise ValueError(
+                f"DecoderConfig: texture_base_size {self.texture_base_size} doubled by "
+                f"{len(self.texture_channels) + 1} transposed convolutions gives {size}, not "
+                f"image_size {self.image_size}; change texture_base_size or texture_channels.")
+
+
+_PRESETS = {
+    # 14×14×256 → 28×28×128 → 56×56×64 → 112×112×32 → 224×224×3 (SPEC §7).
+    "paper": DecoderConfig(),
+    # For CPUs and the toy world: 8×8×128 → 16×16×64 → 32×32×32 → 64×64×3.
+    "small": DecoderConfig(landmark_hidden=(256,), image_size=64, texture_base_size=8,
+                           texture_base_channels=128, texture_channels=(64, 32)),
+}
+
+
+def decoder_config(preset: str) -> DecoderConfig:
+    """The `DecoderConfig` of a preset: "paper" (224×224 output) or "small" (64×64)."""
+    if preset not in _PRESETS:
+        raise ValueError(f"unknown face decoder preset {preset!r}; choose one of "
+                         f"{', '.join(sorted(_PRESETS))}.")
+    return _PRESETS[preset]
+
+
+def pixels_to_normalized(landmarks, image_size):
+    """[..., 2] (x, y) pixels with centres at integers (dlib, the records) → normalised [0, 1]."""
+    return (np.asarray(landmarks, np.float32) + 0.5) / np.float32(image_size)
+
+
+def normalized_to_pixels(landmarks, image_size):
+    """The inverse of `pixels_to_normalized`: float32 [..., 2] pixel (x, y) at `image_size`."""
+    return np.asarray(landmarks, np.float32) * np.float32(image_size) - 0.5
+
+
+def template_landmarks() -> np.ndarray:
+    """A generic frontal 68-point face in dlib's order, normalised: float32 [68, 2].
+
+    Only a starting value: set the training set's mean with `FaceDecoder.set_mean_landmarks`.
+    """
+    lm = np.zeros((NUM_LANDMARKS, 2))
+    t = np.linspace(0.0, np.pi, 17)  # jaw 0-16, image left → chin → image right
+    lm[0:17] = np.stack([0.5 - 0.36 * np.cos(t), 0.42 + 0.42 * np.sin(t)], axis=1)
+    brow_x = np.linspace(0.20, 0.44, 5)
+    brow_y = 0.34 - 0.03 * np.sin(np.linspace(0.3, 2.8, 5))
+    lm[17:22] = np.stack([brow_x, brow_y], axis=1)
+    lm[22:27] = np.stack([1.0 - brow_x[::-1], brow_y[::-1]], axis=1)
+    lm[27:31] = np.stack([np.full(4, 0.5), np.linspace(0.42, 0.58, 4)], axis=1)  # nose bridge
+    lm[31:36] = np.stack([np.linspace(0.44, 0.56, 5), [0.62, 0.63, 0.64, 0.63, 0.62]], axis=1)
+    ex = np.array([-1.0, -0.35, 0.35, 1.0, 0.35, -0.35]) * 0.06
+    ey = np.array([0.0, -1.0, -1.0, 0.0, 1.0, 1.0]) * 0.02
+    lm[36:42] = np.stack([0.32 + ex, 0.43 + ey], axis=1)
+    lm[42:48] = np.stack([0.68 + ex, 0.43 + ey], axis=1)
+    a = np.linspace(np.pi, -np.pi, 13)[:12]  # outer lip 48-59 from the left corner, clockwise
+    lm[48:60] = np.stack([0.5 + 0.11 * np.cos(a), 0.74 - 0.035 * np.sin(a)], axis=1)
+    a = np.linspace(np.pi, -np.pi, 9)[:8]
+    lm[60:68] = np.stack([0.5 + 0.08 * np.cos(a), 0.74 - 0.012 * np.sin(a)], axis=1)
+    return lm.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Thin-plate-spline warp. No matmuls on purpose: GPUs run float32 matmuls in TF32 by default
+# (10-bit mantissa), which would move sampling positions by ~1e-3 of the image.
+
+
+def _tps_kernel(r2):
+    """U(r) = r² log r, written in r² (= ½ r² log r²); 0 at r = 0, finite gradient there."""
+    return 0.5 * r2 * tf.math.log(tf.maximum(r2, 1e-20 if r2.dtype == tf.float64 else 1e-12))
+
+
+def _solve_tps(centres, values, regularization):
+    """Coefficients of the TPS f with f(centres[k]) ≈ values[k].
+
+    Args:
+      centres, values: [B, K, 2] float.
+    Returns:
+      (w [B, K, 2], a [B, 3, 2]); f(p) = a[0] + p_x a[1] + p_y a[2] + Σ_k w_k U(|p − centres_k|).
+    """
+    k = tf.shape(centres)[1]
+    diff = centres[:, :, None, :] - centres[:, None, :, :]
+    kernel = _tps_kernel(tf.reduce_sum(tf.square(diff), axis=-1))
+    kernel += regularization * tf.eye(k, dtype=centres.dtype)
+    poly = tf.concat([tf.ones_like(centres[..., :1]), centres], axis=-1)  # [B, K, 3]
+    top = tf.concat([kernel, poly], axis=2)
+    bottom = tf.concat([tf.transpose(poly, [0, 2, 1]), tf.zeros_like(poly[:, :3, :3])], axis=2)
+    rhs = tf.concat([values, tf.zeros_like(values[:, :3])], axis=1)
+    system = tf.concat([top, bottom], axis=1)  # [B, K + 3, K + 3], symmetric indefinite
+    coeffs = tf.linalg.solve(system, rhs)  # [B, K + 3, 2]
+    # One step of iterative refinement: XLA's float32 solve alone leaves errors of ~0.04 px (at
+    # 224) in the warp, 30x more than TF's kernel; with it both agree to ~1e-3 px.
+    residual = rhs - tf.reduce_sum(system[..., None] * coeffs[:, None], axis=2)
+    coeffs += tf.linalg.solve(system, residual)
+    return coeffs[:, :-3], coeffs[:, -3:]
+
+
+def _bilinear_sample(image, x, y):
+    """Samples image [B, H, W, C] at pixel positions x, y [B, N] (border-clamped) → [B, N, C]."""
+    shape = tf.shape(image)
+    h, w = shape[1], shape[2]
+    x0, y0 = tf.floor(x), tf.floor(y)
+    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    # Clamping the indices (not the positions) keeps the gradient wrt positions inside the image
+    # and makes both neighbours the edge pixel outside it: border replication.
+    xs = [tf.clip_by_value(x0 + d, 0, w - 1) for d in (0, 1)]
+    ys = [tf.clip_by_value(y0 + d, 0, h - 1) for d in (0, 1)]
+    flat = tf.reshape(image, [shape[0], h * w, shape[3]])
+
+    def pixel(yi, xi):
+        return tf.gather(flat, yi * w + xi, batch_dims=1)
+
+    top = pixel(ys[0], xs[0]) * (1.0 - fx) + pixel(ys[0], xs[1]) * fx
+    bottom = pixel(ys[1], xs[0]) * (1.0 - fx) + pixel(ys[1], xs[1]) * fx
+    return top * (1.0 - fy) + bottom * fy
+
+
+def warp_image(image, control_from, control_to, regularization=DEFAULT_TPS_REGULARIZATION):
+    """Thin-plate-spline warp with bilinear sampling: content at `control_from` moves to `control_to`.
+
+    output(p) = image(T(p)), where T is the TPS with T(control_to[k]) = control_from[k] (up to the
+    regulariser). Differentiable in the image and in both sets of control points; runs under
+    tf.function and XLA.
+
+    Args:
+      image: [B, H, W, C] float (any float dtype).
+      control_from, control_to: [B, K, 2] or [K, 2] (x, y) normalised coordinates (module
+        docstring), K >= 3 and not all on one line.
+      regularization: added to the TPS kernel's diagonal (see `DEFAULT_TPS_REGULARIZATION`).
+
+    Returns:
+      [B, H, W, C] float32 (float64 for float64 input): the warp is computed in at least float32
+      whatever the mixed-precision policy, since half-precision coordinates would be off by pixels.
+      Samples outside the image repeat its border.
+    """
+    dtype = tf.float64 if image.dtype == tf.float64 else tf.float32
+    image = tf.cast(image, dtype)
+    shape = tf.shape(image)
+    batch, h, w = shape[0], shape[1], shape[2]
+
+    def batched(points):
+        points = tf.cast(points, dtype)
+        if points.shape.rank == 2:
+            points = tf.broadcast_to(points[None], [batch, tf.shape(points)[0], 2])
+        return points
+
+    control_from, control_to = batched(control_from), batched(control_to)
+    weights, affine = _solve_tps(control_to, control_from, tf.cast(regularization, dtype))
+
+    # Pixel centres in normalised coordinates, [1, H*W, 1] each.
+    gx = (tf.cast(tf.range(w), dtype) + 0.5) / tf.cast(w, dtype)
+    gy = (tf.cast(tf.range(h), dtype) + 0.5) / tf.cast(h, dtype)
+    gy, gx = tf.meshgrid(gy, gx, indexing="ij")
+    gx, gy = tf.reshape(gx, [1, -1, 1]), tf.reshape(gy, [1, -1, 1])
+    # U(|p − c_k|) for every pixel p and centre c_k: [B, H*W, K].
+    u = _tps_kernel(tf.square(gx - control_to[:, None, :, 0])
+                    + tf.square(gy - control_to[:, None, :, 1]))
+    src = []
+    for d in range(2):
+        src.append(affine[:, None, 0, d] + gx[..., 0] * affine[:, None, 1, d]
+                   + gy[..., 0] * affine[:, None, 2, d]
+                   + tf.reduce_sum(u * weights[:, None, :, d], axis=-1))
+    # Normalised → pixel-index coordinates (centres at integers).
+    x = src[0] * tf.cast(w, dtype) - 0.5
+    y = src[1] * tf.cast(h, dtype) - 0.5
+    return tf.reshape(_bilinear_sample(image, x, y), shape)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model.
+
+
+@keras.saving.register_keras_serializable(package="speech2face")
+class FaceDecoder(keras.Model):
+    """Face feature [B, 4096] → dict of `image`, `texture`, `landmarks` (see `call`).
+
+    Attributes:
+      config: the `DecoderConfig`.
+      first_layer: f_dec, the Dense 4096 → 1000 layer named "f_dec" (no activation: its output
+        is the pre-ReLU activation the Speech2Face loss compares).
+      mean_landmarks: non-trainable float32 [68, 2] weight, normalised (x, y); saved with the
+        model, so a `.keras` file carries it.
+    """
+
+    def __init__(self, config=None, mean_landmarks=None, **kwargs):
+        """Args:
+          config: a `DecoderConfig`, a preset name, or None for "paper".
+          mean_landmarks: float [68, 2] normalised (x, y), or None for `template_landmarks()`.
+          **kwargs: keras.Model arguments (name, dtype, trainable).
+        """
+        kwargs.setdefault("name", "face_decoder")
+        super().__init__(**kwargs)
+        if config is None or isinstance(config, str):
+            config = decoder_config(config or "paper")
+        elif isinstance(config, dict):
+            config = DecoderConfig(**config)
+        self.config = config
+        c = config
+        # Heads and warp run in float32 under mixed precision, in float64 for a float64 model.
+        self._head_dtype = "float64" if self.dtype_policy.compute_dtype == "float64" else "float32"
+        # Sublayers do not inherit a model's dtype by themselves.
+        policy = {"dtype": self.dtype_policy}
+        self.first_layer = keras.layers.Dense(c.fc_units, name="f_dec", **policy)
+        self.landmark_hidden = [
+            keras.layers.Dense(units, activation="relu", name=f"landmark_fc{i}", **policy)
+            for i, units in enumerate(c.landmark_hidden)]
+        # Small initial offsets: training starts from the mean face, yet every landmark weight
+        # gets a gradient (a zero kernel would block the layers below). float32: offsets of a
+        # few 1e-3 are pixels, beyond bfloat16's resolution.
+        self.landmark_offsets = keras.layers.Dense(
+            2 * c.num_landmarks, name="landmark_offsets", dtype=self._head_dtype,
+            kernel_initializer=keras.initializers.VarianceScaling(1e-4))
+        self.texture_fc = keras.layers.Dense(
+            c.texture_base_size ** 2 * c.texture_base_channels, use_bias=False, name="texture_fc",
+            **policy)
+        self.texture_norms = [keras.layers.BatchNormalization(name="texture_fc_bn", **policy)]
+        self.texture_deconvs = []
+        for i, channels in enumerate(c.texture_channels):
+            self.texture_deconvs.append(keras.layers.Conv2DTranspose(
+                channels, c.kernel_size, strides=2, padding="same", use_bias=False,
+                name=f"texture_deconv{i}", **policy))
+            self.texture_norms.append(
+                keras.layers.BatchNormalization(name=f"texture_bn{i}", **policy))
+        self.texture_rgb = keras.layers.Conv2DTranspose(
+            3, c.kernel_size, strides=2, padding="same", name="texture_rgb", dtype=self._head_dtype)
+        self.mean_landmarks = self.add_weight(
+            shape=(c.num_landmarks, 2), initializer="zeros", trainable=False, dtype="float32",
+            name="mean_landmarks")
+        self.set_mean_landmarks(template_landmarks() if mean_landmarks is None else mean_landmarks)
+
+    def set_mean_landmarks(self, mean_landmarks):
+        """Sets the mean landmarks: float [68, 2] (x, y) NORMALISED (`pixels_to_normalized`)."""
+        lm = np.asarray(mean_landmarks, np.float32)
+        expected = (self.config.num_landmarks, 2)
+        if lm.shape != expected:
+            raise ValueError(f"mean landmarks must have shape {expected}, got {lm.shape}.")
+        if not np.all(np.isfinite(lm)):
+            raise ValueError("mean landmarks contain NaN or inf.")
+        if lm.min() < -0.5 or lm.max() > 1.5:
+            raise ValueError(
+                f"mean landmarks span [{lm.min():.3g}, {lm.max():.3g}]: they look like pixel "
+                f"coordinates; pass normalised ones (pixels_to_normalized(landmarks, size)).")
+        self.mean_landmarks.assign(lm)
+
+    def build(self, input_shape):
+        c = self.config
+        batch = input_shape[0]
+        self.first_layer.build((batch, c.feature_dim))
+        width = c.fc_units
+        for layer in self.landmark_hidden:
+            layer.build((batch, width))
+            width = layer.units
+        self.landmark_offsets.build((batch, width))
+        self.texture_fc.build((batch, c.fc_units))
+        size, channels = c.texture_base_size, c.texture_base_channels
+        self.texture_norms[0].build((batch, size, size, channels))
+        for deconv, norm in zip(self.texture_deconvs, self.texture_norms[1:]):
+            deconv.build((batch, size, size, channels))
+            size, channels = 2 * size, deconv.filters
+            norm.build((batch, size, size, channels))
+        self.texture_rgb.build((batch, size, size, channels))
+        self.built = True
+
+    def call(self, features, training=False):
+        """Decodes face features.
+
+        Args:
+          features: [B, 4096] float, a face feature (v_f, or v_s from the voice encoder).
+          training: batch-norm mode.
+
+        Returns:
+          dict of float32 tensors (float64 for a float64 model):
+            `image`: [B, S, S, 3] in [0, 1], the texture warped from the mean landmarks to the
+              predicted ones (the decoded face).
+            `texture`: [B, S, S, 3] in [0, 1], in the mean-landmark frame.
+            `landmarks`: [B, 68, 2] normalised (x, y), = mean landmarks + predicted offsets.
+        """
+        c = self.config
+        # f_dec of the S2F loss = this Dense output BEFORE the ReLU: an L1 on pre-activations
+        # still pulls units that are negative for v_f or v_s, where a ReLU would zero both the
+        # difference and its gradient. (Speech2Face and Cole et al. say only "the first layer".)
+        hidden = keras.ops.relu(self.first_layer(features))
+        x = hidden
+        for layer in self.landmark_hidden:
+            x = layer(x)
+        offsets = keras.ops.reshape(self.landmark_offsets(x), (-1, c.num_landmarks, 2))
+        landmarks = tf.cast(self.mean_landmarks, offsets.dtype)[None] + offsets
+
+        t = self.texture_fc(hidden)
+        t = keras.ops.reshape(t, (-1, c.texture_base_size, c.texture_base_size,
+                                  c.texture_base_channels))
+        t = keras.ops.relu(self.texture_norms[0](t, training=training))
+        for deconv, norm in zip(self.texture_deconvs, self.texture_norms[1:]):
+            t = keras.ops.relu(norm(deconv(t), training=training))
+        texture = tf.sigmoid(self.texture_rgb(t))
+        image = warp_image(texture, control_from=self.mean_landmarks, control_to=landmarks,
+                           regularization=c.tps_regularization)
+        return {"image": image, "texture": texture, "landmarks": landmarks}
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+                "config": dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(config=DecoderConfig(**config.pop("config")), **config)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses.
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderLossWeights:
+    """Weights of the decoder's loss terms (`decoder_losses`).
+
+    Chosen so the weighted terms start within one order of magnitude of each other. Measured on
+    32 toy-world faces at 64×64 against a freshly initialised "small" decoder (mean landmarks,
+    near-grey texture): landmark MSE 4.7e-4 (landmarks 1.2 px rms off the mean at 64 px, ~2 %;
+    real faces vary more) → ×100 ≈ 0.05; texture L1 0.15 → ×1; perceptual 0.08 with random
+    VGG-Face weights (trained weights separate faces more) → ×1. The image L1 (rendered vs true
+    face, 0.16) gets 0.2: it is the only term through which image content steers the landmarks
+    (via the warp); in a 300-step overfitting run it took the landmark MSE to 2e-5 where
+    without it the MSE stayed at 3.4e-4 (one seed; a hint, not a study).
+
+    Attributes:
+      landmark: weight of `landmark_mse`.
+      texture: weight of `texture_l1`.
+      perceptual: weight of `perceptual` (ignored without a `perceptual_fn`).
+      image: weight of `image_l1`.
+    """
+
+    landmark: float = 100.0
+    texture: float = 1.0
+    perceptual: float = 1.0
+    image: float = 0.2
+
+
+def decoder_losses(outputs: Dict[str, tf.Tensor], face_image, true_landmarks, mean_landmarks,
+                   weights: DecoderLossWeights = DecoderLossWeights(),
+                   perceptual_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+                   regularization: float = DEFAULT_TPS_REGULARIZATION) -> Dict[str, tf.Tensor]:
+    """Per-example losses of the face decoder (Cole et al.).
+
+    Args:
+      outputs: `FaceDecoder` outputs (`image`, `texture`, `landmarks`).
+      face_image: [B, H, W, 3] true face crop in [0, 1]; resized (bilinear, antialiased) to the
+        decoder's S×S when H, W differ (the landmarks are normalised, so they need no change).
+      true_landmarks: [B, 68, 2] normalised (x, y) landmarks of the true face.
+      mean_landmarks: [68, 2] normalised, the decoder's `mean_landmarks`.
+      weights: `DecoderLossWeights`.
+      perceptual_fn: optional callable, [B, S, S, 3] in [0, 1] → [B, d] embedding (e.g. VGG-Face
+        fc7 after resizing and `preprocess_input`); frozen, the true face's embedding gets no
+        gradient.
+      regularization: TPS regulariser of the texture target's warp.
+
+    Returns:
+      dict of float32 [B]: `landmark_mse` (mean over the 68×2 coordinates), `texture_l1` (mean
+      |texture − target| over pixels and channels; target = true face warped from its landmarks
+      to the mean ones, without gradient), `perceptual` (‖e/‖e‖ − ê/‖ê‖‖² = 2 − 2 cos between the
+      embeddings of the rendered and the true face, scale-free so the weight does not depend on
+      the embedding's scale; zeros without `perceptual_fn`), `image_l1` (mean |image − face|),
+      and `total` = the weighted sum of the four.
+    """
+    image = tf.cast(outputs["image"], tf.float32)
+    texture = tf.cast(outputs["texture"], tf.float32)
+    landmarks = tf.cast(outputs["landmarks"], tf.float32)
+    face = tf.cast(face_image, tf.float32)
+    true_landmarks = tf.cast(true_landmarks, tf.float32)
+    size = image.shape[1:3]
+    if face.shape[1:3] != size:
+        face = tf.image.resize(face, size, method="bilinear", antialias=True)
+
+    landmark_mse = tf.reduce_mean(tf.square(landmarks - true_landmarks), axis=[1, 2])
+    target = tf.stop_gradient(warp_image(face, control_from=true_landmarks,
+                                         control_to=mean_landmarks, regularization=regularization))
+    texture_l1 = tf.reduce_mean(tf.abs(texture - target), axis=[1, 2, 3])
+    image_l1 = tf.reduce_mean(tf.abs(image - face), axis=[1, 2, 3])
+    if perceptual_fn is None:
+        perceptual = tf.zeros_like(landmark_mse)
+    else:
+        rendered = tf.math.l2_normalize(tf.cast(perceptual_fn(image), tf.float32), axis=-1)
+        true = tf.stop_gradient(
+            tf.math.l2_normalize(tf.cast(perceptual_fn(face), tf.float32), axis=-1))
+        perceptual = tf.reduce_sum(tf.square(rendered - true), axis=-1)
+    total = (weights.landmark * landmark_mse + weights.texture * texture_l1
+             + weights.perceptual * perceptual + weights.image * image_l1)
+    return {"total": total, "landmark_mse": landmark_mse, "texture_l1": texture_l1,
+            "perceptual": perceptual, "image_l1": image_l1}

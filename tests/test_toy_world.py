@@ -1,0 +1,174 @@
+"""The toy-world builder, its CLI, and the demo, end to end on tiny worlds."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_prep import toy_world_lib
+from speech2face import data, records
+from speech2face.models import vggface
+
+TINY = toy_world_lib.ToyWorldConfig(
+    num_speakers=6,
+    clips_per_speaker=2,
+    faces_per_speaker=1,
+    min_seconds=1.0,
+    max_seconds=7.0,
+    seed=3,
+)
+
+
+def _read_all(directory):
+    out = {}
+    for path in sorted(tf.io.gfile.glob(os.path.join(directory, "*.tfrecord"))):
+        for serialized in tf.data.TFRecordDataset(path):
+            example = records.decode_example(serialized.numpy())
+            out[example.clip_id] = (os.path.basename(path).split("-")[0], example)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("toy"))
+    return directory, toy_world_lib.build_toy_world(TINY, directory)
+
+
+def test_layout_counts_and_info(tiny_world):
+    directory, info = tiny_world
+    files = sorted(os.listdir(directory))
+    assert "dataset_info.json" in files and "speakers.json" in files
+    assert "vggface_random_seed3.h5" in files
+    assert any(f.startswith("train-") for f in files) and any(f.startswith("test-") for f in files)
+    with open(os.path.join(directory, "dataset_info.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(info))
+    assert info["schema_version"] == records.SCHEMA_VERSION
+    assert info["counts"]["train"]["speakers"] + info["counts"]["test"]["speakers"] == 6
+    assert info["counts"]["train"]["clips"] + info["counts"]["test"]["clips"] == 12
+    assert info["vggface_weights"]["random_init"] is True
+    assert {a["name"] for a in info["attributes"]} >= {"head_size", "masculinity", "nasality"}
+    assert 1.0 <= info["clip_seconds"]["min"] <= info["clip_seconds"]["max"] <= 7.0
+
+
+def test_records_are_speaker_disjoint_and_complete(tiny_world):
+    directory, _ = tiny_world
+    examples = _read_all(directory)
+    assert len(examples) == 12
+    speakers = {
+        split: {e.speaker_id for s, e in examples.values() if s == split}
+        for split in ("train", "test")
+    }
+    assert speakers["train"] and speakers["test"]
+    assert not speakers["train"] & speakers["test"]
+    for _, example in examples.values():
+        assert example.spectrogram.shape == (598, 257, 2)
+        assert example.spectrogram.dtype == np.float16
+        assert np.isfinite(example.spectrogram.astype(np.float32)).all()
+        assert example.face_feature.shape == (4096,) and (example.face_feature >= 0).all()
+        assert example.face_feature.max() > 0
+        assert example.landmarks.shape == (68, 2)
+        assert (example.landmarks >= 0).all() and (example.landmarks < 224).all()
+        assert tf.io.decode_jpeg(example.face_jpeg).shape == (224, 224, 3)
+        assert len(example.waveform) >= 96000
+
+
+def test_face_features_come_from_the_saved_teacher(tiny_world):
+    directory, _ = tiny_world
+    _, example = next(iter(_read_all(directory).values()))
+    extractor = vggface.FaceFeatureExtractor(
+        os.path.join(directory, "vggface_random_seed3.h5"), batch_size=1
+    )
+    again = extractor(tf.io.decode_jpeg(example.face_jpeg).numpy()[None])[0]
+    # The stored feature is of the exact render; the JPEG round trip moves it slightly.
+    cos = (
+        again @ example.face_feature / np.linalg.norm(again) / np.linalg.norm(example.face_feature)
+    )
+    assert cos > 0.99
+
+
+def test_records_feed_the_input_pipeline(tiny_world):
+    directory, _ = tiny_world
+    batch = next(
+        iter(data.input_fn(os.path.join(directory, "train-*.tfrecord"), None, 4, training=True))
+    )
+    assert batch["spectrogram"].shape == (4, 598, 257, 2)
+    assert batch["face_feature"].shape == (4, 4096)
+
+
+def test_same_seed_same_world_other_seed_other_world(tiny_world, tmp_path):
+    directory, info = tiny_world
+    again = toy_world_lib.build_toy_world(TINY, str(tmp_path / "again"))
+    first, second = _read_all(directory), _read_all(str(tmp_path / "again"))
+    assert first.keys() == second.keys()
+    for clip_id, (split, a) in first.items():
+        b_split, b = second[clip_id]
+        assert split == b_split
+        np.testing.assert_array_equal(a.spectrogram, b.spectrogram)
+        np.testing.assert_array_equal(a.waveform, b.waveform)
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+        assert a.face_jpeg == b.face_jpeg
+        np.testing.assert_allclose(a.face_feature, b.face_feature, rtol=1e-5, atol=1e-6)
+    assert info["counts"] == again["counts"]
+    assert info["clip_seconds"] == again["clip_seconds"]
+
+    other = toy_world_lib.ToyWorldConfig(
+        **{
+            **TINY.__dict__,
+            "seed": 4,
+            "vggface_weights": os.path.join(directory, "vggface_random_seed3.h5"),
+        }
+    )
+    third = _read_all(
+        toy_world_lib.build_toy_world(other, str(tmp_path / "other")) and str(tmp_path / "other")
+    )
+    a = first[sorted(first)[0]][1]
+    b = third[sorted(third)[0]][1]
+    assert not np.array_equal(a.waveform[:1000], b.waveform[:1000])
+
+
+def test_refuses_a_directory_with_records(tiny_world):
+    directory, _ = tiny_world
+    with pytest.raises(FileExistsError, match="already holds"):
+        toy_world_lib.build_toy_world(TINY, directory)
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="num_speakers"):
+        toy_world_lib.build_toy_world(toy_world_lib.ToyWorldConfig(num_speakers=1), str(tmp_path))
+
+
+def test_cli_and_demo_end_to_end(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    workdir = tmp_path / "demo"
+    cmd = [
+        sys.executable,
+        "-m",
+        "speech2face.demo",
+        f"--workdir={workdir}",
+        "--num_speakers=6",
+        "--sheet_speakers=4",
+        "--num_wavs=2",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    preview = workdir / "preview"
+    for name in ("contact_sheet.png", "landmarks.png", "summary.txt"):
+        assert (preview / name).stat().st_size > 1000 or name == "summary.txt"
+    assert len(list(preview.glob("*.wav"))) == 2
+    assert "speakers" in result.stdout and "contact_sheet.png" in result.stdout
+    # A rerun reuses the world instead of rebuilding it.
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0 and "reusing the toy world" in result.stderr
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "data_prep.make_toy_world", f"--output_dir={workdir / 'toy_world'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert bad.returncode != 0 and "already holds" in bad.stderr
