@@ -69,7 +69,7 @@ def _mix(a, b, t: float):
 
 def face_params(speaker: toy_speakers.Speaker) -> FaceParams:
     """Derives the face's geometry and colours from the speaker's latents (deterministic)."""
-    z = {k: toy_speakers._soft_clip(v) for k, v in speaker.latents.items()}
+    z = {k: toy_speakers.soft_clip(v) for k, v in speaker.latents.items()}
     masc = special.expit(1.2 * z["masculinity"])
     head = np.exp(0.085 * z["head_size"])
     face_width = 148.0 * head * (0.95 + 0.1 * masc)

@@ -41,10 +41,11 @@ ATTRIBUTES: Tuple[Attribute, ...] = (
     Attribute("head_size", "both",
               "vocal-tract length (all formants scale by 1/vtl_scale); face width and height"),
     Attribute("masculinity", "both",
-              "f0 (strongly) and a little vocal-tract length; jaw width/squareness and brow "
-              "thickness. Bimodal, like sex, but continuous"),
+              "f0 (strongly) and a little vocal-tract length; jaw width/squareness, brow "
+              "thickness, stubble and lip colour. Bimodal, like sex, but continuous"),
     Attribute("nasality", "both",
-              "nasal pole/zero coupling and wider F1 bandwidth; nose width (large in the image)"),
+              "nasal pole/zero coupling and wider F1 bandwidth; nose width, length and nostril "
+              "size (large in the image)"),
     Attribute("age", "both",
               "jitter, shimmer and some breathiness; grey hair and forehead lines"),
     # Voice only.
@@ -99,7 +100,7 @@ class Speaker:
     pitch_range_semitones: float
 
 
-def _soft_clip(x: float, limit: float = 3.0) -> float:
+def soft_clip(x: float, limit: float = 3.0) -> float:
     """Smoothly limits x to (-limit, limit) so that extreme draws stay physically sensible."""
     return float(limit * np.tanh(x / limit))
 
@@ -117,7 +118,7 @@ def speaker_from_latents(speaker_id: str, latents: Mapping[str, float]) -> Speak
     missing = [n for n in ATTRIBUTE_NAMES if n not in latents]
     if missing:
         raise KeyError(f"speaker_from_latents: missing latents {missing}.")
-    z = {n: _soft_clip(float(latents[n])) for n in ATTRIBUTE_NAMES}
+    z = {n: soft_clip(float(latents[n])) for n in ATTRIBUTE_NAMES}
     # f0: ~120 Hz for the masculine mode, ~215 Hz for the feminine one (a factor 1.8 apart).
     f0_hz = 160.0 * np.exp(-0.29 * z["masculinity"] - 0.03 * z["age"])
     # Head size sets vocal-tract length; masculinity adds a little (longer male tracts).

@@ -66,29 +66,25 @@ def _antiresonator_sos(freq: np.ndarray, bw: np.ndarray, sr: int) -> np.ndarray:
     return np.stack([1.0 / a, -b / a, -c / a, ones, zeros, zeros], axis=-1)
 
 
-def _plan_syllables(speaker: toy_speakers.Speaker, rng: np.random.Generator,
-                    duration_s: float, rate_hz: float):
+def _plan_syllables(rng: np.random.Generator, duration_s: float, rate_hz: float):
     """Random words of 1–4 syllables separated by pauses.
 
-    Returns float64 arrays (start_s, dur_s, onset_s, vowel, word, stress) per syllable, where
-    onset_s is the length of a noisy consonant onset (0 for none).
+    Returns float64 arrays (start_s, dur_s, onset_s, vowel, stress) per syllable: onset_s is the
+    length of a noisy consonant onset (0 for none), vowel a row of VOWEL_FORMANTS_HZ, stress 0/1.
     """
     rows = []
     t = rng.uniform(0.05, 0.35)
-    word = 0
     while t < duration_s - 0.12:
         n_syl = int(rng.integers(1, 5))
         stressed = int(rng.integers(0, n_syl))
         for k in range(n_syl):
             dur = rng.uniform(0.7, 1.35) / rate_hz
             onset = rng.uniform(0.05, 0.11) if rng.random() < 0.4 else 0.0
-            rows.append((t, dur, onset, rng.integers(len(VOWEL_FORMANTS_HZ)), word,
-                         float(k == stressed)))
+            rows.append((t, dur, onset, rng.integers(len(VOWEL_FORMANTS_HZ)), float(k == stressed)))
             t += dur
-        word += 1
         t += rng.uniform(0.06, 0.25) if rng.random() < 0.75 else rng.uniform(0.3, 0.7)
     if not rows:  # a very short clip still gets one syllable
-        rows.append((0.02, max(duration_s - 0.04, 0.02), 0.0, 0, 0, 1.0))
+        rows.append((0.02, max(duration_s - 0.04, 0.02), 0.0, 0, 1.0))
     return tuple(np.array(col, np.float64) for col in zip(*rows))
 
 
@@ -105,6 +101,129 @@ def _smooth(x: np.ndarray, width: int) -> np.ndarray:
     return np.stack([np.convolve(xp[:, j], w, mode="valid") for j in range(x.shape[1])], axis=1)
 
 
+def _envelopes(plan, rng: np.random.Generator, n: int, sr: int):
+    """Voicing and frication amplitude envelopes, float64 [n] each."""
+    start, dur, onset, _, stress = plan
+    voice_env = np.zeros(n)
+    fric_env = np.zeros(n)
+    for i in range(len(start)):
+        s0 = int(start[i] * sr)
+        s_on = min(int((start[i] + onset[i]) * sr), n)
+        s1 = min(int((start[i] + dur[i]) * sr), n)
+        if s1 - s_on > 4:  # the vowel: raised-cosine attack and decay
+            m = s1 - s_on
+            attack = min(int(0.025 * sr), m // 3)
+            decay = min(int(0.05 * sr), m // 2)
+            env = np.ones(m) * (1.0 + 0.35 * stress[i]) * np.exp(0.15 * rng.standard_normal())
+            env[:attack] *= 0.5 - 0.5 * np.cos(np.pi * np.arange(attack) / attack)
+            env[m - decay:] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(decay) / decay)
+            voice_env[s_on:s1] = np.maximum(voice_env[s_on:s1], env)
+        if s_on - s0 > 4:  # a consonant onset
+            fric_env[s0:s_on] = np.sin(np.pi * np.arange(s_on - s0) / (s_on - s0))
+    return voice_env, fric_env
+
+
+def _f0_contour(speaker, plan, rng, t_blocks, voiced_blocks, f0_clip, n, sr):
+    """f0 in Hz per sample: word accents, phrase declination and a slow wander, scaled by the
+    speaker's pitch range, with median f0_clip over the voiced blocks."""
+    start, dur, _, _, stress = plan
+    accent = np.zeros(len(t_blocks))
+    for s_start, s_dur in zip(start[stress > 0], dur[stress > 0]):
+        centre = s_start + 0.4 * s_dur
+        accent += np.exp(-0.5 * ((t_blocks - centre) / 0.08) ** 2) * rng.uniform(0.5, 1.0)
+    wander = _smooth(rng.standard_normal(len(t_blocks)), 60)
+    wander /= np.std(wander) + 1e-9
+    declination = -0.5 * t_blocks / max(n / sr, 1e-3)
+    semis = speaker.pitch_range_semitones * (accent + declination + 0.3 * wander)
+    semis -= np.median(semis[voiced_blocks]) if voiced_blocks.any() else np.median(semis)
+    return np.interp(np.arange(n) / sr, t_blocks, f0_clip * 2.0 ** (semis / 12.0))
+
+
+def _glottal_source(speaker, rng, f0, voice_env, sr):
+    """Radiated glottal excitation plus aspiration noise, gated by voice_env: float64 [n].
+
+    Rosenberg flow pulses with per-period jitter (period length) and shimmer (amplitude); the
+    flow's derivative is the excitation (glottal source + lip radiation).
+    """
+    n_periods = int(np.sum(f0) / sr * 1.2) + 4
+    period_jitter = 1.0 + speaker.jitter * rng.standard_normal(n_periods)
+    period_amp = np.maximum(1.0 + speaker.shimmer * rng.standard_normal(n_periods), 0.2)
+    phase0 = np.cumsum(f0 / sr)
+    phase = np.cumsum(f0 * period_jitter[np.minimum(phase0.astype(int), n_periods - 1)] / sr)
+    k = np.minimum(phase.astype(int), n_periods - 1)
+    open_q = 0.5 + 0.3 * speaker.breathiness
+    t_open, t_close = 0.66 * open_q, 0.34 * open_q
+    grid = np.linspace(0.0, 1.0, 1025)  # the pulse shape, tabulated once per clip
+    shape = np.where(grid < t_open, 0.5 - 0.5 * np.cos(np.pi * grid / t_open),
+                     np.where(grid < t_open + t_close,
+                              np.cos(0.5 * np.pi * (grid - t_open) / t_close), 0.0))
+    flow = np.interp(phase - np.floor(phase), grid, shape) * period_amp[k]
+    source = np.diff(flow, prepend=0.0)
+    # Breathy voices lose high-frequency harmonics (Klatt's spectral tilt) and gain aspiration,
+    # which is louder while the glottis is open.
+    tilt = 0.15 + 0.55 * speaker.breathiness
+    source = signal.lfilter([1.0 - tilt], [1.0, -tilt], source)
+    level = (np.sqrt(np.mean(source ** 2)) + 1e-12) * (0.05 + 0.9 * speaker.breathiness ** 2)
+    on = voice_env > 0
+    source[on] += rng.standard_normal(int(on.sum()), np.float32) * (0.3 + flow[on]) * level
+    return source * voice_env
+
+
+def _vocal_tract(speaker, plan, rng, excitation, t_blocks, sr):
+    """Filters the excitation through the time-varying tract: nasal pole, nasal zero, F1–F5."""
+    start, _, _, vowel, _ = plan
+    n, n_blocks, n_syl = len(excitation), len(t_blocks), len(start)
+    # Formant targets per syllable (with a little per-syllable variation), smoothed into
+    # transitions, scaled by the speaker's tract length.
+    idx = np.clip(np.searchsorted(start, t_blocks, side="right") - 1, 0, n_syl - 1)
+    syl_perturb = np.exp(0.04 * rng.standard_normal((n_syl, 4)))
+    formants = VOWEL_FORMANTS_HZ[vowel.astype(int)][idx] * syl_perturb[idx]
+    formants = _smooth(formants, max(int(0.04 * sr / _BLOCK), 1)) / speaker.vtl_scale
+    f5 = np.full((n_blocks, 1), _F5_HZ / speaker.vtl_scale)
+    formants = np.concatenate([formants, f5], axis=1)
+    # Formants too close to Nyquist (low sample rates) are left out for the whole clip.
+    keep = formants.max(axis=0) < 0.42 * sr
+    formants = formants[:, keep]
+    bws = np.broadcast_to(_FORMANT_BANDWIDTHS_HZ[keep], formants.shape).copy()
+    # Nasal coupling: the zero moves away from the pole (Klatt), F1 widens and rises a little.
+    c = speaker.nasal_coupling
+    bws[:, 0] *= 1.0 + 1.5 * c
+    formants[:, 0] += 60.0 * c
+    nasal = np.full((n_blocks, 1), 1.0)
+    sos = np.concatenate([
+        _resonator_sos(nasal * _NASAL_POLE_HZ, nasal * _NASAL_BANDWIDTH_HZ, sr),
+        _antiresonator_sos(nasal * _NASAL_POLE_HZ * (1.0 + 0.9 * c),
+                           nasal * _NASAL_BANDWIDTH_HZ, sr),
+        _resonator_sos(formants, bws, sr),
+    ], axis=1)
+    # One sosfilt call per run of blocks with (nearly) the same coefficients, carrying the filter
+    # state across: inside a syllable and in pauses the tract is steady, so only transitions cost
+    # a call per 5 ms block.
+    change = np.any(np.abs(np.diff(sos, axis=0)) > 1e-5, axis=(1, 2))
+    seg_starts = np.concatenate([[0], np.nonzero(change)[0] + 1, [n_blocks]])
+    speech = np.zeros(n)
+    zi = np.zeros((sos.shape[1], 2))
+    for b0, b1 in zip(seg_starts[:-1], seg_starts[1:]):
+        s0, s1 = b0 * _BLOCK, min(b1 * _BLOCK, n)
+        speech[s0:s1], zi = signal.sosfilt(sos[b0], excitation[s0:s1], zi=zi)
+    return speech
+
+
+def _frication(speaker, rng, fric_env, speech_rms, sr):
+    """Consonant-like noise bursts, band-passed around a peak scaled with the tract: [n]."""
+    fric = np.zeros(len(fric_env))
+    on = np.nonzero(fric_env)[0]
+    if not len(on):
+        return fric
+    centre = min(rng.uniform(3000.0, 5500.0) / speaker.vtl_scale, 0.4 * sr)
+    band = signal.butter(2, [0.6 * centre, min(1.5 * centre, 0.49 * sr)], "bandpass", fs=sr,
+                         output="sos")
+    fric[on[0]:on[-1] + 1] = rng.standard_normal(on[-1] + 1 - on[0], np.float32)
+    fric = signal.sosfilt(band, fric) * fric_env
+    fric_rms = np.sqrt(np.mean(fric[fric_env > 0.1] ** 2)) if (fric_env > 0.1).any() else 1.0
+    return fric * rng.uniform(0.1, 0.3) * speech_rms / (fric_rms + 1e-12)
+
+
 def synthesize_clip(speaker: toy_speakers.Speaker, rng: np.random.Generator, duration_s: float,
                     sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Synthesises one clip of the speaker talking.
@@ -117,7 +236,7 @@ def synthesize_clip(speaker: toy_speakers.Speaker, rng: np.random.Generator, dur
       sample_rate: in Hz.
 
     Returns:
-      float32 [round(duration_s * sample_rate)] waveform, peak in [0.5, 0.9] (0 < length).
+      float32 [round(duration_s * sample_rate)] waveform with its peak in [0.5, 0.9].
     """
     sr = int(sample_rate)
     n = int(round(duration_s * sr))
@@ -126,121 +245,20 @@ def synthesize_clip(speaker: toy_speakers.Speaker, rng: np.random.Generator, dur
     # Per-clip variation of the speaker's voice (mood, effort).
     rate = speaker.syllable_rate_hz * np.exp(0.06 * rng.standard_normal())
     f0_clip = speaker.f0_hz * np.exp(0.03 * rng.standard_normal())
-    start, dur, onset, vowel, word, stress = _plan_syllables(speaker, rng, n / sr, rate)
-    n_syl = len(start)
+    plan = _plan_syllables(rng, n / sr, rate)
+    voice_env, fric_env = _envelopes(plan, rng, n, sr)
 
-    # Amplitude envelopes: raised-cosine attack and decay per syllable; consonant onsets are noise.
-    voice_env = np.zeros(n)
-    fric_env = np.zeros(n)
-    for i in range(n_syl):
-        s0 = int(start[i] * sr)
-        s_on = min(int((start[i] + onset[i]) * sr), n)
-        s1 = min(int((start[i] + dur[i]) * sr), n)
-        if s1 - s_on > 4:
-            m = s1 - s_on
-            attack = min(int(0.025 * sr), m // 3)
-            decay = min(int(0.05 * sr), m // 2)
-            env = np.ones(m) * (1.0 + 0.35 * stress[i]) * np.exp(0.15 * rng.standard_normal())
-            env[:attack] *= 0.5 - 0.5 * np.cos(np.pi * np.arange(attack) / attack)
-            env[m - decay:] *= 0.5 + 0.5 * np.cos(np.pi * np.arange(decay) / decay)
-            voice_env[s_on:s1] = np.maximum(voice_env[s_on:s1], env)
-        if s_on - s0 > 4:
-            m = s_on - s0
-            fric_env[s0:s_on] = np.sin(np.pi * np.arange(m) / m)
-
-    # Block-rate controls: formant targets per syllable, smoothed into transitions.
-    n_blocks = -(-n // _BLOCK)
-    t_blocks = (np.arange(n_blocks) + 0.5) * _BLOCK / sr
-    idx = np.clip(np.searchsorted(start, t_blocks, side="right") - 1, 0, n_syl - 1)
-    syl_perturb = np.exp(0.04 * rng.standard_normal((n_syl, 4)))
-    formants = VOWEL_FORMANTS_HZ[vowel.astype(int)][idx] * syl_perturb[idx]
-    formants = _smooth(formants, max(int(0.04 * sr / _BLOCK), 1)) / speaker.vtl_scale
-    f5 = np.full((n_blocks, 1), _F5_HZ / speaker.vtl_scale)
-    formants = np.minimum(np.concatenate([formants, f5], axis=1), 0.45 * sr)
-    bws = np.broadcast_to(_FORMANT_BANDWIDTHS_HZ, formants.shape).copy()
-    c = speaker.nasal_coupling
-    bws[:, 0] *= 1.0 + 1.5 * c
-    formants[:, 0] += 60.0 * c
-    nasal_zero_hz = _NASAL_POLE_HZ * (1.0 + 0.9 * c)
-
-    # Intonation in semitones: phrase declination, word accents and a slow random walk.
-    word_start = np.array([start[word == w][0] for w in np.unique(word)])
-    accent = np.zeros(n_blocks)
-    for w_start, s_start, s_dur in zip(word_start, start[stress > 0], dur[stress > 0]):
-        centre = s_start + 0.4 * s_dur
-        accent += np.exp(-0.5 * ((t_blocks - centre) / 0.08) ** 2) * rng.uniform(0.5, 1.0)
-    wander = _smooth(rng.standard_normal(n_blocks), 60)
-    wander /= np.std(wander) + 1e-9
-    declination = -0.5 * t_blocks / max(n / sr, 1e-3)
-    semis = speaker.pitch_range_semitones * (accent + declination + 0.3 * wander)
+    t_blocks = (np.arange(-(-n // _BLOCK)) + 0.5) * _BLOCK / sr  # control rate: one per block
     voiced_blocks = voice_env[np.minimum((t_blocks * sr).astype(int), n - 1)] > 0
-    semis -= np.median(semis[voiced_blocks]) if voiced_blocks.any() else np.median(semis)
-    f0_blocks = f0_clip * 2.0 ** (semis / 12.0)
-    f0 = np.interp(np.arange(n) / sr, t_blocks, f0_blocks)
-
-    # Glottal flow pulses (Rosenberg shape) with per-period jitter and shimmer; its derivative is
-    # the radiated excitation.
-    n_periods = int(np.sum(f0) / sr * 1.2) + 4
-    period_jitter = 1.0 + speaker.jitter * rng.standard_normal(n_periods)
-    period_amp = np.maximum(1.0 + speaker.shimmer * rng.standard_normal(n_periods), 0.2)
-    phase0 = np.cumsum(f0 / sr)
-    phase = np.cumsum(f0 * period_jitter[np.minimum(phase0.astype(int), n_periods - 1)] / sr)
-    k = np.minimum(phase.astype(int), n_periods - 1)
-    frac = phase - np.floor(phase)
-    open_q = 0.5 + 0.3 * speaker.breathiness
-    t_open, t_close = 0.66 * open_q, 0.34 * open_q
-    grid = np.linspace(0.0, 1.0, 1025)  # the pulse shape, tabulated once per clip
-    shape = np.where(grid < t_open, 0.5 - 0.5 * np.cos(np.pi * grid / t_open),
-                     np.where(grid < t_open + t_close,
-                              np.cos(0.5 * np.pi * (grid - t_open) / t_close), 0.0))
-    flow = np.interp(frac, grid, shape) * period_amp[k]
-    source = np.diff(flow, prepend=0.0)
-    # Breathy voices lose high-frequency harmonics (Klatt's spectral tilt) and gain aspiration.
-    tilt = 0.15 + 0.55 * speaker.breathiness
-    source = signal.lfilter([1.0 - tilt], [1.0, -tilt], source)
-    src_rms = np.sqrt(np.mean(source ** 2)) + 1e-12
-    excitation = source
-    on = voice_env > 0
-    excitation[on] += rng.standard_normal(int(on.sum()), np.float32) * (0.3 + flow[on]) * (
-        src_rms * (0.05 + 0.9 * speaker.breathiness ** 2))
-    excitation *= voice_env
-
-    # Time-varying vocal tract: nasal pole, nasal zero, F1–F5, one coefficient set per block.
-    sos = np.concatenate([
-        _resonator_sos(np.full((n_blocks, 1), _NASAL_POLE_HZ),
-                       np.full((n_blocks, 1), _NASAL_BANDWIDTH_HZ), sr),
-        _antiresonator_sos(np.full((n_blocks, 1), nasal_zero_hz),
-                           np.full((n_blocks, 1), _NASAL_BANDWIDTH_HZ), sr),
-        _resonator_sos(formants, bws, sr),
-    ], axis=1)
-    # Consecutive blocks with (nearly) the same coefficients are filtered in one call: inside a
-    # syllable and in pauses the tract is steady, so only the transitions cost one call per block.
-    change = np.any(np.abs(np.diff(sos, axis=0)) > 1e-5, axis=(1, 2))
-    seg_starts = np.concatenate([[0], np.nonzero(change)[0] + 1, [n_blocks]])
-    speech = np.zeros(n)
-    zi = np.zeros((sos.shape[1], 2))
-    for b0, b1 in zip(seg_starts[:-1], seg_starts[1:]):
-        s0, s1 = b0 * _BLOCK, min(b1 * _BLOCK, n)
-        speech[s0:s1], zi = signal.sosfilt(sos[b0], excitation[s0:s1], zi=zi)
-
-    # Consonant-like noise bursts, band-passed around a frication peak scaled with the tract.
-    if fric_env.any():
-        centre = min(rng.uniform(3000.0, 5500.0) / speaker.vtl_scale, 0.4 * sr)
-        band = signal.butter(2, [0.6 * centre, min(1.5 * centre, 0.49 * sr)], "bandpass",
-                             fs=sr, output="sos")
-        fric = np.zeros(n)
-        on = np.nonzero(fric_env)[0]
-        fric[on[0]:on[-1] + 1] = rng.standard_normal(on[-1] + 1 - on[0], np.float32)
-        fric = signal.sosfilt(band, fric) * fric_env
-        speech_rms = np.sqrt(np.mean(speech[voice_env > 0.1] ** 2)) if (voice_env > 0.1).any() \
-            else 1.0
-        fric *= rng.uniform(0.1, 0.3) * speech_rms / (np.sqrt(np.mean(fric[fric_env > 0.1] ** 2))
-                                                      + 1e-12)
-        speech += fric
-
-    # Background noise (random colour) at a random SNR measured over the active speech.
+    f0 = _f0_contour(speaker, plan, rng, t_blocks, voiced_blocks, f0_clip, n, sr)
+    excitation = _glottal_source(speaker, rng, f0, voice_env, sr)
+    speech = _vocal_tract(speaker, plan, rng, excitation, t_blocks, sr)
     active = voice_env > 0.1
     speech_power = np.mean(speech[active] ** 2) if active.any() else np.mean(speech ** 2)
+    speech_power = max(speech_power, 1e-12)  # a clip too short for any voice is noise only
+    speech += _frication(speaker, rng, fric_env, np.sqrt(speech_power), sr)
+
+    # Background noise of a random colour at a random SNR (15–35 dB over the active speech).
     colour = rng.uniform(0.3, 0.97)  # from white-ish to brown-ish
     noise = signal.lfilter([1.0], [1.0, -colour], rng.standard_normal(n, np.float32))
     noise *= np.sqrt(speech_power / (np.mean(noise ** 2) + 1e-20)) * 10.0 ** (

@@ -14,7 +14,7 @@ Typical use under a strategy::
 """
 
 import dataclasses
-from typing import List, Optional
+from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 
@@ -36,6 +36,9 @@ class InputOptions:
       block_length: consecutive examples taken from one file before moving to the next.
       with_faces: also return `face_jpeg` and `landmarks` (the face decoder's stage needs them).
       with_waveform: also return the raw int16 waveform bytes and lengths.
+      with_spectrogram: False skips the spectrogram (stages that only need faces).
+      batch_transform: optional function applied to each parsed batch dict inside the same
+        parallel map (e.g. decode face JPEGs, crop waveforms), so it runs on the host CPUs.
       output_dtype: dtype of the spectrogram handed on; None keeps the stored dtype (float16
         by default), which halves host-to-accelerator bytes and skips a CPU cast that costs
         more than the rest of the pipeline together; Keras layers cast their inputs to their
@@ -48,6 +51,8 @@ class InputOptions:
     block_length: int = 1
     with_faces: bool = False
     with_waveform: bool = False
+    with_spectrogram: bool = True
+    batch_transform: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None
     output_dtype: Optional[tf.dtypes.DType] = None
 
 
@@ -120,14 +125,20 @@ def input_fn(
     if training:
         dataset = dataset.shuffle(options.shuffle_buffer, seed=options.seed)
     dataset = dataset.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(
-        lambda serialized: records.parse_batch(
+
+    def parse(serialized):
+        batch = records.parse_batch(
             serialized,
             spec,
             with_faces=options.with_faces,
             with_waveform=options.with_waveform,
             output_dtype=options.output_dtype,
-        ),
+            with_spectrogram=options.with_spectrogram,
+        )
+        return options.batch_transform(batch) if options.batch_transform else batch
+
+    dataset = dataset.map(
+        parse,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not training,
     )

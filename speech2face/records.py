@@ -186,6 +186,7 @@ def parse_batch(
     with_faces: bool = False,
     with_waveform: bool = False,
     output_dtype=tf.float32,
+    with_spectrogram: bool = True,
 ) -> Dict[str, tf.Tensor]:
     """Parses a batch of serialized examples (parse after batching: one op call per batch).
 
@@ -196,29 +197,38 @@ def parse_batch(
         Every example in the batch must then carry landmarks.
       with_waveform: also return `waveform_bytes` ([B] string, int16 LE) and `num_samples` ([B]).
       output_dtype: dtype of the returned spectrogram; None keeps the stored dtype.
+      with_spectrogram: False skips decoding the spectrogram (the face decoder's stage does
+        not need it); the key is then absent.
 
     Returns:
       dict with `spectrogram` [B, num_frames, 257, 2], `face_feature` [B, 4096] float32,
       `speaker_id`, `clip_id`, `source` ([B] string), plus the optional entries above.
     """
-    parsed = tf.io.parse_example(serialized, _feature_description())
-    spectrogram = tf.io.decode_raw(
-        parsed[Keys.SPECTROGRAM], tf.dtypes.as_dtype(spec.spectrogram_dtype), little_endian=True
-    )
-    spectrogram = tf.reshape(spectrogram, [-1, spec.num_frames, NUM_FREQ_BINS, 2])
-    if output_dtype is not None and spectrogram.dtype != output_dtype:
-        spectrogram = tf.cast(spectrogram, output_dtype)
+    description = _feature_description()
+    if not with_spectrogram:
+        del description[Keys.SPECTROGRAM]  # not even copied out of the protos
+    parsed = tf.io.parse_example(serialized, description)
+    out = {}
+    if with_spectrogram:
+        spectrogram = tf.io.decode_raw(
+            parsed[Keys.SPECTROGRAM], tf.dtypes.as_dtype(spec.spectrogram_dtype), little_endian=True
+        )
+        spectrogram = tf.reshape(spectrogram, [-1, spec.num_frames, NUM_FREQ_BINS, 2])
+        if output_dtype is not None and spectrogram.dtype != output_dtype:
+            spectrogram = tf.cast(spectrogram, output_dtype)
+        out["spectrogram"] = spectrogram
     face_feature = tf.reshape(
         tf.io.decode_raw(parsed[Keys.FACE_FEATURE], tf.float32, little_endian=True),
         [-1, FEATURE_DIM],
     )
-    out = {
-        "spectrogram": spectrogram,
-        "face_feature": face_feature,
-        "speaker_id": parsed[Keys.SPEAKER_ID],
-        "clip_id": parsed[Keys.CLIP_ID],
-        "source": parsed[Keys.SOURCE],
-    }
+    out.update(
+        {
+            "face_feature": face_feature,
+            "speaker_id": parsed[Keys.SPEAKER_ID],
+            "clip_id": parsed[Keys.CLIP_ID],
+            "source": parsed[Keys.SOURCE],
+        }
+    )
     if with_faces:
         out["face_jpeg"] = parsed[Keys.FACE_JPEG]
         out["landmarks"] = tf.reshape(

@@ -251,6 +251,10 @@ class FaceDecoder(keras.Model):
         is the pre-ReLU activation the Speech2Face loss compares).
       mean_landmarks: non-trainable float32 [68, 2] weight, normalised (x, y); saved with the
         model, so a `.keras` file carries it.
+      feature_scale: non-trainable float32 scalar multiplying the input feature before f_dec,
+        set from the training data (`set_feature_scale`) so that inputs have unit RMS whatever
+        the feature extractor's scale (random VGG-Face fc7 values run into the hundreds);
+        saved with the model. The S2F loss's teacher is `f_dec`, which includes it.
     """
 
     def __init__(self, config=None, mean_landmarks=None, **kwargs):
@@ -298,6 +302,21 @@ class FaceDecoder(keras.Model):
             shape=(c.num_landmarks, 2), initializer="zeros", trainable=False, dtype="float32",
             name="mean_landmarks")
         self.set_mean_landmarks(template_landmarks() if mean_landmarks is None else mean_landmarks)
+        self.feature_scale = self.add_weight(
+            shape=(), initializer="ones", trainable=False, dtype="float32", name="feature_scale")
+
+    def set_feature_scale(self, scale):
+        """Sets the input scale, e.g. 1 / RMS of the training features' elements."""
+        scale = float(scale)
+        if not np.isfinite(scale) or scale <= 0:
+            raise ValueError(f"feature scale must be positive and finite, got {scale}.")
+        self.feature_scale.assign(scale)
+
+    def f_dec(self, features):
+        """The first layer applied to [B, 4096] features: [B, 1000] pre-activations (the teacher
+        of the Speech2Face loss's first term)."""
+        features = features * tf.cast(self.feature_scale, features.dtype)
+        return self.first_layer(features)
 
     def set_mean_landmarks(self, mean_landmarks):
         """Sets the mean landmarks: float [68, 2] (x, y) NORMALISED (`pixels_to_normalized`)."""
@@ -350,7 +369,7 @@ class FaceDecoder(keras.Model):
         # f_dec of the S2F loss = this Dense output BEFORE the ReLU: an L1 on pre-activations
         # still pulls units that are negative for v_f or v_s, where a ReLU would zero both the
         # difference and its gradient. (Speech2Face and Cole et al. say only "the first layer".)
-        hidden = keras.ops.relu(self.first_layer(features))
+        hidden = keras.ops.relu(self.f_dec(features))
         x = hidden
         for layer in self.landmark_hidden:
             x = layer(x)

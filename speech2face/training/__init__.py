@@ -1,0 +1,1 @@
+"""Training: the shared loop, strategies, and one task per stage."""

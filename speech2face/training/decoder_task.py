@@ -1,0 +1,252 @@
+"""Stage 1: train the face decoder (Cole et al.) from face features v_f to canonical faces.
+
+Inputs per example: v_f (`face_feature`), the 224×224 face crop (`face/jpeg`) and its 68 dlib
+landmarks (`face/landmarks`). Targets (SPEC §7): the landmarks; the texture = the crop warped to
+the mean landmarks of the training set (computed in `prepare`); the crop itself for the
+perceptual term (distance between VGG-Face features of the rendered and the true face).
+
+Export (`model_dir/export/`): `face_decoder.keras` (carries the mean landmarks) and
+`face_decoder.json`; `load_decoder(model_dir)` reads them back for stage 2, evaluate.py and
+predict.py.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from speech2face import data, records
+from speech2face.models import face_decoder, vggface
+from speech2face.training import loop
+
+EXPORT_DIR = "export"
+DECODER_FILE = "face_decoder.keras"
+DECODER_INFO = "face_decoder.json"
+EVAL_FILE = "decoder_eval.json"
+PERCEPTUAL_LAYERS = ("fc7", "pool3", "pool2", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderTaskConfig:
+    """Stage-1 settings.
+
+    Attributes:
+      preset: `paper` (224×224 output) or `small` (64×64; CPU and the toy world).
+      learning_rate: Adam step size (β1 0.5, β2 0.999, ε 1e-4, as for the encoder).
+      landmark_weight, texture_weight, perceptual_weight, image_weight: loss weights
+        (defaults: `face_decoder.DecoderLossWeights`).
+      perceptual_layer: VGG-Face layer of the perceptual term: `fc7` (the face feature itself,
+        the rendered image resized to 224×224: Cole et al.'s choice and the default for `paper`),
+        `pool3`/`pool2` (convolutional features at the decoder's own resolution: ~10-40× cheaper,
+        the default for `small` on CPUs), or `none`.
+      vggface_weights: rcmalli-layout VGG-Face .h5 for the perceptual term.
+    """
+
+    preset: str = "small"
+    learning_rate: float = 1e-3
+    landmark_weight: float = face_decoder.DecoderLossWeights.landmark
+    texture_weight: float = face_decoder.DecoderLossWeights.texture
+    perceptual_weight: float = face_decoder.DecoderLossWeights.perceptual
+    image_weight: float = face_decoder.DecoderLossWeights.image
+    perceptual_layer: Optional[str] = None
+    vggface_weights: Optional[str] = None
+
+    def resolved_perceptual_layer(self) -> str:
+        layer = self.perceptual_layer or ("fc7" if self.preset == "paper" else "pool3")
+        if layer not in PERCEPTUAL_LAYERS:
+            raise ValueError(f"perceptual_layer must be one of {PERCEPTUAL_LAYERS}, got {layer!r}")
+        return layer
+
+
+def _decode_faces(image_size: int):
+    """Host-side batch transform: JPEG bytes -> [b, S, S, 3] float in [0, 1]; landmarks to
+    normalised coordinates."""
+
+    def transform(batch):
+        images = tf.map_fn(
+            lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), batch["face_jpeg"],
+            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+        images = tf.image.resize(tf.cast(images, tf.float32) / 255.0, [image_size, image_size],
+                                 method="area", antialias=True)
+        images.set_shape([None, image_size, image_size, 3])
+        return {
+            "face_feature": batch["face_feature"],
+            "face_image": tf.clip_by_value(images, 0.0, 1.0),
+            # Same convention as face_decoder.pixels_to_normalized (pixel centres at integers).
+            "landmarks": (batch["landmarks"] + 0.5) / float(records.FACE_SIZE),
+            "speaker_id": batch["speaker_id"],
+        }
+
+    return transform
+
+
+def _perceptual_fn(layer: str, weights: str):
+    """[b, S, S, 3] in [0, 1] -> [b, d] VGG-Face features of `layer` (frozen)."""
+    if layer == "fc7":
+        vgg = vggface.build_vggface(include_top=True, weights=weights)
+        features = keras.Model(vgg.input, vgg.get_layer("fc7_relu").output)
+    else:
+        vgg = vggface.build_vggface(include_top=False, weights=weights)
+        inputs = keras.Input((None, None, 3))
+        x = inputs
+        for sub in vgg.layers[1:]:
+            x = sub(x)
+            if sub.name == layer:
+                break
+        features = keras.Model(inputs, x)
+    features.trainable = False
+
+    def fn(images):
+        x = tf.cast(images, tf.float32) * 255.0
+        if layer == "fc7":
+            x = tf.image.resize(x, [vggface.IMAGE_SIZE, vggface.IMAGE_SIZE], method="bilinear")
+        out = features(vggface.preprocess_input(x), training=False)
+        return tf.reshape(tf.cast(out, tf.float32), [tf.shape(images)[0], -1])
+
+    return fn
+
+
+def _grid(columns: Sequence[tf.Tensor]) -> tf.Tensor:
+    """[n, S, S, 3] tensors side by side with a 2-pixel white gap -> [n, S, k*S + ..., 3]."""
+    gap = tf.ones_like(columns[0][:, :, :2])
+    parts = []
+    for i, column in enumerate(columns):
+        parts.extend([column] if i == 0 else [gap, column])
+    return tf.clip_by_value(tf.concat(parts, axis=2), 0.0, 1.0)
+
+
+class DecoderTask(loop.Task):
+    """Stage 1 for `loop.Trainer`."""
+
+    name = "decoder"
+    loss_names = ("total", "landmark_mse", "texture_l1", "perceptual", "image_l1")
+
+    def __init__(self, config: DecoderTaskConfig):
+        self.cfg = config
+        self.decoder_config = face_decoder.decoder_config(config.preset)
+        self.perceptual_layer = config.resolved_perceptual_layer()
+        if self.perceptual_layer != "none" and config.perceptual_weight > 0:
+            if not config.vggface_weights:
+                raise ValueError(
+                    "the perceptual term needs VGG-Face weights: pass --vggface_weights=PATH "
+                    "(rcmalli_vggface_tf_vgg16.h5), or --perceptual_weight=0")
+            self._perceptual = _perceptual_fn(self.perceptual_layer, config.vggface_weights)
+        else:
+            self._perceptual = None
+        self.weights = face_decoder.DecoderLossWeights(
+            landmark=config.landmark_weight, texture=config.texture_weight,
+            perceptual=config.perceptual_weight if self._perceptual else 0.0,
+            image=config.image_weight)
+        self.mean_landmarks = None
+        self.mean_face = None
+        self.feature_scale = 1.0
+
+    def config(self) -> dict:
+        return {"architecture": {"model": "face_decoder", "preset": self.cfg.preset},
+                **dataclasses.asdict(self.cfg), "perceptual_layer": self.perceptual_layer}
+
+    def input_options(self, training: bool) -> data.InputOptions:
+        return data.InputOptions(with_faces=True, with_spectrogram=False,
+                                 batch_transform=_decode_faces(self.decoder_config.image_size))
+
+    def prepare(self, train_files: Sequence[str]) -> None:
+        """Mean landmarks (the texture frame) and the mean face (the baseline) of the train set."""
+        dataset = data.input_fn(",".join(train_files), None, 64, False, self.input_options(False))
+        landmark_sum, image_sum, square_sum, count = 0.0, 0.0, 0.0, 0
+        for batch in dataset:
+            square_sum += float(tf.reduce_sum(tf.square(batch["face_feature"])))
+            landmark_sum += batch["landmarks"].numpy().astype(np.float64).sum(0)
+            image_sum += batch["face_image"].numpy().astype(np.float64).sum(0)
+            count += int(batch["landmarks"].shape[0])
+        if count == 0:
+            raise ValueError("the training records hold no examples")
+        self.mean_landmarks = (landmark_sum / count).astype(np.float32)
+        self.mean_face = (image_sum / count).astype(np.float32)
+        self.feature_scale = 1.0 / max(np.sqrt(square_sum / (count * face_decoder.FEATURE_DIM)),
+                                       1e-12)
+        logging.info("Mean landmarks and mean face over %d training faces.", count)
+
+    def build_model(self) -> keras.Model:
+        model = face_decoder.FaceDecoder(self.decoder_config, mean_landmarks=self.mean_landmarks)
+        model.set_feature_scale(self.feature_scale)
+        model(tf.zeros([1, face_decoder.FEATURE_DIM]))
+        return model
+
+    def build_optimizer(self):
+        return keras.optimizers.Adam(self.cfg.learning_rate, beta_1=0.5, beta_2=0.999,
+                                     epsilon=1e-4)
+
+    def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
+        outputs = model(batch["face_feature"], training=training)
+        return face_decoder.decoder_losses(
+            outputs, batch["face_image"], batch["landmarks"], model.mean_landmarks,
+            weights=self.weights, perceptual_fn=self._perceptual)
+
+    def image_summaries(self, model, batch) -> Dict[str, tf.Tensor]:
+        outputs = model(batch["face_feature"], training=False)
+        return {"faces/true_vs_decoded": _grid([batch["face_image"], outputs["image"]]),
+                "faces/texture_and_landmark_frame": _grid([outputs["texture"]])}
+
+    def export(self, model, model_dir: str) -> str:
+        export_dir = os.path.join(model_dir, EXPORT_DIR)
+        tf.io.gfile.makedirs(export_dir)
+        model.save(os.path.join(export_dir, DECODER_FILE))
+        info = {"preset": self.cfg.preset, "image_size": self.decoder_config.image_size,
+                "mean_landmarks": model.mean_landmarks.numpy().tolist(),
+                "feature_scale": float(model.feature_scale.numpy()),
+                "vggface_weights": self.cfg.vggface_weights}
+        with tf.io.gfile.GFile(os.path.join(export_dir, DECODER_INFO), "w") as f:
+            json.dump(info, f)
+        logging.info("Exported the face decoder to %s.", export_dir)
+        return export_dir
+
+    def final_evaluation(self, model, eval_dataset) -> dict:
+        """Held-out pixel L1 and landmark error of decoded faces, beside the mean face."""
+        size = self.decoder_config.image_size
+        sums = {"l1": 0.0, "l1_mean_face": 0.0, "lm": 0.0, "lm_mean": 0.0}
+        count = 0
+        mean_face = tf.constant(self.mean_face)
+        mean_landmarks = tf.constant(self.mean_landmarks)
+        for batch in eval_dataset:
+            outputs = model(batch["face_feature"], training=False)
+            true = batch["face_image"]
+            n = int(true.shape[0])
+            sums["l1"] += float(tf.reduce_sum(tf.reduce_mean(tf.abs(outputs["image"] - true),
+                                                             [1, 2, 3])))
+            sums["l1_mean_face"] += float(tf.reduce_sum(tf.reduce_mean(
+                tf.abs(mean_face[None] - true), [1, 2, 3])))
+            # Mean Euclidean landmark error in pixels of a 224×224 face.
+            err = tf.norm((outputs["landmarks"] - batch["landmarks"]) * records.FACE_SIZE, axis=-1)
+            err_mean = tf.norm((mean_landmarks[None] - batch["landmarks"]) * records.FACE_SIZE,
+                               axis=-1)
+            sums["lm"] += float(tf.reduce_sum(tf.reduce_mean(err, -1)))
+            sums["lm_mean"] += float(tf.reduce_sum(tf.reduce_mean(err_mean, -1)))
+            count += n
+        result = {
+            "num_faces": count,
+            "image_size": size,
+            "pixel_l1": {"decoded": sums["l1"] / count, "mean_face": sums["l1_mean_face"] / count},
+            "landmark_error_px224": {"decoded": sums["lm"] / count,
+                                     "mean_face": sums["lm_mean"] / count},
+            "note": "pixel L1: mean absolute difference in [0, 1] RGB at the decoder's "
+                    "resolution, decoded from the true face feature vs the true face; landmark "
+                    "error: mean Euclidean distance in pixels of a 224x224 crop; mean_face: the "
+                    "baseline that always draws the training set's mean image and landmarks",
+        }
+        return result
+
+
+def load_decoder(model_dir: str) -> face_decoder.FaceDecoder:
+    """The stage-1 decoder exported in `model_dir` (or `model_dir/export`)."""
+    for directory in (os.path.join(model_dir, EXPORT_DIR), model_dir):
+        path = os.path.join(directory, DECODER_FILE)
+        if tf.io.gfile.exists(path):
+            return keras.models.load_model(path)
+    raise FileNotFoundError(
+        f"no exported face decoder in {model_dir}: expected {EXPORT_DIR}/{DECODER_FILE}; train "
+        "one with `python train.py --stage=decoder --model_dir=...`")

@@ -1,0 +1,389 @@
+"""The training loop, written once for both stages (face decoder, voice encoder).
+
+A `Task` says what a stage trains (model, optimizer, inputs, per-example losses, pictures,
+export); `Trainer` does everything else the same way for every stage, after SimCLR's tf2 loop
+and Model Garden's trainers:
+
+- one per-replica step under `strategy.run`; per-example losses averaged over the GLOBAL batch
+  (`tf.nn.compute_average_loss`), so gradients summed over replicas equal the single-device ones;
+- `steps_per_loop` steps per `tf.function` call (`for _ in tf.range(n)`), which keeps the host
+  out of the way of small steps;
+- `CheckpointManager` over step, model and optimizer; a rerun with the same `model_dir` resumes
+  from the latest checkpoint; SIGTERM/SIGINT save a checkpoint before exiting;
+- a non-finite loss stops the run, naming the step, and keeps the last good checkpoint;
+- TensorBoard scalars `losses/*`, `lr`, `grad_norm`, `perf/steps_per_sec`,
+  `perf/examples_per_sec`, and the task's image grids; progress lines with an ETA;
+- the resolved configuration written to `model_dir/config.json`.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from speech2face import data
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, incompatible model_dir, ...)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What every stage's training shares.
+
+    Attributes:
+      model_dir: checkpoints, summaries, config.json and the export go here.
+      train_records: glob of training TFRecords.
+      eval_records: glob of held-out TFRecords (eval losses, image grids, final numbers).
+      global_batch_size: examples per step over all replicas.
+      train_steps: total steps (a resumed run continues up to this).
+      steps_per_loop: steps per tf.function call.
+      checkpoint_every, summary_every, image_summary_every, eval_every: in steps.
+      eval_batches: batches per periodic evaluation (0: the whole eval set).
+      num_images: faces in the image grids.
+      keep_checkpoints: checkpoints kept on disk.
+      seed: model initialisation and input order.
+      precision: float32, bfloat16 or float16 (mixed precision; float16 adds loss scaling).
+      jit_compile: compile the per-replica step with XLA.
+    """
+
+    model_dir: str
+    train_records: str
+    eval_records: Optional[str] = None
+    global_batch_size: int = 8
+    train_steps: int = 1000
+    steps_per_loop: int = 50
+    checkpoint_every: int = 500
+    summary_every: int = 50
+    image_summary_every: int = 500
+    eval_every: int = 500
+    eval_batches: int = 10
+    num_images: int = 8
+    keep_checkpoints: int = 3
+    seed: int = 0
+    precision: str = "float32"
+    jit_compile: bool = False
+
+    def validate(self):
+        for name in ("global_batch_size", "train_steps", "steps_per_loop", "checkpoint_every",
+                     "summary_every", "image_summary_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+class Task:
+    """What a stage trains. Subclasses fill in every method; the Trainer calls them."""
+
+    name = "task"
+    loss_names: Sequence[str] = ("total",)
+
+    def config(self) -> dict:
+        """JSON-able settings of the task, written to config.json."""
+        raise NotImplementedError
+
+    def input_options(self, training: bool) -> data.InputOptions:
+        raise NotImplementedError
+
+    def prepare(self, train_files: Sequence[str]) -> None:
+        """Runs once before the model is built (e.g. statistics over the training set)."""
+
+    def build_model(self) -> keras.Model:
+        """Called inside the strategy scope."""
+        raise NotImplementedError
+
+    def build_optimizer(self) -> keras.optimizers.Optimizer:
+        raise NotImplementedError
+
+    def trainable_variables(self, model: keras.Model):
+        return model.trainable_variables
+
+    def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
+        """Per-example losses: a dict of [b] float32 tensors with every name in loss_names."""
+        raise NotImplementedError
+
+    def image_summaries(self, model, batch) -> Dict[str, tf.Tensor]:
+        """Image grids for TensorBoard: name -> [n, h, w, 3] float in [0, 1]."""
+        return {}
+
+    def export(self, model, model_dir: str) -> str:
+        """Saves what later stages load; returns the export directory."""
+        raise NotImplementedError
+
+    def final_evaluation(self, model, eval_dataset) -> dict:
+        """Numbers on held-out data after training, written to model_dir (may be {})."""
+        return {}
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it between tf.function calls."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # Not the main thread: leave signals alone.
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # Second signal: give up at once.
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            os.kill(os.getpid(), signum)
+        self.signum = signum
+        logging.warning("Received %s: saving a checkpoint after the current steps, then "
+                        "stopping.", signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _write_config(model_dir: str, config: TrainConfig, task: Task) -> None:
+    path = os.path.join(model_dir, CONFIG_FILE)
+    resolved = {
+        "stage": task.name,
+        "train": dataclasses.asdict(config),
+        "task": task.config(),
+        "command": sys.argv,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            previous = json.load(f)
+        if previous.get("stage") != task.name or previous.get("task", {}).get(
+                "architecture") != resolved["task"].get("architecture"):
+            raise TrainingError(
+                f"{model_dir} holds a {previous.get('stage')} run with architecture "
+                f"{previous.get('task', {}).get('architecture')}; this run is {task.name} with "
+                f"{resolved['task'].get('architecture')}. Use a new --model_dir."
+            )
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(resolved, f, indent=2, default=str)
+
+
+class Trainer:
+    """Trains `task` under `strategy` as `config` says. See the module docstring."""
+
+    def __init__(self, task: Task, config: TrainConfig,
+                 strategy: Optional[tf.distribute.Strategy] = None):
+        config.validate()
+        self.task = task
+        self.config = config
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.names = tuple(task.loss_names)
+        if "total" not in self.names:
+            raise ValueError(f"task {task.name} has no 'total' loss")
+
+    # -- input --------------------------------------------------------------------------
+    def _dataset(self, pattern: str, training: bool):
+        options = dataclasses.replace(self.task.input_options(training), seed=self.config.seed)
+        return self.strategy.distribute_datasets_from_function(
+            lambda ctx: data.input_fn(pattern, ctx, self.config.global_batch_size, training,
+                                      options))
+
+    def _image_batch(self):
+        pattern = self.config.eval_records or self.config.train_records
+        options = self.task.input_options(False)
+        dataset = data.input_fn(pattern, None, self.config.num_images, False, options)
+        return next(iter(dataset))
+
+    # -- steps --------------------------------------------------------------------------
+    def _build_functions(self, model, optimizer, step):
+        strategy, task, names = self.strategy, self.task, self.names
+        global_batch = self.config.global_batch_size
+        variables = task.trainable_variables(model)
+
+        def replica_step(batch):
+            with tf.GradientTape() as tape:
+                losses = task.compute_losses(model, batch, training=True)
+                loss = tf.nn.compute_average_loss(losses["total"], global_batch_size=global_batch)
+                scaled = optimizer.scale_loss(loss)  # float16 loss scaling; identity otherwise
+            grads = tape.gradient(scaled, variables)
+            optimizer.apply_gradients(zip(grads, variables))
+            # Per-replica sums over the global batch: summed over replicas, they are the means.
+            out = [tf.reduce_sum(tf.cast(losses[n], tf.float32)) / global_batch for n in names]
+            unscale = tf.math.divide_no_nan(tf.cast(loss, tf.float32), tf.cast(scaled, tf.float32))
+            grad_norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads]) * unscale
+            out.append(grad_norm / strategy.num_replicas_in_sync)
+            return out
+
+        if self.config.jit_compile:
+            replica_step = tf.function(replica_step, jit_compile=True)
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            sums = [tf.constant(0.0) for _ in range(len(names) + 1)]
+            bad_step = tf.constant(-1, tf.int64)
+            for _ in tf.range(num_steps):
+                per_replica = strategy.run(replica_step, args=(next(iterator),))
+                values = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                          for v in per_replica]
+                step.assign_add(1)
+                finite = tf.reduce_all([tf.math.is_finite(v) for v in values])
+                bad_step = tf.where((bad_step < 0) & tf.logical_not(finite), step.read_value(),
+                                    bad_step)
+                sums = [s + v for s, v in zip(sums, values)]
+            return [s / tf.cast(num_steps, tf.float32) for s in sums], bad_step
+
+        def replica_eval(batch):
+            losses = task.compute_losses(model, batch, training=False)
+            return [tf.reduce_sum(tf.cast(losses[n], tf.float32)) for n in names] + [
+                tf.cast(tf.shape(losses["total"])[0], tf.float32)]
+
+        @tf.function
+        def eval_step(batch):
+            per_replica = strategy.run(replica_eval, args=(batch,))
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                    for v in per_replica]
+
+        return train_loop, eval_step
+
+    def _evaluate(self, eval_step) -> Dict[str, float]:
+        sums, count = np.zeros(len(self.names)), 0.0
+        for i, batch in enumerate(self._dataset(self.config.eval_records, training=False)):
+            if self.config.eval_batches and i >= self.config.eval_batches:
+                break
+            values = [float(v) for v in eval_step(batch)]
+            sums += values[:-1]
+            count += values[-1]
+        return {n: s / max(count, 1.0) for n, s in zip(self.names, sums)}
+
+    # -- the loop -----------------------------------------------------------------------
+    def train(self) -> dict:
+        """Trains to `train_steps` (resuming if possible); returns a summary dict."""
+        cfg = self.config
+        tf.io.gfile.makedirs(cfg.model_dir)
+        _write_config(cfg.model_dir, cfg, self.task)
+        keras.utils.set_random_seed(cfg.seed)
+        train_files = data.list_files(cfg.train_records)
+        self.task.prepare(train_files)
+
+        with self.strategy.scope():
+            model = self.task.build_model()
+            optimizer = self.task.build_optimizer()
+            if cfg.precision == "float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(self.task.trainable_variables(model))
+            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
+        manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(cfg.model_dir, CHECKPOINT_DIR),
+            max_to_keep=cfg.keep_checkpoints)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step))
+        else:
+            logging.info("No checkpoint in %s: starting from scratch.", cfg.model_dir)
+        start_step = int(step)
+
+        train_loop, eval_step = self._build_functions(model, optimizer, step)
+        iterator = iter(self._dataset(cfg.train_records, training=True))
+        image_batch = self._image_batch()
+        train_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
+        eval_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "eval"))
+        status, last = "finished", {}
+
+        def save(reason):
+            path = manager.save(checkpoint_number=int(step))
+            logging.info("Checkpoint (%s) at step %d: %s", reason, int(step), path)
+
+        def write_images():
+            with train_writer.as_default(step=int(step)):
+                for name, images in self.task.image_summaries(model, image_batch).items():
+                    tf.summary.image(name, images, max_outputs=cfg.num_images)
+
+        if start_step == 0:
+            write_images()
+        with _StopFlag() as stop:
+            window_start, window_step = time.perf_counter(), int(step)
+            while int(step) < cfg.train_steps:
+                current = int(step)
+                num = min(cfg.steps_per_loop, cfg.train_steps - current)
+                for every in (cfg.summary_every, cfg.checkpoint_every, cfg.image_summary_every,
+                              cfg.eval_every):
+                    num = min(num, every - current % every)
+                values, bad_step = train_loop(iterator, tf.constant(num, tf.int32))
+                current = int(step)
+                if int(bad_step) >= 0:
+                    raise TrainingError(
+                        f"non-finite loss at step {int(bad_step)} (losses over steps "
+                        f"{current - num + 1}-{current}: "
+                        f"{dict(zip(self.names, [float(v) for v in values]))}). The last good "
+                        f"checkpoint is kept: {manager.latest_checkpoint}. Lower the learning "
+                        "rate or check the input data, then rerun to resume from it.")
+                last = dict(zip(self.names + ("grad_norm",), [float(v) for v in values]))
+                if current % cfg.summary_every == 0 or current == cfg.train_steps:
+                    elapsed = time.perf_counter() - window_start
+                    steps_per_sec = (current - window_step) / max(elapsed, 1e-9)
+                    window_start, window_step = time.perf_counter(), current
+                    lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+                    with train_writer.as_default(step=current):
+                        for name, value in last.items():
+                            tf.summary.scalar(name if name == "grad_norm" else f"losses/{name}",
+                                              value)
+                        tf.summary.scalar("lr", lr)
+                        tf.summary.scalar("perf/steps_per_sec", steps_per_sec)
+                        tf.summary.scalar("perf/examples_per_sec",
+                                          steps_per_sec * cfg.global_batch_size)
+                    eta = (cfg.train_steps - current) / max(steps_per_sec, 1e-9)
+                    logging.info(
+                        "step %d/%d (%.0f%%)  %s  lr %.2e  %.2f steps/s  %.1f examples/s  ETA %s",
+                        current, cfg.train_steps, 100.0 * current / cfg.train_steps,
+                        "  ".join(f"{n} {last[n]:.4g}" for n in self.names), lr, steps_per_sec,
+                        steps_per_sec * cfg.global_batch_size, _format_seconds(eta))
+                if current % cfg.image_summary_every == 0:
+                    write_images()
+                if cfg.eval_records and current % cfg.eval_every == 0:
+                    metrics = self._evaluate(eval_step)
+                    with eval_writer.as_default(step=current):
+                        for name, value in metrics.items():
+                            tf.summary.scalar(f"losses/{name}", value)
+                    logging.info("eval at step %d: %s", current,
+                                 "  ".join(f"{n} {v:.4g}" for n, v in metrics.items()))
+                if current % cfg.checkpoint_every == 0 or current == cfg.train_steps:
+                    save("periodic" if current < cfg.train_steps else "final")
+                if stop.signum is not None:
+                    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
+                            f"-{current}"):
+                        save("on " + signal.Signals(stop.signum).name)
+                    status = "interrupted"
+                    logging.warning("Stopped at step %d; rerun the same command to resume.",
+                                    current)
+                    break
+        train_writer.flush()
+        eval_writer.flush()
+
+        export_dir = self.task.export(model, cfg.model_dir)
+        result = {"status": status, "start_step": start_step, "step": int(step),
+                  "losses": last, "export": export_dir}
+        if status == "finished" and cfg.eval_records:
+            numbers = self.task.final_evaluation(
+                model, data.input_fn(cfg.eval_records, None, cfg.global_batch_size, False,
+                                     self.task.input_options(False)))
+            if numbers:
+                result["final_evaluation"] = numbers
+        return result
