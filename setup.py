@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "librosa>=0.10",
     "soundfile>=0.12",
     "soxr>=0.3",
+    "numba>=0.57",
     "dlib-bin>=19.24",
     "face-recognition-models>=0.3.0",
     "imageio-ffmpeg>=0.4.9",

@@ -110,9 +110,6 @@ def main(argv):
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     result = loop.Trainer(task, config, dist).train()
-    if "final_evaluation" in result:
-        with open(os.path.join(FLAGS.model_dir, decoder_task.EVAL_FILE), "w") as f:
-            json.dump(result["final_evaluation"], f, indent=2)
     logging.info("Done: %s", json.dumps({k: v for k, v in result.items()}, default=str))
 
 

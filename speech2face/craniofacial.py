@@ -134,8 +134,9 @@ def correlate(true_landmarks, predicted_landmarks, num_shuffles=1000, seed=0):
     The random baseline pairs each true face with the reconstruction of another face: the
     predicted measurements are shuffled across faces `num_shuffles` times (the same permutations
     for every measurement) and r is recomputed. Its mean r is ≈ 0 by construction; its mean |r|
-    (≈ √(2/(π·n)) for n faces) is the size of correlation that chance alone produces, which is
-    what the paper's "random baseline 0.02" should be compared with. `permutation_p` is the
+    (≈ √(2/(π·n)) for n faces) is the size of correlation that chance alone produces. The paper
+    does not say which its "random baseline 0.02" is (a mean |r| of 0.02 would mean ≈ 1,600
+    faces): report both. `permutation_p` is the
     share of shuffles with |r| at least the observed one, (count + 1) / (num_shuffles + 1), a
     check on scipy's p-value that does not assume normality.
 

@@ -6,8 +6,11 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
 1. Build the toy world (SPEC §11) into `WORKDIR/toy_world`.
 2. Show it: `WORKDIR/preview/contact_sheet.png` (faces grouped by speaker, train and test),
    `landmarks.png` (one face with its 68 landmarks), a few WAV clips, and `summary.txt`.
-Later stages (face decoder, voice encoder, evaluation, predicted faces) join this list as they
-are built.
+3. Train the small face decoder (stage 1) into `WORKDIR/decoder` and draw
+   `WORKDIR/decoder/decoded_faces.png`: held-out speakers' true faces above the faces decoded
+   from their true face features; `decoder_eval.json` holds pixel and landmark errors beside the
+   mean-face baseline.
+Later stages (voice encoder, evaluation, predicted faces) join this list as they are built.
 """
 
 import collections
@@ -24,7 +27,8 @@ import soundfile  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data_prep import toy_world_lib  # noqa: E402
-from speech2face import audio, records  # noqa: E402
+from speech2face import audio, data, records  # noqa: E402
+from speech2face.training import decoder_task, loop  # noqa: E402
 
 _DEFAULTS = toy_world_lib.ToyWorldConfig()
 flags.DEFINE_string("workdir", None, "Directory for everything the demo writes.")
@@ -33,6 +37,8 @@ flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the toy world.")
 flags.DEFINE_bool("rebuild", False, "Rebuild the toy world even if WORKDIR/toy_world exists.")
 flags.DEFINE_integer("sheet_speakers", 12, "Speakers shown on the contact sheet.")
 flags.DEFINE_integer("num_wavs", 4, "WAV clips written to the preview.")
+flags.DEFINE_integer("decoder_steps", 600, "Training steps of the small face decoder.")
+flags.DEFINE_integer("decoder_batch_size", 16, "Batch size of the face decoder.")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -148,12 +154,67 @@ def preview_world(world: str, workdir: str, sheet_speakers: int, num_wavs: int) 
     return out
 
 
+def train_decoder(world: str, workdir: str, steps: int, batch_size: int) -> str:
+    """Stage 3: the small face decoder on the toy world; resumes or reuses a finished run."""
+    model_dir = os.path.join(workdir, "decoder")
+    info = toy_world_lib.load_dataset_info(world)
+    task = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
+        preset="small", perceptual_layer="pool2",
+        vggface_weights=os.path.join(world, info["vggface_weights"]["path"])))
+    config = loop.TrainConfig(
+        model_dir=model_dir, train_records=os.path.join(world, "train-*.tfrecord"),
+        eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=batch_size,
+        train_steps=steps, steps_per_loop=25, summary_every=50, checkpoint_every=200,
+        image_summary_every=200, eval_every=200, eval_batches=4)
+    logging.info("Stage 3: training the small face decoder for %d steps in %s (TensorBoard: "
+                 "tensorboard --logdir=%s).", steps, model_dir, model_dir)
+    result = loop.Trainer(task, config).train()
+    decoder = decoder_task.load_decoder(model_dir)
+    batch = next(iter(data.input_fn(os.path.join(world, "test-*.tfrecord"), None, 64, False,
+                                    task.input_options(False))))
+    # One face per held-out speaker, up to 8.
+    seen, rows = set(), []
+    for i, speaker in enumerate(batch["speaker_id"].numpy()):
+        if speaker not in seen and len(rows) < 8:
+            seen.add(speaker)
+            rows.append(i)
+    true = batch["face_image"].numpy()[rows]
+    decoded = decoder(tf.gather(batch["face_feature"], rows), training=False)["image"].numpy()
+    path = os.path.join(model_dir, "decoded_faces.png")
+    face_grid([true, decoded], ["true face", "decoded from its feature"], path)
+    numbers = result.get("final_evaluation") or {}
+    if numbers:
+        print("\nFace decoder on held-out speakers (lower is better):")
+        print(f"  pixel L1         decoded {numbers['pixel_l1']['decoded']:.4f}   mean face "
+              f"{numbers['pixel_l1']['mean_face']:.4f}")
+        print(f"  landmark error   decoded {numbers['landmark_error_px224']['decoded']:.2f} px   "
+              f"mean face {numbers['landmark_error_px224']['mean_face']:.2f} px (224x224 crop)")
+    print(f"  grid: {path}")
+    return model_dir
+
+
+def face_grid(rows, labels, path: str, scale: int = 2) -> None:
+    """Rows of [n, S, S, 3] images in [0, 1], each row labelled on the left."""
+    n, size = rows[0].shape[0], rows[0].shape[1] * scale
+    label_w = 160
+    sheet = Image.new("RGB", (label_w + n * (size + 4), len(rows) * (size + 4)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (images, label) in enumerate(zip(rows, labels)):
+        y = r * (size + 4)
+        draw.text((6, y + size // 2 - 6), label, fill="black")
+        for c, image in enumerate(images):
+            tile = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+            sheet.paste(tile.resize((size, size), Image.LANCZOS), (label_w + c * (size + 4), y))
+    sheet.save(path)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     os.makedirs(FLAGS.workdir, exist_ok=True)
     world = build_world(FLAGS.workdir, FLAGS.num_speakers, FLAGS.seed, FLAGS.rebuild)
     preview_world(world, FLAGS.workdir, FLAGS.sheet_speakers, FLAGS.num_wavs)
+    train_decoder(world, FLAGS.workdir, FLAGS.decoder_steps, FLAGS.decoder_batch_size)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """Evaluation metrics of the paper's protocol (SPEC §8): feature distances and S2F → face retrieval.
 
-Pure NumPy functions on feature matrices `[n, d]` (any float dtype; v_s and v_f are 4096-D). Rows
-are L2-normalised first unless `normalize=False` is passed: the paper's protocol, and the setting
-under which the numbers of this module are defined; the raw option exists so that the paper's
-L2/L1 scale can be investigated (see `feature_distances`).
+Pure functions (NumPy, and one numba kernel) on feature matrices `[n, d]` (any float dtype; v_s
+and v_f are 4096-D). Rows are L2-normalised first unless `normalize=False` is passed: the paper's
+protocol, and the setting under which the numbers of this module are defined; the raw option
+exists so that the paper's L2/L1 scale can be investigated (see `feature_distances`).
 
 Retrieval is exact and vectorised: cosine and L2 go through float64 matrix products over chunks
-of queries; L1, which has no matrix-product form, through a blocked float32 kernel on a thread
-pool (see `_l1_scores`), about 40 s for the paper's 5,000 × 5,000 × 4096 on two cores
-(`benchmarks/retrieval.py`).
+of queries; L1, which has no matrix-product form, through a tiled, parallel numba kernel
+(numba comes with librosa), or a blocked NumPy kernel on a thread pool where numba is missing.
+`benchmarks/retrieval.py` times them at the paper's 5,000 × 5,000 × 4096.
 """
 
 import concurrent.futures
@@ -16,18 +16,29 @@ import os
 
 import numpy as np
 
+try:  # numba comes with librosa; without it the L1 distance falls back to a NumPy kernel
+    import numba
+except ImportError:  # pragma: no cover
+    numba = None
+
 METRICS = ("cos", "l1", "l2")
 DEFAULT_KS = (1, 2, 5, 10)
 
 _EPSILON = 1e-12  # norm floor: an all-zero row stays zero instead of becoming NaN
 _ROW_CHUNK = 1024  # rows per float64 chunk in paired distances (bounds memory for 150 k pairs)
 _QUERY_CHUNK = 256  # queries per distance-matrix chunk in `ranks`: 256 × gallery float64
-# Distances this close to the true one (relative to the size of the terms that cancel) count as
-# ties: float64 rounding differs between matrix-product columns, and an exact duplicate of the
-# true gallery row must tie, not win. 1e-12 is far below any real gap between features.
+# Distances this close to the true one (relative to the size of the terms summed: ‖q‖² + ‖g‖²,
+# ‖q‖₁ + ‖g‖₁) count as ties: float64 rounding can differ between matrix-product columns or
+# vectorised sums, and an exact duplicate of the true gallery row must tie, not win. 1e-12 is
+# far below any real gap between features.
 _TIE_RTOL = 1e-12
-# L1 kernel blocking: a [16 dims, 16 queries, 1000 gallery] float32 buffer (1 MB) stays in L2,
-# and 256 NumPy calls per block keep the Python overhead small. Measured best on 2 cores.
+# L1 backend: "auto" (numba when importable), "numba" or "numpy"; tests switch it.
+_L1_BACKEND = "auto"
+# numba kernel tiles: 16 gallery rows of 4096 float32 (256 KB) stay in L2 while 64 queries pass.
+_L1_NUMBA_QUERY_TILE = 64
+_L1_NUMBA_GALLERY_TILE = 16
+# NumPy kernel blocking: a [16 dims, 16 queries, 1000 gallery] float32 buffer (1 MB) stays in
+# L2, and 256 NumPy calls per block keep the Python overhead small. Measured best on 2 cores.
 _L1_QUERY_BLOCK = 16
 _L1_GALLERY_BLOCK = 1000
 _L1_DIM_GROUP = 16
@@ -170,9 +181,14 @@ class _Gallery:
         self.metric = metric
         self.num_threads = num_threads
         if metric == "l1":
+            self.backend = _l1_backend()
             g32 = gallery.astype(np.float32)
-            self.rows_t = np.ascontiguousarray(g32.T)  # [d, m]: the kernel runs along gallery
-            self.row_sums = g32.sum(axis=1, dtype=np.float64)
+            self.l1_norms = np.abs(g32).sum(axis=1, dtype=np.float64)
+            if self.backend == "numba":
+                self.rows32 = g32
+            else:
+                self.rows_t = np.ascontiguousarray(g32.T)  # [d, m]: the kernel runs along m
+                self.row_sums = g32.sum(axis=1, dtype=np.float64)
         else:
             self.rows = gallery
             self.sq_norms = np.einsum("ij,ij->i", gallery, gallery)
@@ -185,7 +201,10 @@ class _Gallery:
         if self.metric == "l2":
             q_sq = np.einsum("ij,ij->i", q, q)
             return np.maximum(q_sq[:, None] + self.sq_norms[None, :] - 2.0 * (q @ self.rows.T), 0)
-        return _l1_scores(q.astype(np.float32), self.rows_t, self.row_sums, self.num_threads)
+        q32 = q.astype(np.float32)
+        if self.backend == "numba":
+            return _l1_scores_numba(q32, self.rows32, self.num_threads)
+        return _l1_scores_numpy(q32, self.rows_t, self.row_sums, self.num_threads)
 
     def tie_tolerance(self, q, columns):
         """[c] tolerance for query rows q [c, d] against their true gallery columns [c]."""
@@ -193,9 +212,59 @@ class _Gallery:
             return np.full(q.shape[0], _TIE_RTOL)
         if self.metric == "l2":
             return _TIE_RTOL * (np.einsum("ij,ij->i", q, q) + self.sq_norms[columns])
-        # The L1 kernel does the same elementwise operations for every gallery column, so an
-        # exact duplicate of the true row gives a bit-identical distance: no tolerance needed.
-        return np.zeros(q.shape[0])
+        return _TIE_RTOL * (np.abs(q).sum(axis=1) + self.l1_norms[columns])
+
+
+# ----------------------------------------------------------------------------------------------
+# L1 kernels. Both read float32 rows (half the memory traffic of float64). The numba kernel sums
+# in float64 (≈ 1e-12 from a float64 sum of the same float32 values), the NumPy one in float32
+# groups of 16 (≈ 1e-6); rounding the unit-normalised inputs to float32 moves an L1 distance of
+# ≈ 40 by ≈ 1e-7.
+
+if numba is not None:
+
+    @numba.njit(parallel=True, fastmath=True, cache=True)
+    def _l1_kernel(q, g, out, q_block, g_block):  # pragma: no cover (compiled)
+        """out[i, j] = Σ_k |q[i, k] − g[j, k]|; q [c, d], g [m, d] float32, out [c, m] float64.
+
+        Tiles of (q_block queries × g_block gallery rows) keep the gallery rows in L2 while
+        every query of the tile passes over them; tiles run in parallel. fastmath lets LLVM
+        vectorise the sum (reassociation); every pair runs the same loop, so equal rows give
+        equal sums (and `_TIE_RTOL` would absorb any difference in the last bits).
+        """
+        num_q, dim = q.shape
+        num_g = g.shape[0]
+        g_tiles = (num_g + g_block - 1) // g_block
+        for tile in numba.prange(((num_q + q_block - 1) // q_block) * g_tiles):
+            i0 = (tile // g_tiles) * q_block
+            j0 = (tile % g_tiles) * g_block
+            for i in range(i0, min(i0 + q_block, num_q)):
+                for j in range(j0, min(j0 + g_block, num_g)):
+                    total = 0.0
+                    for k in range(dim):
+                        total += abs(np.float64(q[i, k]) - np.float64(g[j, k]))
+                    out[i, j] = total
+
+
+def _l1_backend():
+    """The L1 kernel to use: numba when importable (librosa brings it), unless `_L1_BACKEND`."""
+    if _L1_BACKEND == "numba" and numba is None:
+        raise ValueError("the numba L1 kernel was requested but numba is not installed")
+    if _L1_BACKEND == "auto":
+        return "numpy" if numba is None else "numba"
+    return _L1_BACKEND
+
+
+def _l1_scores_numba(q32, g32, num_threads):
+    """L1 distances [c, m] float64 of float32 queries [c, d] to float32 gallery rows [m, d]."""
+    out = np.empty((q32.shape[0], g32.shape[0]), np.float64)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        _l1_kernel(q32, g32, out, _L1_NUMBA_QUERY_TILE, _L1_NUMBA_GALLERY_TILE)
+    finally:
+        numba.set_num_threads(previous)
+    return out
 
 
 def _l1_block(q_t, g_t, out):
@@ -212,14 +281,14 @@ def _l1_block(q_t, g_t, out):
         out += part  # float64: only `group` terms are summed in float32
 
 
-def _l1_scores(q32, g_t, g_sums, num_threads):
-    """L1 distances [c, m] float64 of float32 queries [c, d] to the gallery g_t [d, m].
+def _l1_scores_numpy(q32, g_t, g_sums, num_threads):
+    """The NumPy fallback of `_l1_scores_numba`; gallery transposed, g_t [d, m].
 
     Σ|q − g| = Σq + Σg − 2·Σmin(q, g): one elementwise op per term (the reduction is the
     second), against two for subtract-and-abs. Looping over dimensions with the gallery along
     the innermost axis keeps every NumPy call a long, vectorised, cache-resident pass; blocks of
-    (queries, gallery rows) go to a thread pool (NumPy releases the GIL in these loops).
-    Absolute error ≈ 1e-6 on unit vectors (L1 ≈ 40), from float32 rounding of the inputs.
+    (queries, gallery rows) go to a thread pool (NumPy releases the GIL in these loops). About
+    5× slower than the numba kernel; the cancellation in Σq + Σg − 2·Σmin costs ≈ 1e-6.
     """
     c, m = q32.shape[0], g_t.shape[1]
     q_t = np.ascontiguousarray(q32.T)[:, :, None]

@@ -11,3 +11,20 @@ import tensorflow as tf  # noqa: E402
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+
+# -- shared fixtures ----------------------------------------------------------------------------
+import pytest  # noqa: E402
+
+from data_prep import toy_world_lib  # noqa: E402
+
+# The tiny toy world most end-to-end tests share: 6 speakers (5 train, 1 test), 12 clips.
+TINY = toy_world_lib.ToyWorldConfig(num_speakers=6, clips_per_speaker=2, faces_per_speaker=1,
+                                    min_seconds=1.0, max_seconds=7.0, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """(directory, dataset_info) of a tiny toy world built once per test session."""
+    directory = str(tmp_path_factory.mktemp("toy"))
+    return directory, toy_world_lib.build_toy_world(TINY, directory)

@@ -72,8 +72,17 @@ def test_feature_distances_shape_mismatch_is_a_clear_error():
         metrics.feature_distances(np.full((2, 3), np.nan), np.ones((2, 3)))
 
 
+@pytest.fixture(params=["numba", "numpy"])
+def l1_backend(request, monkeypatch):
+    """Runs a test once per L1 kernel."""
+    if request.param == "numba" and metrics.numba is None:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(metrics, "_L1_BACKEND", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("metric", metrics.METRICS)
-def test_ranks_match_brute_force(metric):
+def test_ranks_match_brute_force(metric, l1_backend):
     queries, gallery = _noisy_pairs(40, 24, noise=1.2, distractors=9, seed=1)
     rng = np.random.default_rng(2)
     # Row scales must not matter: the protocol normalises rows.
@@ -86,18 +95,27 @@ def test_ranks_match_brute_force(metric):
     assert recall == {k: 100.0 * np.mean(expected < k) for k in (1, 3, 49)}
 
 
-def test_l1_kernel_blocks_and_threads():
-    # Larger than one kernel block in every direction, and a dimension not a multiple of the
-    # dimension group, so block edges and the thread pool are exercised.
-    queries, gallery = _noisy_pairs(40, 37, noise=1.0, distractors=1100, seed=3)
-    expected = metrics.distance_matrix(queries[:3], gallery, "l1", num_threads=1)
+def test_l1_kernel_blocks_and_threads(l1_backend):
+    # Larger than one tile or block in every direction, and a dimension not a multiple of the
+    # dimension group or the SIMD width, so edges and the thread pools are exercised.
+    queries, gallery = _noisy_pairs(70, 37, noise=1.0, distractors=1100, seed=3)
+    got = metrics.distance_matrix(queries, gallery, "l1", num_threads=2)
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
-    np.testing.assert_allclose(expected, np.abs(q[:3, None] - g[None]).sum(-1), atol=1e-5)
+    np.testing.assert_allclose(got, np.abs(q[:, None] - g[None]).sum(-1), atol=1e-5)
     np.testing.assert_array_equal(
         metrics.ranks(queries, gallery, "l1", num_threads=2),
         metrics.ranks(queries, gallery, "l1", num_threads=1),
     )
+
+
+def test_l1_duplicates_tie_wherever_they_sit(l1_backend):
+    # Copies of the true row in other columns (other tiles, other alignments) must tie exactly.
+    _, gallery = _noisy_pairs(30, 37, noise=0.0, distractors=0, seed=7)
+    queries = gallery[:3] + 0.3 * np.random.default_rng(8).standard_normal((3, 37))
+    np.testing.assert_array_equal(metrics.ranks(queries, gallery, "l1"), [0, 0, 0])
+    gallery = np.concatenate([gallery, np.repeat(gallery[:3], 7, axis=0)])
+    np.testing.assert_array_equal(metrics.ranks(queries, gallery, "l1"), [0, 0, 0])
 
 
 def test_distance_matrix_values():
@@ -117,7 +135,7 @@ def test_distance_matrix_values():
 
 
 @pytest.mark.parametrize("metric", metrics.METRICS)
-def test_ties_favour_the_query(metric):
+def test_ties_favour_the_query(metric, l1_backend):
     queries = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     gallery = np.array(
         [

@@ -32,12 +32,6 @@ def _read_all(directory):
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_world(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("toy"))
-    return directory, toy_world_lib.build_toy_world(TINY, directory)
-
-
 def test_layout_counts_and_info(tiny_world):
     directory, info = tiny_world
     files = sorted(os.listdir(directory))

@@ -124,6 +124,7 @@ class DecoderTask(loop.Task):
     """Stage 1 for `loop.Trainer`."""
 
     name = "decoder"
+    eval_file = EVAL_FILE
     loss_names = ("total", "landmark_mse", "texture_l1", "perceptual", "image_l1")
 
     def __init__(self, config: DecoderTaskConfig):

@@ -88,6 +88,7 @@ class Task:
 
     name = "task"
     loss_names: Sequence[str] = ("total",)
+    eval_file = "final_eval.json"  # where `final_evaluation`'s numbers go in model_dir
 
     def config(self) -> dict:
         """JSON-able settings of the task, written to config.json."""
@@ -239,6 +240,9 @@ class Trainer:
             sums = [tf.constant(0.0) for _ in range(len(names) + 1)]
             bad_step = tf.constant(-1, tf.int64)
             for _ in tf.range(num_steps):
+                if bad_step >= 0:
+                    # Stop at once: the update of a non-finite step has spoilt the weights.
+                    break
                 per_replica = strategy.run(replica_step, args=(next(iterator),))
                 values = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                           for v in per_replica]
@@ -295,10 +299,10 @@ class Trainer:
             max_to_keep=cfg.keep_checkpoints)
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step))
+            logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step.numpy()))
         else:
             logging.info("No checkpoint in %s: starting from scratch.", cfg.model_dir)
-        start_step = int(step)
+        start_step = int(step.numpy())
 
         train_loop, eval_step = self._build_functions(model, optimizer, step)
         iterator = iter(self._dataset(cfg.train_records, training=True))
@@ -308,26 +312,26 @@ class Trainer:
         status, last = "finished", {}
 
         def save(reason):
-            path = manager.save(checkpoint_number=int(step))
-            logging.info("Checkpoint (%s) at step %d: %s", reason, int(step), path)
+            path = manager.save(checkpoint_number=int(step.numpy()))
+            logging.info("Checkpoint (%s) at step %d: %s", reason, int(step.numpy()), path)
 
         def write_images():
-            with train_writer.as_default(step=int(step)):
+            with train_writer.as_default(step=int(step.numpy())):
                 for name, images in self.task.image_summaries(model, image_batch).items():
                     tf.summary.image(name, images, max_outputs=cfg.num_images)
 
         if start_step == 0:
             write_images()
         with _StopFlag() as stop:
-            window_start, window_step = time.perf_counter(), int(step)
-            while int(step) < cfg.train_steps:
-                current = int(step)
+            window_start, window_step = time.perf_counter(), int(step.numpy())
+            while int(step.numpy()) < cfg.train_steps:
+                current = int(step.numpy())
                 num = min(cfg.steps_per_loop, cfg.train_steps - current)
                 for every in (cfg.summary_every, cfg.checkpoint_every, cfg.image_summary_every,
                               cfg.eval_every):
                     num = min(num, every - current % every)
                 values, bad_step = train_loop(iterator, tf.constant(num, tf.int32))
-                current = int(step)
+                current = int(step.numpy())
                 if int(bad_step) >= 0:
                     raise TrainingError(
                         f"non-finite loss at step {int(bad_step)} (losses over steps "
@@ -378,7 +382,7 @@ class Trainer:
         eval_writer.flush()
 
         export_dir = self.task.export(model, cfg.model_dir)
-        result = {"status": status, "start_step": start_step, "step": int(step),
+        result = {"status": status, "start_step": start_step, "step": int(step.numpy()),
                   "losses": last, "export": export_dir}
         if status == "finished" and cfg.eval_records:
             numbers = self.task.final_evaluation(
@@ -386,4 +390,8 @@ class Trainer:
                                      self.task.input_options(False)))
             if numbers:
                 result["final_evaluation"] = numbers
+                with tf.io.gfile.GFile(os.path.join(cfg.model_dir, self.task.eval_file), "w") as f:
+                    json.dump(numbers, f, indent=2)
+                logging.info("Held-out numbers written to %s.",
+                             os.path.join(cfg.model_dir, self.task.eval_file))
         return result

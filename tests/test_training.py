@@ -1,0 +1,172 @@
+"""The shared training loop, end to end with the stage-1 decoder task on a tiny toy world."""
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from speech2face import data
+from speech2face.training import decoder_task, loop
+
+
+def _scalars(event_dir, tag):
+    """[(step, value)] of a scalar summary in a TensorBoard event directory."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(event_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    out.append((event.step, float(tf.make_ndarray(value.tensor))))
+    return sorted(out)
+
+
+def _tags(event_dir):
+    tags = set()
+    for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def _config(world, model_dir, **kwargs):
+    defaults = dict(model_dir=model_dir, train_records=os.path.join(world, "train-*.tfrecord"),
+                    eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=4,
+                    train_steps=30, steps_per_loop=5, checkpoint_every=10, summary_every=5,
+                    image_summary_every=15, eval_every=15, eval_batches=2, num_images=2)
+    defaults.update(kwargs)
+    return loop.TrainConfig(**defaults)
+
+
+def _task(world, **kwargs):
+    kwargs.setdefault("perceptual_layer", "pool2")
+    return decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
+        preset="small", vggface_weights=os.path.join(world, "vggface_random_seed3.h5"), **kwargs))
+
+
+def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
+    world, _ = tiny_world
+    model_dir = str(tmp_path / "decoder")
+    result = loop.Trainer(_task(world), _config(world, model_dir)).train()
+    assert result["status"] == "finished" and result["step"] == 30
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-30")
+    assert os.path.exists(os.path.join(model_dir, "config.json"))
+
+    totals = _scalars(os.path.join(model_dir, "train"), "losses/total")
+    assert [s for s, _ in totals] == [5, 10, 15, 20, 25, 30]
+    assert totals[-1][1] < totals[0][1]
+    tags = _tags(os.path.join(model_dir, "train"))
+    assert {"losses/landmark_mse", "losses/texture_l1", "losses/perceptual", "lr",
+            "perf/steps_per_sec", "perf/examples_per_sec", "grad_norm",
+            "faces/true_vs_decoded"} <= tags
+    assert "losses/total" in _tags(os.path.join(model_dir, "eval"))
+
+    decoder = decoder_task.load_decoder(model_dir)
+    out = decoder(tf.zeros([1, 4096]))
+    assert out["image"].shape == (1, 64, 64, 3)
+    assert np.isfinite(decoder.feature_scale.numpy()) and decoder.feature_scale.numpy() > 0
+    numbers = result["final_evaluation"]
+    assert set(numbers["pixel_l1"]) == {"decoded", "mean_face"}
+
+    # A rerun with more steps resumes from the checkpoint instead of starting over.
+    again = loop.Trainer(_task(world), _config(world, model_dir, train_steps=40)).train()
+    assert again["start_step"] == 30 and again["step"] == 40
+
+
+def test_incompatible_model_dir_is_refused(tiny_world, tmp_path):
+    world, _ = tiny_world
+    model_dir = str(tmp_path / "decoder")
+    loop.Trainer(_task(world), _config(world, model_dir, train_steps=5,
+                                       eval_records=None)).train()
+    paper = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
+        preset="paper", perceptual_weight=0.0))
+    with pytest.raises(loop.TrainingError, match="new --model_dir"):
+        loop.Trainer(paper, _config(world, model_dir, train_steps=5)).train()
+
+
+class _PoisonableTask(decoder_task.DecoderTask):
+    """The decoder task whose losses turn NaN when `poison` is set."""
+
+    poison = False
+
+    def compute_losses(self, model, batch, training):
+        losses = super().compute_losses(model, batch, training)
+        if self.poison:
+            return {k: v * float("nan") for k, v in losses.items()}
+        return losses
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path):
+    world, _ = tiny_world
+    model_dir = str(tmp_path / "decoder")
+    config = _config(world, model_dir, train_steps=10, eval_records=None)
+    loop.Trainer(_PoisonableTask(decoder_task.DecoderTaskConfig(
+        preset="small", perceptual_weight=0.0)), config).train()
+    task = _PoisonableTask(decoder_task.DecoderTaskConfig(preset="small", perceptual_weight=0.0))
+    task.poison = True
+    with pytest.raises(loop.TrainingError, match="non-finite loss at step 11"):
+        loop.Trainer(task, dataclasses_replace(config, train_steps=20)).train()
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert latest.endswith("ckpt-10")
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+    return dataclasses.replace(config, **changes)
+
+
+def test_mirrored_strategy_runs_the_decoder_stage(tiny_world, tmp_path):
+    world, _ = tiny_world
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    result = loop.Trainer(_task(world, perceptual_weight=0.0),
+                          _config(world, str(tmp_path / "m"), train_steps=10, eval_every=10,
+                                  image_summary_every=10), strategy).train()
+    assert result["step"] == 10 and np.isfinite(result["losses"]["total"])
+
+
+def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes(tiny_world, tmp_path):
+    world, _ = tiny_world
+    model_dir = tmp_path / "killed"
+    cmd = [sys.executable, "train.py", "--stage=decoder",
+           f"--train_records={world}/train-*.tfrecord", f"--model_dir={model_dir}",
+           "--train_steps=100000", "--steps_per_loop=2", "--summary_every=2",
+           "--checkpoint_every=100000", "--image_summary_every=100000", "--global_batch_size=2",
+           "--perceptual_weight=0"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    log_path = tmp_path / "log.txt"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while time.time() < deadline and "step 4/" not in log_path.read_text():
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
+    text = log_path.read_text()
+    assert "Received SIGTERM" in text and "rerun the same command to resume" in text
+    saved = tf.train.latest_checkpoint(str(model_dir / "checkpoints"))
+    assert saved is not None
+    saved_step = int(saved.rsplit("-", 1)[1])
+    assert saved_step >= 4
+    resume = cmd[:]
+    resume[resume.index("--train_steps=100000")] = f"--train_steps={saved_step + 2}"
+    result = subprocess.run(resume, cwd=repo, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resumed from" in result.stderr and f"at step {saved_step}" in result.stderr
+    assert os.path.exists(model_dir / "export" / "face_decoder.keras")
+
+
+def test_no_records_is_a_clear_error(tmp_path):
+    with pytest.raises(data.NoRecordsError):
+        loop.Trainer(decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
+            perceptual_weight=0.0)), loop.TrainConfig(
+                model_dir=str(tmp_path), train_records=str(tmp_path / "none-*"))).train()
+
