@@ -160,7 +160,7 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes(tiny_world, tmp_path):
     result = subprocess.run(resume, cwd=repo, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Resumed from" in result.stderr and f"at step {saved_step}" in result.stderr
+    assert "Resumed from" in result.stderr and f"at step {saved_step}" in result.stderr
     assert os.path.exists(model_dir / "export" / "face_decoder.keras")
 
 
