@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "absl-py>=1.4",
     "Pillow>=10",
     "h5py>=3.8",
+    "apache-beam>=2.77,<2.78",
 ]
 
 setuptools.setup(
