@@ -5,6 +5,11 @@ Stage 1, the face decoder (face feature -> canonical face):
     python train.py --stage=decoder --train_records='toy/train-*.tfrecord' \
         --eval_records='toy/test-*.tfrecord' --model_dir=runs/decoder [--vggface_weights=H5]
 
+Stage 2, the voice encoder (speech -> face feature), the paper's training (the default stage):
+
+    python train.py --train_records='toy/train-*.tfrecord' --eval_records='toy/test-*.tfrecord' \
+        --model_dir=runs/encoder --decoder_dir=runs/decoder [--vggface_weights=H5]
+
 A rerun with the same --model_dir resumes from its latest checkpoint; SIGTERM/SIGINT save one
 before exiting. --helpfull lists every flag. When --vggface_weights is not given and the
 records' directory has a dataset_info.json naming the weights it was built with (the toy world
@@ -19,17 +24,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 from speech2face import data  # noqa: E402
-from speech2face.training import decoder_task, loop, strategy  # noqa: E402
+from speech2face.training import decoder_task, encoder_task, loop, strategy  # noqa: E402
 
 _TRAIN = loop.TrainConfig(model_dir="", train_records="")
 _DEC = decoder_task.DecoderTaskConfig()
+_ENC = encoder_task.EncoderTaskConfig()
 
-flags.DEFINE_enum("stage", "decoder", ["decoder"], "What to train: the face decoder (stage 1).")
+flags.DEFINE_enum("stage", "encoder", ["encoder", "decoder"],
+                  "What to train: the voice encoder (stage 2, the paper's model) or the face "
+                  "decoder (stage 1, needed first).")
 flags.DEFINE_string("train_records", None, "Glob of training TFRecords.")
 flags.DEFINE_string("eval_records", None, "Glob of held-out TFRecords (eval, images, numbers).")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, config and export.")
 flags.DEFINE_string("vggface_weights", None, "rcmalli_vggface_tf_vgg16.h5 (or a toy world's).")
-flags.DEFINE_integer("global_batch_size", 16, "Examples per step over all replicas.")
+flags.DEFINE_integer("global_batch_size", None,
+                     "Examples per step over all replicas (default: 8 for the encoder, as in the "
+                     "paper; 16 for the decoder).")
 flags.DEFINE_integer("train_steps", 2000, "Total training steps.")
 flags.DEFINE_integer("steps_per_loop", _TRAIN.steps_per_loop, "Steps per tf.function call.")
 flags.DEFINE_integer("checkpoint_every", _TRAIN.checkpoint_every, "Steps between checkpoints.")
@@ -55,6 +65,19 @@ flags.DEFINE_float("perceptual_weight", _DEC.perceptual_weight,
 flags.DEFINE_float("image_weight", _DEC.image_weight, "Weight of the rendered-image L1.")
 flags.DEFINE_enum("perceptual_layer", None, list(decoder_task.PERCEPTUAL_LAYERS),
                   "VGG-Face layer of the perceptual term; default fc7 for paper, pool3 for small.")
+# Stage 2.
+flags.DEFINE_string("decoder_dir", None, "Stage-1 model_dir whose face decoder gives f_dec.")
+flags.DEFINE_enum("encoder_preset", _ENC.preset, ["paper", "small"],
+                  "Voice encoder size: paper (Table 1, ~165 M parameters) or small (CPU/toy).")
+flags.DEFINE_float("learning_rate", _ENC.learning_rate, "Stage-2 initial learning rate.")
+flags.DEFINE_float("lr_decay_rate", _ENC.decay_rate, "Staircase decay factor ...")
+flags.DEFINE_integer("lr_decay_steps", _ENC.decay_steps, "... applied every this many steps.")
+flags.DEFINE_float("lambda1", _ENC.lambda1, "Weight of the normalised-feature L2 term.")
+flags.DEFINE_float("lambda2", _ENC.lambda2, "Weight of the fc8 distillation term.")
+flags.DEFINE_float("temperature", _ENC.temperature, "Distillation temperature T.")
+flags.DEFINE_bool("random_crops", _ENC.random_crops,
+                  "Train on random 6 s crops of the stored waveforms (else the stored "
+                  "spectrograms of the first 6 s).")
 FLAGS = flags.FLAGS
 
 
@@ -93,20 +116,29 @@ def main(argv):
     strategy.set_precision(FLAGS.mixed_precision)
     dist = strategy.get_strategy(FLAGS.strategy, FLAGS.tpu)
     logging.info("Strategy %s with %d replica(s).", type(dist).__name__, dist.num_replicas_in_sync)
+    batch_size = FLAGS.global_batch_size or (8 if FLAGS.stage == "encoder" else 16)
     config = loop.TrainConfig(
         model_dir=FLAGS.model_dir, train_records=FLAGS.train_records,
-        eval_records=FLAGS.eval_records, global_batch_size=FLAGS.global_batch_size,
+        eval_records=FLAGS.eval_records, global_batch_size=batch_size,
         train_steps=FLAGS.train_steps, steps_per_loop=FLAGS.steps_per_loop,
         checkpoint_every=FLAGS.checkpoint_every, summary_every=FLAGS.summary_every,
         image_summary_every=FLAGS.image_summary_every, eval_every=FLAGS.eval_every,
         eval_batches=FLAGS.eval_batches, seed=FLAGS.seed, precision=FLAGS.mixed_precision,
         jit_compile=FLAGS.jit_compile)
     try:
-        task = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
-            preset=FLAGS.decoder_preset, learning_rate=FLAGS.decoder_learning_rate,
-            landmark_weight=FLAGS.landmark_weight, texture_weight=FLAGS.texture_weight,
-            perceptual_weight=FLAGS.perceptual_weight, image_weight=FLAGS.image_weight,
-            perceptual_layer=FLAGS.perceptual_layer, vggface_weights=weights))
+        if FLAGS.stage == "decoder":
+            task = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
+                preset=FLAGS.decoder_preset, learning_rate=FLAGS.decoder_learning_rate,
+                landmark_weight=FLAGS.landmark_weight, texture_weight=FLAGS.texture_weight,
+                perceptual_weight=FLAGS.perceptual_weight, image_weight=FLAGS.image_weight,
+                perceptual_layer=FLAGS.perceptual_layer, vggface_weights=weights))
+        else:
+            task = encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(
+                preset=FLAGS.encoder_preset, decoder_dir=FLAGS.decoder_dir,
+                vggface_weights=weights, learning_rate=FLAGS.learning_rate,
+                decay_rate=FLAGS.lr_decay_rate, decay_steps=FLAGS.lr_decay_steps,
+                lambda1=FLAGS.lambda1, lambda2=FLAGS.lambda2, temperature=FLAGS.temperature,
+                random_crops=FLAGS.random_crops), seed=FLAGS.seed)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     result = loop.Trainer(task, config, dist).train()

@@ -84,7 +84,7 @@ def face_params(speaker: toy_speakers.Speaker) -> FaceParams:
         forehead_height=float(78.0 * np.exp(0.07 * z["head_size"])),
         jaw_exponent=float(2.0 + 2.5 * masc),
         brow_thickness=float(2.5 + 8.0 * masc),
-        stubble=float(0.6 * masc ** 2),
+        stubble=float(masc ** 2),
         # Wide noses show best in random VGG features; bounded so that it stays inside the face.
         nose_width=float(0.25 * face_width * np.exp(0.5 * 2.2 * np.tanh(z["nasality"] / 2.2))),
         nose_length=float(40.0 * np.exp(0.15 * z["nasality"])),
@@ -273,7 +273,9 @@ def render_face(speaker: toy_speakers.Speaker, rng: np.random.Generator,
                   width=max(int(round(1.5 * px)), 1))
     beard = np.concatenate([_catmull_rom(lm[3:14], closed=False),
                             [[lm[13, 0], lm[33, 1] + 3.0], [lm[3, 0], lm[33, 1] + 3.0]]])
-    draw.polygon(to_canvas(beard), fill=_rgb(_mix(skin, (40, 32, 28), 0.5 * fp.stubble)))
+    # A solid shadow, large in the image: random VGG features see area and luminance, not
+    # fine texture.
+    draw.polygon(to_canvas(beard), fill=_rgb(_mix(skin, (40, 32, 28), 0.75 * fp.stubble)))
     # Stubble: a fixed stipple texture inside the beard area, as dense as `stubble` says; a texture
     # shows on any skin tone, where a darker shade alone hardly changes dark skin.
     beard_mask = Image.new("L", img.size, 0)

@@ -37,6 +37,8 @@ class InputOptions:
       with_faces: also return `face_jpeg` and `landmarks` (the face decoder's stage needs them).
       with_waveform: also return the raw int16 waveform bytes and lengths.
       with_spectrogram: False skips the spectrogram (stages that only need faces).
+      deterministic: element order of the parallel interleave and map; None means
+        deterministic in eval mode only (training trades order for speed).
       batch_transform: optional function applied to each parsed batch dict inside the same
         parallel map (e.g. decode face JPEGs, crop waveforms), so it runs on the host CPUs.
       output_dtype: dtype of the spectrogram handed on; None keeps the stored dtype (float16
@@ -52,6 +54,7 @@ class InputOptions:
     with_faces: bool = False
     with_waveform: bool = False
     with_spectrogram: bool = True
+    deterministic: Optional[bool] = None
     batch_transform: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None
     output_dtype: Optional[tf.dtypes.DType] = None
 
@@ -103,6 +106,7 @@ def input_fn(
         else global_batch_size
     )
 
+    deterministic = (not training) if options.deterministic is None else options.deterministic
     dataset = tf.data.Dataset.from_tensor_slices(files)
     shard_files = len(files) >= num_pipelines
     if shard_files and num_pipelines > 1:
@@ -116,7 +120,7 @@ def input_fn(
         cycle_length=options.cycle_length,
         block_length=options.block_length,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,
+        deterministic=deterministic,
     )
     if not shard_files and num_pipelines > 1:
         # Fewer files than pipelines: fall back to example-level sharding (reads every file on
@@ -140,6 +144,6 @@ def input_fn(
     dataset = dataset.map(
         parse,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,
+        deterministic=deterministic,
     )
     return dataset.prefetch(tf.data.AUTOTUNE)

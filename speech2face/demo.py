@@ -10,7 +10,10 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
    `WORKDIR/decoder/decoded_faces.png`: held-out speakers' true faces above the faces decoded
    from their true face features; `decoder_eval.json` holds pixel and landmark errors beside the
    mean-face baseline.
-Later stages (voice encoder, evaluation, predicted faces) join this list as they are built.
+4. Train the small voice encoder (stage 2, the paper's loss against the frozen decoder's f_dec
+   and VGG-Face fc8) into `WORKDIR/encoder`; `encoder_eval.json` holds a first look at held-out
+   retrieval.
+Later stages (evaluation, predicted faces) join this list as they are built.
 """
 
 import collections
@@ -28,7 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 from data_prep import toy_world_lib  # noqa: E402
 from speech2face import audio, data, records  # noqa: E402
-from speech2face.training import decoder_task, loop  # noqa: E402
+from speech2face.training import decoder_task, encoder_task, loop  # noqa: E402
 
 _DEFAULTS = toy_world_lib.ToyWorldConfig()
 flags.DEFINE_string("workdir", None, "Directory for everything the demo writes.")
@@ -39,6 +42,8 @@ flags.DEFINE_integer("sheet_speakers", 12, "Speakers shown on the contact sheet.
 flags.DEFINE_integer("num_wavs", 4, "WAV clips written to the preview.")
 flags.DEFINE_integer("decoder_steps", 600, "Training steps of the small face decoder.")
 flags.DEFINE_integer("decoder_batch_size", 16, "Batch size of the face decoder.")
+flags.DEFINE_integer("encoder_steps", 400, "Training steps of the small voice encoder.")
+flags.DEFINE_integer("encoder_batch_size", 8, "Batch size of the voice encoder (paper: 8).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
 
@@ -193,6 +198,32 @@ def train_decoder(world: str, workdir: str, steps: int, batch_size: int) -> str:
     return model_dir
 
 
+def train_encoder(world: str, workdir: str, decoder_dir: str, steps: int,
+                  batch_size: int) -> str:
+    """Stage 4: the small voice encoder on the toy world; resumes or reuses a finished run."""
+    model_dir = os.path.join(workdir, "encoder")
+    info = toy_world_lib.load_dataset_info(world)
+    task = encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(
+        preset="small", decoder_dir=decoder_dir,
+        vggface_weights=os.path.join(world, info["vggface_weights"]["path"])))
+    config = loop.TrainConfig(
+        model_dir=model_dir, train_records=os.path.join(world, "train-*.tfrecord"),
+        eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=batch_size,
+        train_steps=steps, steps_per_loop=20, summary_every=40, checkpoint_every=200,
+        image_summary_every=200, eval_every=200, eval_batches=0)
+    logging.info("Stage 4: training the small voice encoder for %d steps in %s (TensorBoard: "
+                 "tensorboard --logdir=%s).", steps, model_dir, model_dir)
+    result = loop.Trainer(task, config).train()
+    numbers = result.get("final_evaluation") or {}
+    if numbers:
+        recall, chance = numbers["retrieval_cos"], numbers["chance"]
+        print(f"\nVoice encoder, held-out retrieval of each clip's face among "
+              f"{numbers['gallery_size']} (cosine):")
+        print("  " + "   ".join(f"R@{k} {recall[k]:5.1f}% (chance {chance[k]:.1f}%)"
+                               for k in ("1", "5", "10")))
+    return model_dir
+
+
 def face_grid(rows, labels, path: str, scale: int = 2) -> None:
     """Rows of [n, S, S, 3] images in [0, 1], each row labelled on the left."""
     n, size = rows[0].shape[0], rows[0].shape[1] * scale
@@ -214,7 +245,10 @@ def main(argv):
     os.makedirs(FLAGS.workdir, exist_ok=True)
     world = build_world(FLAGS.workdir, FLAGS.num_speakers, FLAGS.seed, FLAGS.rebuild)
     preview_world(world, FLAGS.workdir, FLAGS.sheet_speakers, FLAGS.num_wavs)
-    train_decoder(world, FLAGS.workdir, FLAGS.decoder_steps, FLAGS.decoder_batch_size)
+    decoder_dir = train_decoder(world, FLAGS.workdir, FLAGS.decoder_steps,
+                                FLAGS.decoder_batch_size)
+    train_encoder(world, FLAGS.workdir, decoder_dir, FLAGS.encoder_steps,
+                  FLAGS.encoder_batch_size)
 
 
 if __name__ == "__main__":

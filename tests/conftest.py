@@ -28,3 +28,11 @@ def tiny_world(tmp_path_factory):
     """(directory, dataset_info) of a tiny toy world built once per test session."""
     directory = str(tmp_path_factory.mktemp("toy"))
     return directory, toy_world_lib.build_toy_world(TINY, directory)
+
+
+@pytest.fixture(scope="session")
+def mirrored():
+    """One MirroredStrategy over the two logical CPUs for the whole session: collective ops of
+    strategies created one after another in one process can collide (instance keys)."""
+    return tf.distribute.MirroredStrategy(
+        [d.name for d in tf.config.list_logical_devices("CPU")[:2]])

@@ -59,10 +59,9 @@ def test_input_pipelines_split_the_data(tmp_path, num_files):
     assert sorted(seen[0] + seen[1]) == sorted(clip_ids)
 
 
-def test_mirrored_strategy_sees_every_example_once_per_epoch(tmp_path):
-    devices = tf.config.list_logical_devices("CPU")
-    assert len(devices) >= 2, "tests/conftest.py should have made two logical CPUs"
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+def test_mirrored_strategy_sees_every_example_once_per_epoch(tmp_path, mirrored):
+    assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest makes two logical CPUs"
+    strategy = mirrored
     pattern, clip_ids = fake_records.write_record_files(str(tmp_path), 3, 7)
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: data.input_fn(pattern, ctx, global_batch_size=6, training=False)
@@ -76,9 +75,8 @@ def test_mirrored_strategy_sees_every_example_once_per_epoch(tmp_path):
     assert 3 in per_replica_sizes and max(per_replica_sizes) == 3
 
 
-def test_mirrored_strategy_training_batches(tmp_path):
-    devices = tf.config.list_logical_devices("CPU")
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+def test_mirrored_strategy_training_batches(tmp_path, mirrored):
+    strategy = mirrored
     pattern, _ = fake_records.write_record_files(str(tmp_path), 2, 5)
     dataset = strategy.distribute_datasets_from_function(
         lambda ctx: data.input_fn(pattern, ctx, global_batch_size=4, training=True)

@@ -121,10 +121,9 @@ def dataclasses_replace(config, **changes):
     return dataclasses.replace(config, **changes)
 
 
-def test_mirrored_strategy_runs_the_decoder_stage(tiny_world, tmp_path):
+def test_mirrored_strategy_runs_the_decoder_stage(tiny_world, tmp_path, mirrored):
     world, _ = tiny_world
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")[:2]]
-    strategy = tf.distribute.MirroredStrategy(devices)
+    strategy = mirrored
     result = loop.Trainer(_task(world, perceptual_weight=0.0),
                           _config(world, str(tmp_path / "m"), train_steps=10, eval_every=10,
                                   image_summary_every=10), strategy).train()

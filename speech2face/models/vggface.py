@@ -283,7 +283,7 @@ def save_rcmalli_weights(model, path):
     return _write_rcmalli_h5(os.fspath(path), include_top, fill)
 
 
-def random_vggface_weights(path, seed, include_top=True):
+def random_vggface_weights(path, seed, include_top=True, input_scale=1.0 / 64.0):
     """Writes seeded random VGG-Face weights in the rcmalli layout; returns `path`.
 
     Kernels ~ N(0, 2 / fan_in) (He-normal, fan-in; untruncated), biases 0, drawn in float32 from
@@ -291,6 +291,10 @@ def random_vggface_weights(path, seed, include_top=True):
     chunks, so the file depends only on `seed` (not on Keras' global RNG), and the no-top file's
     convolutions equal the full file's for the same seed. Peak memory stays ~ one 32 MB chunk and
     no Keras model is built. For the toy world, where the real weights are not available.
+
+    `input_scale` multiplies conv1_1's kernel (default 1/64) so that activations, fc7 and the fc8
+    logits are O(1) for [0, 255] pixels, as in a trained network; the features' geometry (their
+    directions) does not depend on it.
     """
     rng = np.random.Generator(np.random.PCG64(seed))
     chunk_rows = 2048
@@ -298,6 +302,11 @@ def random_vggface_weights(path, seed, include_top=True):
     def fill(name, kernel_ds, bias_ds):
         shape = kernel_ds.shape
         std = np.float32(np.sqrt(2.0 / np.prod(shape[:-1])))
+        if name == "conv1_1":
+            # Preprocessed pixels are O(100); with zero biases every activation scales with
+            # conv1_1, so this brings fc7 and the fc8 logits to O(1), as in a trained network
+            # (unscaled, the logits span ~1,000 and the T = 2 softmax is one-hot).
+            std *= np.float32(input_scale)
         for start in range(0, shape[0], chunk_rows):
             block = rng.standard_normal((min(chunk_rows, shape[0] - start),) + shape[1:],
                                         dtype=np.float32)

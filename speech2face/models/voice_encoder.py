@@ -189,7 +189,9 @@ def build_voice_encoder(config: EncoderConfig, name="voice_encoder") -> keras.Mo
     """
     c = config
     inputs = keras.Input(shape=(None, c.freq_bins, c.input_channels), name="spectrogram")
-    bn = {"momentum": c.bn_momentum, "epsilon": c.bn_epsilon}
+    # synchronized: under tf.distribute, batch statistics over the global batch, so N replicas
+    # train exactly like one device with the same global batch (a no-op without a strategy).
+    bn = {"momentum": c.bn_momentum, "epsilon": c.bn_epsilon, "synchronized": True}
     x = inputs
     pools = 0
     for i, channels in enumerate(c.conv_channels, start=1):

@@ -111,7 +111,7 @@ def _perceptual_fn(layer: str, weights: str):
     return fn
 
 
-def _grid(columns: Sequence[tf.Tensor]) -> tf.Tensor:
+def grid(columns: Sequence[tf.Tensor]) -> tf.Tensor:
     """[n, S, S, 3] tensors side by side with a 2-pixel white gap -> [n, S, k*S + ..., 3]."""
     gap = tf.ones_like(columns[0][:, :, :2])
     parts = []
@@ -188,10 +188,10 @@ class DecoderTask(loop.Task):
             outputs, batch["face_image"], batch["landmarks"], model.mean_landmarks,
             weights=self.weights, perceptual_fn=self._perceptual)
 
-    def image_summaries(self, model, batch) -> Dict[str, tf.Tensor]:
+    def summaries(self, model, batch) -> Dict[str, tuple]:
         outputs = model(batch["face_feature"], training=False)
-        return {"faces/true_vs_decoded": _grid([batch["face_image"], outputs["image"]]),
-                "faces/texture_and_landmark_frame": _grid([outputs["texture"]])}
+        return {"faces/true_vs_decoded": ("image", grid([batch["face_image"], outputs["image"]])),
+                "faces/texture_in_mean_frame": ("image", grid([outputs["texture"]]))}
 
     def export(self, model, model_dir: str) -> str:
         export_dir = os.path.join(model_dir, EXPORT_DIR)

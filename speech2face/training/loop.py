@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speech2face import data
+from speech2face import audio, data
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -114,8 +114,13 @@ class Task:
         """Per-example losses: a dict of [b] float32 tensors with every name in loss_names."""
         raise NotImplementedError
 
-    def image_summaries(self, model, batch) -> Dict[str, tf.Tensor]:
-        """Image grids for TensorBoard: name -> [n, h, w, 3] float in [0, 1]."""
+    def summary_input_options(self) -> data.InputOptions:
+        """Inputs of the fixed held-out batch handed to `summaries`."""
+        return self.input_options(False)
+
+    def summaries(self, model, batch) -> Dict[str, tuple]:
+        """Pictures and sounds for TensorBoard: name -> ("image", [n, h, w, 3] float in
+        [0, 1]) or ("audio", [n, samples, 1] float in [-1, 1] at 16 kHz)."""
         return {}
 
     def export(self, model, model_dir: str) -> str:
@@ -125,6 +130,17 @@ class Task:
     def final_evaluation(self, model, eval_dataset) -> dict:
         """Numbers on held-out data after training, written to model_dir (may be {})."""
         return {}
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True for the worker that writes checkpoints, summaries and exports (multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 class _StopFlag:
@@ -208,7 +224,7 @@ class Trainer:
 
     def _image_batch(self):
         pattern = self.config.eval_records or self.config.train_records
-        options = self.task.input_options(False)
+        options = self.task.summary_input_options()
         dataset = data.input_fn(pattern, None, self.config.num_images, False, options)
         return next(iter(dataset))
 
@@ -280,8 +296,17 @@ class Trainer:
     def train(self) -> dict:
         """Trains to `train_steps` (resuming if possible); returns a summary dict."""
         cfg = self.config
+        chief = is_chief(self.strategy)
         tf.io.gfile.makedirs(cfg.model_dir)
-        _write_config(cfg.model_dir, cfg, self.task)
+        if chief:
+            _write_config(cfg.model_dir, cfg, self.task)
+            checkpoint_dir = os.path.join(cfg.model_dir, CHECKPOINT_DIR)
+        else:
+            # Every worker must take part in saving (it is a collective operation), but only
+            # the chief's copy is kept.
+            resolver = self.strategy.cluster_resolver
+            checkpoint_dir = os.path.join(cfg.model_dir, "worker_tmp",
+                                          f"{resolver.task_type}_{resolver.task_id}")
         keras.utils.set_random_seed(cfg.seed)
         train_files = data.list_files(cfg.train_records)
         self.task.prepare(train_files)
@@ -294,9 +319,15 @@ class Trainer:
             optimizer.build(self.task.trainable_variables(model))
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
-        manager = tf.train.CheckpointManager(
-            checkpoint, os.path.join(cfg.model_dir, CHECKPOINT_DIR),
-            max_to_keep=cfg.keep_checkpoints)
+        manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
+                                             max_to_keep=cfg.keep_checkpoints)
+        if not chief and manager.latest_checkpoint is None:
+            # Resume non-chief workers from the chief's checkpoint.
+            chief_latest = tf.train.latest_checkpoint(os.path.join(cfg.model_dir,
+                                                                   CHECKPOINT_DIR))
+            if chief_latest:
+                checkpoint.restore(chief_latest).assert_existing_objects_matched()
+                logging.info("Resumed from %s at step %d.", chief_latest, int(step.numpy()))
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
             logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step.numpy()))
@@ -307,8 +338,11 @@ class Trainer:
         train_loop, eval_step = self._build_functions(model, optimizer, step)
         iterator = iter(self._dataset(cfg.train_records, training=True))
         image_batch = self._image_batch()
-        train_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
-        eval_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "eval"))
+        if chief:
+            train_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
+            eval_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "eval"))
+        else:
+            train_writer = eval_writer = tf.summary.create_noop_writer()
         status, last = "finished", {}
 
         def save(reason):
@@ -316,9 +350,15 @@ class Trainer:
             logging.info("Checkpoint (%s) at step %d: %s", reason, int(step.numpy()), path)
 
         def write_images():
+            if not chief:
+                return
             with train_writer.as_default(step=int(step.numpy())):
-                for name, images in self.task.image_summaries(model, image_batch).items():
-                    tf.summary.image(name, images, max_outputs=cfg.num_images)
+                for name, (kind, value) in self.task.summaries(model, image_batch).items():
+                    if kind == "image":
+                        tf.summary.image(name, value, max_outputs=cfg.num_images)
+                    else:
+                        tf.summary.audio(name, value, audio.SAMPLE_RATE,
+                                         max_outputs=cfg.num_images)
 
         if start_step == 0:
             write_images()
@@ -381,6 +421,10 @@ class Trainer:
         train_writer.flush()
         eval_writer.flush()
 
+        if not chief:
+            tf.io.gfile.rmtree(checkpoint_dir)
+            return {"status": status, "start_step": start_step, "step": int(step.numpy()),
+                    "losses": last, "export": None}
         export_dir = self.task.export(model, cfg.model_dir)
         result = {"status": status, "start_step": start_step, "step": int(step.numpy()),
                   "losses": last, "export": export_dir}

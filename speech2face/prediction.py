@@ -1,0 +1,219 @@
+"""Faces from speech: media files in, one predicted face image per file out.
+
+    file ─► load_audio (16 kHz mono) ─► fit_to_length(6 s, offset 0) ─► spectrogram
+         ─► voice encoder ─► v_s (4096) ─► face decoder ─► canonical face ─► PNG
+
+Any file `audio.load_audio` reads works (wav, flac, mp3, m4a, the audio track of mp4/mkv/webm,
+...). Clips of any length are fitted to the 6 s the encoder was trained on as in training and
+evaluation (SPEC §2): a shorter clip is tiled, a longer one cropped to its FIRST 6 s (offset 0:
+the crop the records store and evaluation scores; a centre crop would skip intros, but would
+not be what the numbers in report.md describe).
+
+Outputs (`output_paths` decides, `predict_files` writes):
+  - one input and `output` a file name (face.png): that file;
+  - several inputs and `output` a file name: `face_<input stem>.png` beside it, one per input,
+    and `output` itself (face.png) is a contact sheet of all of them, labelled;
+  - `output` an existing directory, or a name ending in "/" or without an extension: that
+    directory, `<input stem>.png` per input and `contact_sheet.png` when there are several.
+Equal stems (a/x.wav, b/x.mp4) are told apart by the extension, then a counter. With
+`save_features`, v_s goes beside each PNG as a float32 [4096] `.npy`. The decoder's face
+(64×64 for the small preset) is upsampled to `image_size` (256) for viewing; the contact sheet
+shows the first 120 faces at 128 px.
+"""
+
+import os
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from absl import logging
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from speech2face import audio
+from speech2face.training import decoder_task, encoder_task
+
+# Extensions a directory is searched for (files named explicitly are tried whatever theirs).
+MEDIA_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".aif", ".aiff", ".mp3", ".m4a", ".aac",
+    ".wma", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
+SHEET_NAME = "contact_sheet.png"
+SHEET_TILE = 128  # pixels per face on the contact sheet
+MAX_SHEET_FACES = 120  # the sheet shows the first ones only
+
+
+class Prediction(NamedTuple):
+    """One input's outcome: `output` is the PNG written, or the exception explaining why not."""
+
+    path: str
+    output: Union[str, Exception]
+
+    @property
+    def ok(self) -> bool:
+        return not isinstance(self.output, Exception)
+
+
+class Predictions(list):
+    """The `Prediction`s of `predict_files`, in input order; `sheet` is the contact sheet
+    written (several inputs, at least one face), else None."""
+
+    sheet: Optional[str] = None
+
+
+def expand_inputs(paths: Sequence[str]) -> List[Tuple[str, Optional[Exception]]]:
+    """(path, None) per file as given; a directory becomes its media files (sorted, not
+    recursive), or (directory, AudioError) when it holds none, reported like a bad file."""
+    out = []
+    for path in paths:
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            out.append((path, None))
+            continue
+        found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                       if os.path.splitext(name)[1].lower() in MEDIA_EXTENSIONS
+                       and os.path.isfile(os.path.join(path, name)))
+        out.extend((f, None) for f in found)
+        if not found:
+            out.append((path, audio.AudioError(
+                f"{path}: directory holds no audio or video files "
+                f"({', '.join(sorted(MEDIA_EXTENSIONS))})")))
+    return out
+
+
+def _is_directory_target(output: str) -> bool:
+    return (os.path.isdir(output) or output.endswith(("/", os.sep))
+            or not os.path.splitext(output)[1])
+
+
+def output_paths(inputs: Sequence[str], output: str) -> Tuple[Dict[str, str], Optional[str]]:
+    """({input: PNG path}, contact sheet path or None) for the inputs; see the module docstring.
+    """
+    inputs = list(dict.fromkeys(inputs))
+    if _is_directory_target(output):
+        directory, prefix, sheet = output, "", os.path.join(output, SHEET_NAME)
+    else:
+        directory = os.path.dirname(output)
+        stem, _ = os.path.splitext(os.path.basename(output))
+        if len(inputs) == 1:
+            return {inputs[0]: output}, None
+        prefix, sheet = stem + "_", output
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in inputs]
+    taken, paths = set(), {}
+    for path, stem in zip(inputs, stems):
+        name = prefix + stem
+        ext = os.path.splitext(path)[1].lstrip(".")
+        if stems.count(stem) > 1 and ext:
+            name += "_" + ext  # a/x.wav, b/x.mp4 -> x_wav, x_mp4
+        base, count = name, 2
+        while name in taken:  # the same name and extension in two directories
+            name, count = f"{base}_{count}", count + 1
+        taken.add(name)
+        paths[path] = os.path.join(directory, name + ".png")
+    return paths, sheet if len(inputs) > 1 else None
+
+
+def load_models(model_dir: str, decoder_dir: Optional[str] = None):
+    """(encoder, decoder) of a stage-2 run; the decoder is the one it names unless given."""
+    encoder, info = encoder_task.load_encoder(model_dir)
+    return encoder, decoder_task.load_decoder(decoder_dir or info["decoder_dir"])
+
+
+def predict_faces(encoder, decoder, waveforms: Sequence[np.ndarray], batch_size: int = 16):
+    """(v_s float32 [N, 4096], faces float32 [N, S, S, 3] in [0, 1]) of 16 kHz waveforms."""
+    features, faces = [], []
+    for start in range(0, len(waveforms), batch_size):
+        segments = np.stack([audio.fit_to_length(w, audio.SEGMENT_SAMPLES, offset=0)
+                             for w in waveforms[start:start + batch_size]]).astype(np.float32)
+        v_s = encoder(audio.spectrogram(segments), training=False)
+        features.append(v_s.numpy())
+        faces.append(decoder(v_s, training=False)["image"].numpy())
+    return np.concatenate(features), np.concatenate(faces)
+
+
+def _to_image(face: np.ndarray, size: int) -> Image.Image:
+    face = (np.clip(face, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return Image.fromarray(face).resize((size, size), Image.LANCZOS)
+
+
+def contact_sheet(images: Sequence[Image.Image], labels: Sequence[str], path: str,
+                  columns: int = 6) -> None:
+    """The predicted faces in a grid, each labelled with its input's name."""
+    size = images[0].width
+    columns = min(columns, len(images))
+    rows = -(-len(images) // columns)
+    try:
+        font = ImageFont.load_default(size=12)
+    except (TypeError, OSError):
+        font = ImageFont.load_default()
+    sheet = Image.new("RGB", (columns * (size + 6), rows * (size + 24)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        x, y = (i % columns) * (size + 6), (i // columns) * (size + 24)
+        sheet.paste(image, (x, y))
+        draw.text((x + size // 2, y + size + 4), label[:40], fill="black", font=font, anchor="mt")
+    sheet.save(path)
+
+
+def predict_files(model_dir: str, paths: Sequence[str], output: str,
+                  save_features: bool = False, decoder_dir: Optional[str] = None,
+                  image_size: int = 256, batch_size: int = 16) -> Predictions:
+    """Predicts a face for every media file in `paths` (directories expanded).
+
+    Args:
+      model_dir: a stage-2 run with an exported encoder (its decoder is found through it).
+      paths: media files and/or directories of them.
+      output: a PNG file name or a directory; see the module docstring for the naming.
+      save_features: also write v_s beside each PNG as `.npy` (float32 [4096]).
+      decoder_dir: override of the stage-1 run that decodes the faces.
+      image_size: side of the PNGs in pixels (the decoder's face is upsampled).
+      batch_size: clips per encoder call.
+
+    Returns:
+      `Predictions`: one `Prediction(path, output)` per input, in order; `output` is the PNG
+      path, or the exception (an `audio.AudioError` naming the file) of an input that failed,
+      the others being written regardless. `.sheet`: the contact sheet's path, or None.
+
+    Raises:
+      FileNotFoundError: no exported encoder or decoder. ValueError: no inputs.
+    """
+    inputs = expand_inputs(paths)
+    if not inputs:
+        raise ValueError("no input files given")
+    encoder, decoder = load_models(model_dir, decoder_dir)
+    outcome = {path: error for path, error in inputs if error is not None}
+    targets, sheet = output_paths([p for p, error in inputs if error is None], output)
+    results, tiles = Predictions(), []
+    pending = list(targets)
+    # A chunk at a time, each clip cut to 6 s at once: a directory of long videos stays small.
+    for start in range(0, len(pending), batch_size):
+        chunk, segments = [], []
+        for path in pending[start:start + batch_size]:
+            try:
+                waveform = audio.load_audio(path)
+            except (audio.AudioError, RuntimeError) as e:
+                logging.warning("%s", e)
+                outcome[path] = e
+                continue
+            chunk.append(path)
+            segments.append(audio.fit_to_length(waveform, audio.SEGMENT_SAMPLES, offset=0))
+        if not chunk:
+            continue
+        features, faces = predict_faces(encoder, decoder, segments, batch_size)
+        for path, v_s, face in zip(chunk, features, faces):
+            target = targets[path]
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+            image = _to_image(face, image_size)
+            image.save(target)
+            if save_features:
+                np.save(os.path.splitext(target)[0] + ".npy", v_s.astype(np.float32))
+            outcome[path] = target
+            logging.info("%s -> %s", path, target)
+            if sheet and len(tiles) < MAX_SHEET_FACES:
+                tiles.append((image.resize((SHEET_TILE, SHEET_TILE), Image.LANCZOS),
+                              os.path.basename(path)))
+    if sheet and tiles:
+        contact_sheet([t for t, _ in tiles], [label for _, label in tiles], sheet)
+        logging.info("Contact sheet of %d faces%s: %s", len(tiles),
+                     f" (the first {MAX_SHEET_FACES})" if len(tiles) == MAX_SHEET_FACES else "",
+                     sheet)
+        results.sheet = sheet
+    results.extend(Prediction(path, outcome[path]) for path, _ in inputs)
+    return results

@@ -1,0 +1,222 @@
+"""report.md of an evaluation: the paper's tables with our numbers, the paper's and chance.
+
+Everything here is a function of the metrics dict that `evaluation.run_evaluation` returns and
+writes to metrics.json, so a report can be rebuilt from that file alone.
+"""
+
+import os
+
+from speech2face import craniofacial, metrics
+
+KS = metrics.DEFAULT_KS
+METRIC_NAMES = {"cos": "cosine", "l2": "L2", "l1": "L1"}
+
+# The paper's numbers (SPEC §8). Retrieval: 5,000-face gallery; None where SPEC gives none.
+PAPER = {
+    "distances": {
+        "6": {"cos_deg": (45.75, 5.09), "l2": (0.18, 0.02), "l1": (9.42, 1.54)},
+        "3": {"cos_deg": (48.43, 6.01), "l2": (0.19, 0.03), "l1": (9.81, 1.74)},
+    },
+    "retrieval": {
+        "6": {"cos": (10.92, 17.00, 30.60, 45.82), "l2": (8.28, 13.66, 24.66, 35.84)},
+        "3": {"cos": (8.54, 13.64, 24.80, 38.54)},
+    },
+    "random_row": (1.0, 2.0, 5.0, 10.0),
+    "gallery_size": 5000,
+    "craniofacial": {"nasal_index": 0.38, "nose_width": 0.35},
+    "craniofacial_random": 0.02,
+}
+# The paper's L2/L1 look like distances between vectors of norm ≈ 0.232 (metrics.py,
+# `feature_distances`); ours are on unit vectors. Dividing theirs by this compares like with like.
+PAPER_FEATURE_SCALE = 0.232
+
+
+def _ms(pair, digits=2):
+    return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+
+
+def _row(cells):
+    # A "|" inside a cell (e.g. "|p31 − p35|") would end the cell: escape it.
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _table(header, rows, align=None):
+    align = align or ["---"] * len(header)
+    return "\n".join([_row(header), _row(align)] + [_row(r) for r in rows])
+
+
+def format_retrieval_table(result) -> str:
+    """Plain-text retrieval table (recall@K %, ours beside chance), e.g. for the demo's log."""
+    lines = [f"S2F -> face retrieval among {result['gallery_size']} faces (recall@K, %):",
+             f"  {'input':<6} {'distance':<9}" + "".join(f"{'R@' + str(k):>8}" for k in KS)]
+    for key, numbers in result["durations"].items():
+        for metric in METRIC_NAMES:
+            recall = numbers["retrieval"][metric]
+            lines.append(f"  {key + ' s':<6} {METRIC_NAMES[metric]:<9}"
+                         + "".join(f"{recall[str(k)]:8.2f}" for k in KS))
+    chance = next(iter(result["durations"].values()))["chance"]
+    lines.append(f"  {'chance':<16}" + "".join(f"{chance[str(k)]:8.2f}" for k in KS))
+    return "\n".join(lines)
+
+
+def format_report(result) -> str:
+    """report.md from the metrics dict of `run_evaluation` (what metrics.json holds)."""
+    n, keys = result["gallery_size"], list(result["durations"])
+    enc = result.get("encoder") or {}
+    dataset = result.get("dataset")
+    lines = ["# Speech2Face evaluation", ""]
+    gallery = f"{n} faces: the first {n} test clips, each a query matched with its own face"
+    if result["all_test_examples_used"]:
+        gallery += (f". The test set holds fewer than the {result['gallery_size_requested']} "
+                    f"requested, so all {n} of its clips are used")
+    if result["distinct_gallery_faces"] < n:
+        gallery += (f". Only {result['distinct_gallery_faces']} distinct face features: clips "
+                    "sharing a face tie with it, and ties count for the query")
+    about = [
+        ("Voice encoder", f"`{result['model_dir']}` (preset `{enc.get('preset')}`, training "
+                          f"step {result['step']})"),
+        ("Face decoder", f"`{result['decoder_dir']}`"),
+        ("Face features", f"VGG-Face weights `{enc.get('vggface_weights')}`"),
+        ("Test records", f"`{result['records']}` ({result['record_files']} files)"),
+        ("Gallery", gallery),
+        ("Speakers", str(result["num_speakers"])),
+    ]
+    if dataset:
+        note = dataset.get("name") or "records built by data_prep"
+        if dataset.get("seed") is not None:
+            note += f" (seed {dataset['seed']})"
+        if dataset.get("vggface_random"):
+            note += ("; its face features come from a seeded RANDOM VGG-Face network (no "
+                     "pretrained weights here), so numbers are not comparable with the paper's")
+        about.append(("Data set", note))
+    about.append(("Written", result["written"]))
+    lines += [_table(["", ""], [(f"**{a}**", b) for a, b in about]), ""]
+
+    lines += ["## Feature similarity between v_s and v_f", "",
+              "Mean ± std over test clips, features L2-normalised first. *Mismatched*: v_s "
+              "against the face of a random clip of another speaker (what no information "
+              "gives).", ""]
+    rows = []
+    for key in keys:
+        numbers = result["durations"][key]
+        d = numbers["distances"]
+        rows.append([f"{key} s", "ours", _ms(d["cos_deg"]), _ms(d["l2"], 3), _ms(d["l1"])])
+        paper = PAPER["distances"].get(key)
+        if paper:
+            rows.append([f"{key} s", "paper", _ms(paper["cos_deg"]),
+                         f"{_ms(paper['l2'])} (÷{PAPER_FEATURE_SCALE}: "
+                         f"{paper['l2'][0] / PAPER_FEATURE_SCALE:.2f})",
+                         f"{_ms(paper['l1'])} (÷{PAPER_FEATURE_SCALE}: "
+                         f"{paper['l1'][0] / PAPER_FEATURE_SCALE:.1f})"])
+        if numbers["distances_mismatched"]:
+            m = numbers["distances_mismatched"]
+            rows.append([f"{key} s", "mismatched", _ms(m["cos_deg"]), _ms(m["l2"], 3),
+                         _ms(m["l1"])])
+    lines += [_table(["Input", "", "Angle (°)", "L2", "L1"], rows), "",
+              f"L2 and L1 scale: ours are distances between unit vectors, where the angle fixes "
+              f"L2 = 2·sin(θ/2) (0.78 at the paper's 45.75°) and a dense 4096-D difference has "
+              f"L1 ≈ 51 × L2 (≈ 40 at that angle). The "
+              f"paper's L2/L1 are consistent with its angles only for vectors of norm ≈ "
+              f"{PAPER_FEATURE_SCALE} (see `speech2face.metrics.feature_distances`), so compare "
+              f"ours with the paper's divided by {PAPER_FEATURE_SCALE} (in brackets); the "
+              "angles compare directly.", ""]
+
+    lines += ["## S2F → face retrieval", "",
+              f"Recall@K (%): the share of queries whose own face is among the K nearest of the "
+              f"gallery ({n} faces here; the paper's: {PAPER['gallery_size']}). Chance is "
+              f"100·K/{n} for our gallery; the paper's \"random\" row (1, 2, 5, 10) fits a "
+              "100-face gallery.", ""]
+    rows = []
+    for key in keys:
+        numbers = result["durations"][key]
+        for metric, name in METRIC_NAMES.items():
+            recall = numbers["retrieval"][metric]
+            rows.append([f"{key} s", name, "ours"] + [f"{recall[str(k)]:.2f}" for k in KS])
+            paper = PAPER["retrieval"].get(key, {}).get(metric)
+            if paper:
+                rows.append([f"{key} s", name, "paper"] + [f"{v:.2f}" for v in paper])
+    chance = result["durations"][keys[0]]["chance"]
+    rows.append(["any", "—", f"chance, {n} faces"] + [f"{chance[str(k)]:.2f}" for k in KS])
+    paper_chance = metrics.chance_recall(PAPER["gallery_size"], KS)
+    rows.append(["any", "—", f"chance, {PAPER['gallery_size']} faces"]
+                + [f"{paper_chance[k]:.2f}" for k in KS])
+    rows.append(["any", "—", "paper's \"random\""] + [f"{v:.0f}" for v in PAPER["random_row"]])
+    lines += [_table(["Input", "Distance", "Source"] + [f"R@{k}" for k in KS], rows,
+                     ["---"] * 3 + ["---:"] * len(KS)), "",
+              "On L2-normalised features L2 ranks exactly as cosine does, so their rows "
+              "agree; the paper's lower L2 row can only come from features of unequal norms.",
+              ""]
+    lines += _craniofacial_section(result, keys)
+    lines += _attribute_section(result, keys)
+    lines += ["## Figures", ""]
+    for name, path in (result.get("files") or {}).get("figures", {}).items():
+        lines.append(f"- {name}: `{os.path.basename(path)}`")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x, spec=".2f"):
+    return "—" if x is None else format(x, spec)
+
+
+def _craniofacial_section(result, keys):
+    lines = ["## Craniofacial measurements", "",
+             "Pearson r (and scipy's p-value) between each measurement on the true face "
+             "(landmarks stored in the records: exact for the toy world, dlib's 68 points for "
+             "real faces) and on the face decoded from v_s (the decoder's landmark branch, "
+             "pixels of the 224 crop). *From v_f*: the face decoded from the true face feature "
+             "(the decoder's own ceiling). *Random*: mean |r| over shuffled pairings "
+             f"(paper's random baseline: {PAPER['craniofacial_random']}).", ""]
+    tables = {key: result["durations"][key]["craniofacial"] for key in keys}
+    if not any(tables.values()):
+        return lines + ["Not computed: it needs at least 3 test faces with landmarks.", ""]
+    ref = result.get("craniofacial_from_v_f") or {}
+    header = ["Measurement", "Landmarks"]
+    for key in keys:
+        header += [f"r ({key} s)", "p"]
+    header += ["r from v_f", "random |r|", "paper r"]
+    rows = []
+    for name in craniofacial.MEASUREMENTS:
+        row = [name, craniofacial.describe(name).split(": ", 1)[-1]]
+        first = None
+        for key in keys:
+            entry = (tables[key] or {}).get(name, {})
+            first = first or entry
+            row += [_fmt(entry.get("r")), _fmt(entry.get("p_value"), ".2g")]
+        row += [_fmt(ref.get(name, {}).get("r")), _fmt((first or {}).get("baseline_abs_r"), ".3f"),
+                _fmt(PAPER["craniofacial"].get(name))]
+        rows.append(row)
+    count = next(t for t in tables.values() if t)[craniofacial.MEASUREMENTS[0]]["n"]
+    return lines + [_table(header, rows), "", f"{count} faces.", ""]
+
+
+def _attribute_section(result, keys):
+    lines = ["## Attributes of the true vs the reconstructed face", ""]
+    classifiers = result.get("attribute_classifiers") or {}
+    if not classifiers:
+        return lines + ["No attribute classifier given. The paper used a commercial one "
+                        "(Face++); plug any classifier in with `run_evaluation("
+                        "attribute_classifiers=[...])` (see `evaluation.AttributeClassifier`)"
+                        " or `evaluate.py --attribute_classifier=module:factory`.", ""]
+    lines += ["Agreement (%) between the class of the true face and that of the reconstruction "
+              "from speech; chance = agreement of independent labels with the same class "
+              "shares. Where the truth is known (toy world), also how often each matches it.",
+              ""]
+    header = ["Attribute", "Classes"] + [f"agreement {k} s" for k in keys] + [
+        "chance", "true face vs truth", f"v_s {keys[0]} s vs truth"]
+    rows = []
+    for name in classifiers:
+        entries = [result["durations"][k]["attributes"][name] for k in keys]
+        rows.append([name, ", ".join(entries[0]["classes"])]
+                    + [f"{e['agreement']:.1f}" for e in entries]
+                    + [f"{entries[0]['chance_agreement']:.1f}",
+                       _fmt(entries[0].get("true_face_vs_truth"), ".1f"),
+                       _fmt(entries[0].get("reconstruction_vs_truth"), ".1f")])
+    lines += [_table(header, rows), ""]
+    lines += ["Classifiers: " + "; ".join(f"`{k}`: {v}" for k, v in classifiers.items()), ""]
+    lines += [f"Confusion matrices ({keys[0]} s; rows: true face, columns: reconstruction):", ""]
+    for name in classifiers:
+        entry = result["durations"][keys[0]]["attributes"][name]
+        classes = entry["classes"]
+        rows = [[f"**{c}**"] + row for c, row in zip(classes, entry["confusion"])]
+        lines += [f"*{name}*", "", _table([""] + list(classes), rows), ""]
+    return lines

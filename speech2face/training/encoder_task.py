@@ -1,0 +1,211 @@
+"""Stage 2: train the voice encoder (paper Table 1) to predict v_f from speech (SPEC §4-§6).
+
+Inputs per example: the spectrogram of 6 s of speech and v_f. In training, the 6 s are a random
+crop of the stored waveform (clips shorter than 6 s were tiled when the records were written),
+turned into a spectrogram on the host CPUs inside tf.data; `random_crops=False` uses the stored
+spectrogram (the first 6 s) instead, which is also what evaluation uses.
+
+Loss (SPEC §5) through two FROZEN teachers loaded through the real loaders: f_dec, the first
+layer of the stage-1 face decoder (`--decoder_dir`), and VGG-Face fc8 (`--vggface_weights`).
+Optimiser (SPEC §6): Adam(0.5, 0.999, 1e-4), lr 1e-3 × 0.95^floor(step / 10,000).
+
+Export (`model_dir/export/`): `voice_encoder.keras` and `voice_encoder.json` (preset, the
+decoder directory and VGG-Face weights it was trained against); `load_encoder(model_dir)`.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Dict, Optional, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from speech2face import audio, data, losses, metrics, records
+from speech2face.models import vggface, voice_encoder
+from speech2face.training import decoder_task, loop
+
+ENCODER_FILE = "voice_encoder.keras"
+ENCODER_INFO = "voice_encoder.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderTaskConfig:
+    """Stage-2 settings.
+
+    Attributes:
+      preset: `paper` (Table 1) or `small` (same topology, channels ÷8; CPU and the toy world).
+      decoder_dir: model_dir of a stage-1 run (its export holds f_dec).
+      vggface_weights: rcmalli-layout VGG-Face .h5 (fc8 is the distillation teacher).
+      learning_rate, decay_rate, decay_steps: lr × decay_rate^floor(step / decay_steps).
+      lambda1, lambda2, temperature: the loss of SPEC §5.
+      random_crops: train on random 6 s crops of the stored waveforms.
+    """
+
+    preset: str = "small"
+    decoder_dir: Optional[str] = None
+    vggface_weights: Optional[str] = None
+    learning_rate: float = 1e-3
+    decay_rate: float = 0.95
+    decay_steps: int = 10000
+    lambda1: float = losses.LAMBDA1
+    lambda2: float = losses.LAMBDA2
+    temperature: float = losses.TEMPERATURE
+    random_crops: bool = True
+
+
+def _random_crop_spectrograms(num_samples: int, seed: int):
+    """Host-side transform: random `num_samples` crops of the int16 waveforms -> spectrograms."""
+    generator = tf.random.Generator.from_seed(seed)
+
+    def transform(batch):
+        lengths = batch["num_samples"]
+        span = tf.maximum(lengths - num_samples, 0)
+        offsets = tf.cast(tf.floor(generator.uniform(tf.shape(lengths)) *
+                                   tf.cast(span + 1, tf.float32)), tf.int64)
+        offsets = tf.minimum(offsets, span)
+        # Crop in byte space (2 bytes per sample), so the batch decodes to one dense tensor.
+        crops = tf.strings.substr(batch["waveform_bytes"], offsets * 2,
+                                  tf.fill(tf.shape(offsets), tf.constant(num_samples * 2, tf.int64)))
+        waveform = tf.cast(tf.io.decode_raw(crops, tf.int16, little_endian=True),
+                           tf.float32) / 32768.0
+        out = {k: v for k, v in batch.items() if k not in ("waveform_bytes", "num_samples")}
+        out["spectrogram"] = audio.spectrogram(tf.reshape(waveform, [-1, num_samples]))
+        return out
+
+    return transform
+
+
+def _decode_faces(batch):
+    images = tf.map_fn(lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), batch["face_jpeg"],
+                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    out = dict(batch)
+    out["face_image"] = tf.cast(images, tf.float32) / 255.0
+    del out["face_jpeg"]
+    return out
+
+
+class EncoderTask(loop.Task):
+    """Stage 2 for `loop.Trainer`."""
+
+    name = "encoder"
+    eval_file = "encoder_eval.json"
+    loss_names = ("total", "decoder_l1", "feature_l2", "distill")
+
+    def __init__(self, config: EncoderTaskConfig, seed: int = 0):
+        if not config.decoder_dir:
+            raise ValueError("stage 2 needs --decoder_dir: the model_dir of a stage-1 run "
+                             "(python train.py --stage=decoder ...)")
+        if not config.vggface_weights:
+            raise ValueError("stage 2 needs --vggface_weights=PATH (rcmalli_vggface_tf_vgg16.h5; "
+                             "the toy world writes its own next to the records)")
+        self.cfg = config
+        self.seed = seed
+        self.encoder_config = voice_encoder.encoder_config(config.preset)
+        self.num_samples = audio.SEGMENT_SAMPLES
+        self.decoder = None
+        self.fc8 = None
+
+    def config(self) -> dict:
+        return {"architecture": {"model": "voice_encoder", "preset": self.cfg.preset},
+                **dataclasses.asdict(self.cfg)}
+
+    def input_options(self, training: bool) -> data.InputOptions:
+        if training and self.cfg.random_crops:
+            return data.InputOptions(with_spectrogram=False, with_waveform=True,
+                                     batch_transform=_random_crop_spectrograms(
+                                         self.num_samples, self.seed))
+        return data.InputOptions()
+
+    def summary_input_options(self) -> data.InputOptions:
+        return data.InputOptions(with_faces=True, with_waveform=True,
+                                 batch_transform=_decode_faces)
+
+    def prepare(self, train_files: Sequence[str]) -> None:
+        first = next(iter(tf.data.TFRecordDataset(train_files[0]).take(1)))
+        example = records.decode_example(first.numpy())
+        if self.cfg.random_crops and example.waveform is None:
+            raise ValueError(f"{train_files[0]} stores no waveforms, so random crops are "
+                             "impossible: pass --norandom_crops to train on the stored "
+                             "spectrograms")
+
+    def build_model(self) -> keras.Model:
+        # The teachers are built here too, inside the strategy scope, and frozen.
+        self.decoder = decoder_task.load_decoder(self.cfg.decoder_dir)
+        self.decoder.trainable = False
+        vgg = vggface.build_vggface(include_top=True, weights=self.cfg.vggface_weights)
+        self.fc8 = vgg.get_layer("fc8")
+        self.fc8.trainable = False
+        logging.info("Teachers: f_dec from %s, fc8 from %s.", self.cfg.decoder_dir,
+                     self.cfg.vggface_weights)
+        return voice_encoder.build_voice_encoder(self.encoder_config)
+
+    def build_optimizer(self):
+        return losses.paper_optimizer(losses.learning_rate_schedule(
+            self.cfg.learning_rate, self.cfg.decay_rate, self.cfg.decay_steps))
+
+    def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
+        v_s = model(batch["spectrogram"], training=training)  # the voice's face feature
+        return losses.speech2face_loss(
+            batch["face_feature"], v_s, self.decoder.f_dec, self.fc8,
+            lambda1=self.cfg.lambda1, lambda2=self.cfg.lambda2,
+            temperature=self.cfg.temperature)
+
+    def summaries(self, model, batch) -> Dict[str, tuple]:
+        v_s = model(batch["spectrogram"], training=False)
+        size = self.decoder.config.image_size
+        true = tf.image.resize(batch["face_image"], [size, size], method="area")
+        from_f = self.decoder(batch["face_feature"], training=False)["image"]
+        from_s = self.decoder(v_s, training=False)["image"]
+        waveform = tf.cast(tf.io.decode_raw(tf.strings.substr(
+            batch["waveform_bytes"], 0, 2 * self.num_samples), tf.int16), tf.float32) / 32768.0
+        return {
+            "faces/true_vs_from_vf_vs_from_vs": ("image",
+                                                 decoder_task.grid([true, from_f, from_s])),
+            "audio/input": ("audio", waveform[..., None]),
+        }
+
+    def final_evaluation(self, model, eval_dataset) -> dict:
+        """Quick held-out numbers (evaluate.py has the full protocol): cosine retrieval of each
+        clip's face among all held-out faces, and the feature distances of SPEC §8."""
+        v_s, v_f = [], []
+        for batch in eval_dataset:
+            v_s.append(model(batch["spectrogram"], training=False).numpy())
+            v_f.append(batch["face_feature"].numpy())
+        v_s, v_f = np.concatenate(v_s), np.concatenate(v_f)
+        recall = metrics.retrieval_recall(v_s, v_f, metric="cos")
+        return {
+            "num_queries": int(len(v_s)),
+            "gallery_size": int(len(v_f)),
+            "retrieval_cos": {str(k): v for k, v in recall.items()},
+            "chance": {str(k): v for k, v in metrics.chance_recall(len(v_f)).items()},
+            "distances": {k: list(v) for k, v in metrics.feature_distances(v_s, v_f).items()},
+        }
+
+    def export(self, model, model_dir: str) -> str:
+        export_dir = os.path.join(model_dir, decoder_task.EXPORT_DIR)
+        tf.io.gfile.makedirs(export_dir)
+        model.save(os.path.join(export_dir, ENCODER_FILE))
+        info = {"preset": self.cfg.preset,
+                "decoder_dir": os.path.abspath(self.cfg.decoder_dir),
+                "vggface_weights": os.path.abspath(self.cfg.vggface_weights),
+                "sample_rate": audio.SAMPLE_RATE, "segment_samples": self.num_samples}
+        with tf.io.gfile.GFile(os.path.join(export_dir, ENCODER_INFO), "w") as f:
+            json.dump(info, f, indent=2)
+        logging.info("Exported the voice encoder to %s.", export_dir)
+        return export_dir
+
+
+def load_encoder(model_dir: str):
+    """(voice encoder keras.Model, info dict) exported by a stage-2 run in `model_dir`."""
+    export_dir = os.path.join(model_dir, decoder_task.EXPORT_DIR)
+    path = os.path.join(export_dir, ENCODER_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"no exported voice encoder in {model_dir}: expected {decoder_task.EXPORT_DIR}/"
+            f"{ENCODER_FILE}; train one with `python train.py --stage=encoder ...`")
+    with tf.io.gfile.GFile(os.path.join(export_dir, ENCODER_INFO)) as f:
+        info = json.load(f)
+    return keras.models.load_model(path), info

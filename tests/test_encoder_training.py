@@ -1,0 +1,132 @@
+"""Stage 2 (voice encoder) training: end to end, teachers frozen, and under tf.distribute."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from speech2face.models import vggface
+from speech2face.training import decoder_task, encoder_task, loop
+from tests.test_training import _scalars, _tags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def decoder_dir(tiny_world, tmp_path_factory):
+    world, _ = tiny_world
+    model_dir = str(tmp_path_factory.mktemp("decoder"))
+    task = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(preset="small",
+                                                                   perceptual_weight=0.0))
+    loop.Trainer(task, loop.TrainConfig(
+        model_dir=model_dir, train_records=os.path.join(world, "train-*.tfrecord"),
+        global_batch_size=4, train_steps=4, steps_per_loop=2, summary_every=2)).train()
+    return model_dir
+
+
+def _task(world, decoder_dir, **kwargs):
+    return encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(
+        preset="small", decoder_dir=decoder_dir,
+        vggface_weights=os.path.join(world, "vggface_random_seed3.h5"), **kwargs))
+
+
+def _config(world, model_dir, **kwargs):
+    defaults = dict(model_dir=model_dir, train_records=os.path.join(world, "train-*.tfrecord"),
+                    eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=4,
+                    train_steps=6, steps_per_loop=3, checkpoint_every=3, summary_every=3,
+                    image_summary_every=6, eval_every=6, num_images=2)
+    defaults.update(kwargs)
+    return loop.TrainConfig(**defaults)
+
+
+def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
+    world, _ = tiny_world
+    model_dir = str(tmp_path / "encoder")
+    task = _task(world, decoder_dir)
+    trainer = loop.Trainer(task, _config(world, model_dir))
+    decoder_before = [w.numpy().copy() for w in decoder_task.load_decoder(decoder_dir).weights]
+    result = trainer.train()
+    assert result["status"] == "finished" and result["step"] == 6
+    # The teachers did not move: the decoder used in training equals the exported one, and
+    # fc8 equals the weights file.
+    for before, after in zip(decoder_before, task.decoder.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    fresh_fc8 = vggface.build_vggface(weights=task.cfg.vggface_weights).get_layer("fc8")
+    for a, b in zip(fresh_fc8.weights, task.fc8.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    tags = _tags(os.path.join(model_dir, "train"))
+    assert {"losses/total", "losses/decoder_l1", "losses/feature_l2", "losses/distill", "lr",
+            "grad_norm", "perf/examples_per_sec", "faces/true_vs_from_vf_vs_from_vs",
+            "audio/input"} <= tags
+    encoder, info = encoder_task.load_encoder(model_dir)
+    assert info["decoder_dir"] == os.path.abspath(decoder_dir)
+    assert encoder(tf.zeros([1, 298, 257, 2])).shape == (1, 4096)
+    numbers = json.load(open(os.path.join(model_dir, "encoder_eval.json")))
+    assert set(numbers["retrieval_cos"]) == {"1", "2", "5", "10"}
+
+
+def test_missing_teachers_are_clear_errors(tiny_world):
+    world, _ = tiny_world
+    with pytest.raises(ValueError, match="--decoder_dir"):
+        encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(vggface_weights="x.h5"))
+    with pytest.raises(ValueError, match="--vggface_weights"):
+        encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(decoder_dir="d"))
+
+
+def test_mirrored_equals_one_device(tiny_world, decoder_dir, tmp_path, mirrored):
+    world, _ = tiny_world
+    totals = {}
+    for name, strategy in (
+            ("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
+            ("mirrored", mirrored)):
+        model_dir = str(tmp_path / name)
+        config = _config(world, model_dir, train_steps=3, steps_per_loop=1, summary_every=1,
+                         eval_records=None, image_summary_every=100, checkpoint_every=100)
+        # A small step size keeps the comparison out of Adam's chaotic first steps, where
+        # float-rounding differences between the two summation orders grow.
+        task = _task(world, decoder_dir, random_crops=False, learning_rate=1e-5)
+        deterministic = task.input_options
+        task.input_options = lambda training: __import__("dataclasses").replace(
+            deterministic(training), deterministic=True)
+        loop.Trainer(task, config, strategy).train()
+        totals[name] = [v for _, v in _scalars(os.path.join(model_dir, "train"), "losses/total")]
+    assert len(totals["one"]) == 3
+    np.testing.assert_allclose(totals["mirrored"], totals["one"], rtol=2e-4)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_mirrored_two_processes(tiny_world, decoder_dir, tmp_path):
+    world, _ = tiny_world
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    model_dir = tmp_path / "mwms"
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster,
+                                        "task": {"type": "worker", "index": index}})}
+        cmd = [sys.executable, "train.py", "--strategy=multi_worker_mirrored",
+               f"--train_records={world}/train-*.tfrecord", f"--model_dir={model_dir}",
+               f"--decoder_dir={decoder_dir}", "--encoder_preset=small", "--train_steps=4",
+               "--steps_per_loop=2", "--summary_every=2", "--checkpoint_every=2",
+               "--global_batch_size=4", "--image_summary_every=100"]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert "with 2 replica(s)" in outputs[0]
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-4")
+    assert not (model_dir / "worker_tmp" / "worker_1").exists()
+    assert (model_dir / "export" / "voice_encoder.keras").exists()

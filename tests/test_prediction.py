@@ -1,0 +1,135 @@
+"""Prediction: media files of any kind and length in, one face PNG per file out."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from speech2face import audio, prediction, records
+from speech2face.training import decoder_task, encoder_task
+from tests import helpers, trained_fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def models(tiny_world, tmp_path_factory):
+    return trained_fixtures.tiny_models(tiny_world, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def test_clip(tiny_world):
+    """The first held-out example of the tiny world (its stored clip and spectrogram)."""
+    world, _ = tiny_world
+    path = sorted(tf.io.gfile.glob(os.path.join(world, "test-*.tfrecord")))[0]
+    return records.decode_example(next(iter(tf.data.TFRecordDataset(path))).numpy())
+
+
+@pytest.fixture(scope="module")
+def media(test_clip, tmp_path_factory):
+    """A directory with a toy voice as wav (9 s: cropped) and mp4 (2 s: tiled), a short chirp,
+    a corrupted file, and a text file a directory scan must skip."""
+    directory = tmp_path_factory.mktemp("media")
+    voice = test_clip.waveform.astype(np.float32) / 32768.0
+    helpers.write_wav(directory / "voice.wav", np.tile(voice, 2)[:9 * audio.SAMPLE_RATE])
+    helpers.write_wav(directory / "short.wav", voice[:2 * audio.SAMPLE_RATE])
+    helpers.encode_with_ffmpeg(directory / "short.wav", directory / "video.mp4")
+    os.remove(directory / "short.wav")
+    helpers.write_wav(directory / "chirp.flac", helpers.chirp(80, 400, 1.0))
+    (directory / "corrupted.mp3").write_bytes(b"\x00\xffnot an mp3 at all" * 64)
+    (directory / "notes.txt").write_text("not media")
+    return directory
+
+
+def _check_png(path, size=256):
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.size == (size, size) and image.mode == "RGB"
+
+
+def test_output_paths():
+    single, sheet = prediction.output_paths(["in/a.wav"], "out/face.png")
+    assert single == {"in/a.wav": "out/face.png"} and sheet is None
+    several, sheet = prediction.output_paths(["in/a.wav", "x/b.mp4", "y/a.mp4"], "out/face.png")
+    assert several == {"in/a.wav": "out/face_a_wav.png", "x/b.mp4": "out/face_b.png",
+                       "y/a.mp4": "out/face_a_mp4.png"}
+    assert sheet == "out/face.png"
+    in_dir, sheet = prediction.output_paths(["p/a.wav", "q/a.wav"], "faces/")
+    assert in_dir == {"p/a.wav": "faces/a_wav.png", "q/a.wav": "faces/a_wav_2.png"}
+    assert sheet == os.path.join("faces/", "contact_sheet.png")
+
+
+def test_predict_files(models, media, tmp_path):
+    paths = [media / "voice.wav", media / "video.mp4", media / "corrupted.mp3",
+             media / "missing.wav"]
+    results = prediction.predict_files(models.encoder_dir, paths, str(tmp_path / "face.png"),
+                                       save_features=True)
+    assert [r.path for r in results] == [str(p) for p in paths]
+    assert [r.ok for r in results] == [True, True, False, False]
+    for r, stem in zip(results[:2], ("voice", "video")):
+        assert r.output == str(tmp_path / f"face_{stem}.png")
+        _check_png(r.output)
+        feature = np.load(str(tmp_path / f"face_{stem}.npy"))
+        assert feature.shape == (4096,) and feature.dtype == np.float32
+    for r, message in zip(results[2:], ("not a decodable audio file", "file not found")):
+        assert isinstance(r.output, audio.AudioError)
+        assert str(r.output).startswith(r.path) and message in str(r.output)
+    assert results.sheet == str(tmp_path / "face.png")
+    with Image.open(results.sheet) as sheet:
+        assert sheet.size == (2 * (prediction.SHEET_TILE + 6), prediction.SHEET_TILE + 24)
+
+
+def test_prediction_matches_the_stored_spectrogram(models, test_clip):
+    """A clip through predict_faces gives the v_s that evaluation computes from the records."""
+    encoder, info = encoder_task.load_encoder(models.encoder_dir)
+    decoder = decoder_task.load_decoder(info["decoder_dir"])
+    waveform = test_clip.waveform.astype(np.float32) / 32768.0
+    v_s, faces = prediction.predict_faces(encoder, decoder, [waveform, waveform[:20000]])
+    assert v_s.shape == (2, 4096) and faces.shape == (2, 64, 64, 3)
+    assert 0.0 <= faces.min() and faces.max() <= 1.0
+    stored = encoder(test_clip.spectrogram[None].astype(np.float32), training=False).numpy()[0]
+    cos = v_s[0] @ stored / np.linalg.norm(v_s[0]) / np.linalg.norm(stored)
+    assert cos > 0.999
+
+
+def test_directory_input(models, media, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "faces"
+    results = prediction.predict_files(models.encoder_dir, [media, empty], str(out) + "/")
+    by_name = {os.path.basename(r.path): r for r in results}
+    assert set(by_name) == {"chirp.flac", "corrupted.mp3", "video.mp4", "voice.wav", "empty"}
+    assert not by_name["corrupted.mp3"].ok
+    assert not by_name["empty"].ok and "no audio or video files" in str(by_name["empty"].output)
+    for name in ("chirp.flac", "video.mp4", "voice.wav"):
+        assert by_name[name].output == os.path.join(str(out) + "/", name.split(".")[0] + ".png")
+        _check_png(by_name[name].output)
+    assert results.sheet == os.path.join(str(out) + "/", "contact_sheet.png")
+    assert os.path.exists(results.sheet)
+    with pytest.raises(FileNotFoundError, match="no exported voice encoder"):
+        prediction.predict_files(str(tmp_path), [media / "voice.wav"], str(tmp_path / "x.png"))
+
+
+def test_cli(models, media, tmp_path):
+    output = tmp_path / "face.png"
+    proc = subprocess.run(
+        [sys.executable, "predict.py", f"--model_dir={models.encoder_dir}",
+         f"--audio={media / 'voice.wav'}", f"--audio={media / 'corrupted.mp3'}",
+         f"--output={output}", "--image_size=128"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"{media / 'corrupted.mp3'}: not a decodable audio file" in proc.stderr
+    assert "1 of 2 inputs failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"-> {tmp_path / 'face_voice.png'}" in proc.stdout
+    _check_png(tmp_path / "face_voice.png", size=128)
+    proc = subprocess.run(
+        [sys.executable, "predict.py", f"--model_dir={models.encoder_dir}",
+         f"--audio={media / 'voice.wav'}", f"--output={tmp_path / 'one.png'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_png(tmp_path / "one.png")
