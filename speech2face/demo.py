@@ -13,10 +13,12 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
 4. Train the small voice encoder (stage 2, the paper's loss against the frozen decoder's f_dec
    and VGG-Face fc8) into `WORKDIR/encoder`; `encoder_eval.json` holds a first look at held-out
    retrieval.
-Later stages (evaluation, predicted faces) join this list as they are built.
+5. Evaluate with the paper's protocol on the held-out speakers (`WORKDIR/eval/metrics.json`,
+   `report.md`, figures) and predict faces from a few held-out clips (`WORKDIR/predictions/`).
 """
 
 import collections
+import glob
 import json
 import os
 import shutil
@@ -30,7 +32,7 @@ import soundfile  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data_prep import toy_world_lib  # noqa: E402
-from speech2face import audio, data, records  # noqa: E402
+from speech2face import audio, data, evaluation, prediction, records  # noqa: E402
 from speech2face.training import decoder_task, encoder_task, loop  # noqa: E402
 
 _DEFAULTS = toy_world_lib.ToyWorldConfig()
@@ -137,7 +139,8 @@ def preview_world(world: str, workdir: str, sheet_speakers: int, num_wavs: int) 
     landmark_figure(first["jpegs"][0], first["landmarks"][0], os.path.join(out, "landmarks.png"))
 
     wav_paths = []
-    entries = [e for _, faces in groups for e in faces.values()]
+    # Held-out speakers first: stage 5 predicts faces from these clips.
+    entries = [e for _, faces in reversed(groups) for e in faces.values()]
     for entry in entries[:num_wavs]:
         clip = entry["clip"]
         if clip.waveform is None:
@@ -224,6 +227,22 @@ def train_encoder(world: str, workdir: str, decoder_dir: str, steps: int,
     return model_dir
 
 
+def evaluate_and_predict(world: str, workdir: str, encoder_dir: str, wav_paths) -> None:
+    """Stage 5: the paper's evaluation on held-out speakers, and faces predicted from WAVs."""
+    logging.info("Stage 5: evaluating %s on the held-out speakers.", encoder_dir)
+    result = evaluation.run_evaluation(encoder_dir, os.path.join(world, "test-*.tfrecord"),
+                                       os.path.join(workdir, "eval"))
+    print("\n" + evaluation.format_retrieval_table(result))
+    predictions = prediction.predict_files(encoder_dir, list(wav_paths),
+                                           os.path.join(workdir, "predictions") + os.sep)
+    print("\nEvaluation and predictions:")
+    print(f"  {result['files']['metrics']}\n  {result['files']['report']}")
+    for path in result["files"]["figures"].values():
+        print(f"  {path}")
+    for item in predictions:
+        print(f"  {item.path} -> {item.output}")
+
+
 def face_grid(rows, labels, path: str, scale: int = 2) -> None:
     """Rows of [n, S, S, 3] images in [0, 1], each row labelled on the left."""
     n, size = rows[0].shape[0], rows[0].shape[1] * scale
@@ -247,8 +266,10 @@ def main(argv):
     preview_world(world, FLAGS.workdir, FLAGS.sheet_speakers, FLAGS.num_wavs)
     decoder_dir = train_decoder(world, FLAGS.workdir, FLAGS.decoder_steps,
                                 FLAGS.decoder_batch_size)
-    train_encoder(world, FLAGS.workdir, decoder_dir, FLAGS.encoder_steps,
-                  FLAGS.encoder_batch_size)
+    encoder_dir = train_encoder(world, FLAGS.workdir, decoder_dir, FLAGS.encoder_steps,
+                                FLAGS.encoder_batch_size)
+    wavs = sorted(glob.glob(os.path.join(FLAGS.workdir, "preview", "*.wav")))
+    evaluate_and_predict(world, FLAGS.workdir, encoder_dir, wavs)
 
 
 if __name__ == "__main__":

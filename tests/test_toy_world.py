@@ -146,6 +146,10 @@ def test_cli_and_demo_end_to_end(tmp_path):
         "--num_speakers=6",
         "--sheet_speakers=4",
         "--num_wavs=2",
+        "--decoder_steps=4",
+        "--encoder_steps=4",
+        "--decoder_batch_size=4",
+        "--encoder_batch_size=4",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -154,6 +158,11 @@ def test_cli_and_demo_end_to_end(tmp_path):
         assert (preview / name).stat().st_size > 1000 or name == "summary.txt"
     assert len(list(preview.glob("*.wav"))) == 2
     assert "speakers" in result.stdout and "contact_sheet.png" in result.stdout
+    assert (workdir / "decoder" / "decoded_faces.png").exists()
+    assert (workdir / "encoder" / "export" / "voice_encoder.keras").exists()
+    assert (workdir / "eval" / "metrics.json").exists()
+    assert (workdir / "eval" / "report.md").exists()
+    assert len(list((workdir / "predictions").glob("*.png"))) >= 2
     # A rerun reuses the world instead of rebuilding it.
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0 and "reusing the toy world" in result.stderr
