@@ -96,8 +96,13 @@ def decoder_config(preset: str) -> DecoderConfig:
 
 
 def pixels_to_normalized(landmarks, image_size):
-    """[..., 2] (x, y) pixels with centres at integers (dlib, the records) → normalised [0, 1]."""
-    return (np.asarray(landmarks, np.float32) + 0.5) / np.float32(image_size)
+    """[..., 2] (x, y) pixels with centres at integers (dlib, the records) → normalised [0, 1].
+
+    NumPy in, NumPy out; a tf tensor in (e.g. inside tf.data), a tensor out.
+    """
+    if not tf.is_tensor(landmarks):
+        landmarks = np.asarray(landmarks, np.float32)
+    return (landmarks + 0.5) / np.float32(image_size)
 
 
 def normalized_to_pixels(landmarks, image_size):

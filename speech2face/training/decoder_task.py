@@ -77,8 +77,7 @@ def _decode_faces(image_size: int):
         return {
             "face_feature": batch["face_feature"],
             "face_image": tf.clip_by_value(images, 0.0, 1.0),
-            # Same convention as face_decoder.pixels_to_normalized (pixel centres at integers).
-            "landmarks": (batch["landmarks"] + 0.5) / float(records.FACE_SIZE),
+            "landmarks": face_decoder.pixels_to_normalized(batch["landmarks"], records.FACE_SIZE),
             "speaker_id": batch["speaker_id"],
         }
 
