@@ -36,6 +36,8 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=7", "scikit-image>=0.21"],
+        # Google Cloud Dataflow and gs:// paths for the dataset builder (docs/data.md).
+        "dataflow": ["apache-beam[gcp]>=2.77,<2.78"],
     },
     license="Apache-2.0",
 )

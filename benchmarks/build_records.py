@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data_prep import build_records_lib as lib  # noqa: E402
-from data_prep import faces, manifests  # noqa: E402
+from data_prep import clip_lib, faces, manifests, runners  # noqa: E402
 from speech2face import audio, records  # noqa: E402
 from speech2face.models import vggface  # noqa: E402
 from tests import helpers, media  # noqa: E402
@@ -95,8 +95,8 @@ def _stage_times(manifest, media_dir, weights, output_dir):
 
     for clip in clips:
         path = manifests.resolve_media(clip.audio_path)
-        timed("probe", lib.probe_media, path)
-        wave, _ = timed("audio decode", lib.decode_audio_segment, path, clip.start,
+        timed("probe", clip_lib.probe_media, path)
+        wave, _ = timed("audio decode", clip_lib.decode_audio_segment, path, clip.start,
                         clip.end - clip.start)
         spec = timed("spectrogram", lambda w: audio.spectrogram_np(
             audio.fit_to_length(w, audio.SEGMENT_SAMPLES)).astype(np.float16), wave)
@@ -133,7 +133,7 @@ def _pipeline_run(manifest, media_dir, weights, output_dir, workers):
                              random_weights_for_tests=True, detector=FLAGS.detector,
                              test_fraction=0.1)
     start = time.perf_counter()
-    result = lib.build_records(config, lib.pipeline_options([], num_workers=workers))
+    result = lib.build_records(config, runners.pipeline_options([], num_workers=workers))
     wall = time.perf_counter() - start
     counts = result.info["counts"]
     return wall, counts["train"]["clips"] + counts["test"]["clips"]

@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from data_prep import build_records_lib, faces, manifests  # noqa: E402
+from data_prep import build_records_lib, dataset_files, faces, manifests, runners  # noqa: E402
 from speech2face import records  # noqa: E402
 from speech2face.models import vggface  # noqa: E402
 
@@ -104,13 +104,13 @@ def main(argv):
         command_line=shlex.join([sys.executable, "-m", "data_prep.build_records", *sys.argv[1:]]),
     )
     try:
-        options = build_records_lib.pipeline_options(beam_args, FLAGS.num_workers)
+        options = runners.pipeline_options(beam_args, FLAGS.num_workers)
         info = build_records_lib.build_records(config, options).info
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         # WeightsFileError is a ValueError: one line naming the file and what to do.
         raise app.UsageError(str(e)) from e
     logging.info("Done: %s", FLAGS.output_dir)
-    print(build_records_lib.format_summary(info))
+    print(dataset_files.format_summary(info))
 
 
 def _parse_flags(argv):

@@ -241,6 +241,14 @@ def parse_batch(
     return out
 
 
+def decode_faces(face_jpeg: tf.Tensor) -> tf.Tensor:
+    """[B] JPEG strings (`parse_batch(..., with_faces=True)["face_jpeg"]`) -> [B, H, W, 3]
+    float32 in [0, 1]. All JPEGs of a batch must have one size (224×224 as stored)."""
+    images = tf.map_fn(lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), face_jpeg,
+                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    return tf.cast(images, tf.float32) / 255.0
+
+
 def parse_single(serialized: tf.Tensor, spec: RecordSpec, **kwargs) -> Dict[str, tf.Tensor]:
     """`parse_batch` for one scalar serialized example; same keys, no batch dimension."""
     batch = parse_batch(tf.expand_dims(serialized, 0), spec, **kwargs)

@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from data_prep import build_records_lib as lib
-from data_prep import faces, manifests
+from data_prep import dataset_files, faces, manifests, runners
 from data_prep.manifests import Reason
 from speech2face import audio, records
 from speech2face.models import vggface
@@ -61,7 +61,7 @@ def _read_examples(directory):
 
 
 def _read_rejects(directory):
-    with open(os.path.join(directory, lib.REJECTS)) as f:
+    with open(os.path.join(directory, dataset_files.REJECTS)) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -169,26 +169,26 @@ def test_weights_are_checked_before_any_work(tmp_path):
 
 def test_output_dir_must_be_empty_unless_overwrite(tmp_path):
     out = tmp_path / "out"
-    lib.prepare_output_dir(str(out), overwrite=False)  # created
+    dataset_files.prepare_output_dir(str(out), overwrite=False)  # created
     for name in ("train-00000-of-00001-00000.tfrecord", "test-00000-of-00001-00000.tfrecord.tmp",
                  "rejects.jsonl", "dataset_info.json", "notes.txt"):
         (out / name).write_text("x")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        lib.prepare_output_dir(str(out), overwrite=False)
-    lib.prepare_output_dir(str(out), overwrite=True)
+        dataset_files.prepare_output_dir(str(out), overwrite=False)
+    dataset_files.prepare_output_dir(str(out), overwrite=True)
     assert os.listdir(out) == ["notes.txt"]  # only our own outputs are removed
 
 
 def test_direct_runner_defaults_to_one_process_per_core():
-    direct = lib.pipeline_options([]).view_as(lib.beam_options.DirectOptions)
+    direct = runners.pipeline_options([]).view_as(runners.beam_options.DirectOptions)
     assert direct.direct_running_mode == "multi_processing"
     assert direct.direct_num_workers == os.cpu_count()
-    direct = lib.pipeline_options(IN_PROCESS, num_workers=4).view_as(lib.beam_options.DirectOptions)
+    direct = runners.pipeline_options(IN_PROCESS, num_workers=4).view_as(runners.beam_options.DirectOptions)
     assert (direct.direct_running_mode, direct.direct_num_workers) == ("in_memory", 1)
-    options = lib.pipeline_options(["--runner=FlinkRunner", "--flink_master=host:8081"])
-    assert options.view_as(lib.beam_options.DirectOptions).direct_running_mode == "in_memory"
+    options = runners.pipeline_options(["--runner=FlinkRunner", "--flink_master=host:8081"])
+    assert options.view_as(runners.beam_options.DirectOptions).direct_running_mode == "in_memory"
     with pytest.raises(ValueError, match="--helpfull"):
-        lib.pipeline_options(["--test_fracton=0.5"])  # a typo must not be silently ignored
+        runners.pipeline_options(["--test_fracton=0.5"])  # a typo must not be silently ignored
 
 
 @pytest.mark.parametrize("remote", [False, True])
@@ -200,7 +200,7 @@ def test_only_shards_of_finished_bundles_are_committed(tmp_path, remote):
     # TensorFlow's in-memory file system stands in for gs://: written locally, then copied.
     out = f"ram://{tmp_path.name}" if remote else str(tmp_path)
     # ~27 kB per example against a 30 kB target: shards of two examples.
-    writer = lib._WriteShards(out, 30_000, "float16")  # pylint: disable=protected-access
+    writer = dataset_files.WriteShards(out, 30_000, "float16")
     writer.start_bundle()  # a bundle that dies before finishing: nothing of it may be committed
     writer.process(("train", example(99, "x")))
     writer.start_bundle()
@@ -211,11 +211,11 @@ def test_only_shards_of_finished_bundles_are_committed(tmp_path, remote):
     assert sorted((s["split"], s["examples"]) for s in summaries) == [
         ("test", 1), ("train", 1), ("train", 2), ("train", 2)]
     if not remote:  # the dead bundle's unfinished shard: a .tmp file, never globbed
-        incomplete = tf.io.gfile.listdir(os.path.join(out, lib.INCOMPLETE_DIR))
+        incomplete = tf.io.gfile.listdir(os.path.join(out, dataset_files.INCOMPLETE_DIR))
         assert sum(name.endswith(".tfrecord.tmp") for name in incomplete) == 1
-    for planned in lib._plan_names(summaries):  # pylint: disable=protected-access
-        lib._commit_shard(planned, out)  # pylint: disable=protected-access
-        lib._commit_shard(planned, out)  # pylint: disable=protected-access  # a retry: no-op
+    for planned in dataset_files.plan_names(summaries):
+        dataset_files.commit_shard(planned, out)
+        dataset_files.commit_shard(planned, out)  # a retry: no-op
     assert sorted(f for f in tf.io.gfile.listdir(out) if f.endswith(".tfrecord")) == [
         "test-00000-of-00001.tfrecord", "train-00000-of-00003.tfrecord",
         "train-00001-of-00003.tfrecord", "train-00002-of-00003.tfrecord"]
@@ -338,7 +338,7 @@ def avspeech(tmp_path_factory, weights):
                              vggface_weights=weights, random_weights_for_tests=True,
                              test_fraction=0.5, detector="hog", min_face_size=80,
                              target_shard_bytes=2**19)
-    result = lib.build_records(config, lib.pipeline_options(IN_PROCESS))
+    result = lib.build_records(config, runners.pipeline_options(IN_PROCESS))
     return {"config": config, "result": result, "good": rows, "bad": bad,
             "train_id": train_id, "test_id": test_id}
 
@@ -385,7 +385,7 @@ def test_avspeech_shards_hold_the_faces_and_voices(avspeech, hog):
 def test_avspeech_dataset_info_and_shard_files(avspeech, weights):
     out = avspeech["config"].output_dir
     info = avspeech["result"].info
-    with open(os.path.join(out, lib.DATASET_INFO)) as f:
+    with open(os.path.join(out, dataset_files.DATASET_INFO)) as f:
         assert json.load(f) == info
     assert info["schema_version"] == records.SCHEMA_VERSION
     assert info["counts"]["train"] == {"clips": 2, "speakers": 1, "by_source": {"avspeech": 2}}
@@ -400,7 +400,7 @@ def test_avspeech_dataset_info_and_shard_files(avspeech, weights):
     on_disk = sorted(f for f in os.listdir(out) if f.endswith(".tfrecord"))
     assert on_disk == sorted(info["files"]["train"] + info["files"]["test"])
     leftovers = [f for f in os.listdir(out) if f.endswith(".tmp") or f.startswith("beam-temp")
-                 or f == lib.INCOMPLETE_DIR]
+                 or f == dataset_files.INCOMPLETE_DIR]
     assert not leftovers
     records.read_spec(os.path.join(out, on_disk[0]))  # readable by the training input pipeline
 
@@ -427,7 +427,7 @@ def test_pairs_manifest(tmp_path, weights, hog):
     config = lib.BuildConfig(str(manifest), "pairs", str(tmp_path), str(tmp_path / "out"),
                              weights, random_weights_for_tests=True, detector="hog",
                              test_fraction=0.0)
-    info = lib.build_records(config, lib.pipeline_options(IN_PROCESS)).info
+    info = lib.build_records(config, runners.pipeline_options(IN_PROCESS)).info
     examples = _read_examples(config.output_dir)
     assert set(examples) == {"voices/a.wav|faces/a.png", f"voices/b.flac|{tmp_path}/faces/b.jpg",
                              "voices/a.wav|faces/c.mp4"}
@@ -466,7 +466,7 @@ def test_cli_voxceleb2_tree_with_defaults(tmp_path, hog):
                       "--allow_random_weights_for_tests", "--test_fraction=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING: random VGG-Face weights" in result.stdout
-    info = json.loads((out / lib.DATASET_INFO).read_text())
+    info = json.loads((out / dataset_files.DATASET_INFO).read_text())
     assert info["config"]["detector"] == "cnn"
     assert info["beam"]["runner"] == "DirectRunner"
     assert info["beam"]["direct_running_mode"] == "multi_processing"

@@ -68,11 +68,8 @@ def _decode_faces(image_size: int):
     normalised coordinates."""
 
     def transform(batch):
-        images = tf.map_fn(
-            lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), batch["face_jpeg"],
-            fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-        images = tf.image.resize(tf.cast(images, tf.float32) / 255.0, [image_size, image_size],
-                                 method="area", antialias=True)
+        images = tf.image.resize(records.decode_faces(batch["face_jpeg"]),
+                                 [image_size, image_size], method="area", antialias=True)
         images.set_shape([None, image_size, image_size, 3])
         return {
             "face_feature": batch["face_feature"],

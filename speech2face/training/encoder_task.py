@@ -79,11 +79,8 @@ def _random_crop_spectrograms(num_samples: int, seed: int):
 
 
 def _decode_faces(batch):
-    images = tf.map_fn(lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3), batch["face_jpeg"],
-                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
     out = dict(batch)
-    out["face_image"] = tf.cast(images, tf.float32) / 255.0
-    del out["face_jpeg"]
+    out["face_image"] = records.decode_faces(out.pop("face_jpeg"))
     return out
 
 

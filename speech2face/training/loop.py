@@ -16,6 +16,7 @@ and Model Garden's trainers:
 - the resolved configuration written to `model_dir/config.json`.
 """
 
+import abc
 import dataclasses
 import json
 import os
@@ -83,33 +84,39 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
-class Task:
-    """What a stage trains. Subclasses fill in every method; the Trainer calls them."""
+class Task(abc.ABC):
+    """What a stage trains; the Trainer calls these. Subclasses must define the abstract methods
+    (a missing one fails at construction); the others have defaults."""
 
     name = "task"
     loss_names: Sequence[str] = ("total",)
     eval_file = "final_eval.json"  # where `final_evaluation`'s numbers go in model_dir
 
+    @abc.abstractmethod
     def config(self) -> dict:
         """JSON-able settings of the task, written to config.json."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def input_options(self, training: bool) -> data.InputOptions:
         raise NotImplementedError
 
     def prepare(self, train_files: Sequence[str]) -> None:
         """Runs once before the model is built (e.g. statistics over the training set)."""
 
+    @abc.abstractmethod
     def build_model(self) -> keras.Model:
         """Called inside the strategy scope."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def build_optimizer(self) -> keras.optimizers.Optimizer:
         raise NotImplementedError
 
     def trainable_variables(self, model: keras.Model):
         return model.trainable_variables
 
+    @abc.abstractmethod
     def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
         """Per-example losses: a dict of [b] float32 tensors with every name in loss_names."""
         raise NotImplementedError
@@ -123,6 +130,7 @@ class Task:
         [0, 1]) or ("audio", [n, samples, 1] float in [-1, 1] at 16 kHz)."""
         return {}
 
+    @abc.abstractmethod
     def export(self, model, model_dir: str) -> str:
         """Saves what later stages load; returns the export directory."""
         raise NotImplementedError

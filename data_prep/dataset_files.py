@@ -1,0 +1,269 @@
+"""What a build writes into its output directory (issue 6), and how.
+
+    {train,test}-SSSSS-of-NNNNN.tfrecord   the one schema (speech2face.records), ~150 MB each
+    rejects.jsonl                          one `manifests.Reject` per line
+    dataset_info.json                      counts per split, source and reject reason, schema
+                                           version, weights hash, command line; its presence
+                                           means the build finished
+
+Shards are written by `WriteShards` into `output_dir/.incomplete/` (records.ShardedWriter: a
+`.tmp` name, renamed when closed), named once all are known (`plan_names`) and renamed into
+output_dir (`commit_shard`); `InfoCombineFn` counts shard summaries and rejects, and
+`write_dataset_info` writes the info file last (.tmp + rename) and removes what failed bundle
+attempts left in `.incomplete/`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import apache_beam as beam
+import tensorflow as tf
+
+from data_prep import faces, manifests
+from speech2face import audio, records
+
+if TYPE_CHECKING:
+    from data_prep.build_records_lib import BuildConfig
+
+DATASET_INFO = "dataset_info.json"
+REJECTS = "rejects.jsonl"
+INCOMPLETE_DIR = ".incomplete"  # shards being written, inside output_dir; never globbed
+METRICS_NAMESPACE = "speech2face.build_records"
+SPLITS = ("train", "test")
+# Our outputs in an output directory: removed by --overwrite, nothing else is.
+_OUTPUT_PATTERN = re.compile(r"^((train|test)-.*\.tfrecord(\.tmp)?|dataset_info\.json(\.tmp)?|"
+                             r"rejects\.jsonl|beam-temp-.*|\.incomplete|"
+                             r"vggface_random_seed\d+\.h5)$")
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Creates output_dir; refuses a non-empty one unless `overwrite`, which deletes the
+    outputs of a previous build (records, .tmp files, rejects, info; nothing else)."""
+    if tf.io.gfile.isdir(output_dir):
+        entries = [e.rstrip("/") for e in tf.io.gfile.listdir(output_dir)]
+        if entries and not overwrite:
+            raise FileExistsError(
+                f"output_dir {output_dir} is not empty ({len(entries)} entries, e.g. "
+                f"{sorted(entries)[0]!r}): choose an empty directory, or pass --overwrite to "
+                "replace a previous build")
+        for entry in entries:
+            if _OUTPUT_PATTERN.match(entry):
+                path = os.path.join(output_dir, entry)
+                if tf.io.gfile.isdir(path):
+                    tf.io.gfile.rmtree(path)
+                else:
+                    tf.io.gfile.remove(path)
+    tf.io.gfile.makedirs(output_dir)
+
+
+
+class _Shard:
+    """One shard being written: a ShardedWriter that never rolls over, and what it holds."""
+
+    def __init__(self, directory: str, name: str, dtype: str):
+        self.writer = records.ShardedWriter(os.path.join(directory, name), 2**62, dtype)
+        self.speakers, self.sources = set(), collections.Counter()
+
+    def write(self, example: records.Example):
+        self.writer.write(example)
+        self.speakers.add(example.speaker_id)
+        self.sources[example.source] += 1
+
+    def close(self) -> str:
+        self.writer.close()
+        return self.writer.paths[0]
+
+
+class WriteShards(beam.DoFn):
+    """(split, Example) -> shard files in `output_dir/.incomplete/`, one open shard per split per
+    bundle, closed at `target_shard_bytes`; yields one summary per shard at the bundle's end.
+
+    Shards are written under `.tmp` names and renamed when closed (records.ShardedWriter), and
+    only shards reported by a successful bundle are committed (renamed into output_dir by
+    `commit_shard`): a failed or retried bundle's files stay in `.incomplete/` and are deleted
+    at the end. Remote outputs (gs://...) are written locally and copied when a shard closes.
+    """
+
+    def __init__(self, output_dir: str, target_shard_bytes: int, spectrogram_dtype: str):
+        self._incomplete = os.path.join(output_dir, INCOMPLETE_DIR)
+        self._target, self._dtype = target_shard_bytes, spectrogram_dtype
+        self._remote = "://" in output_dir
+
+    def start_bundle(self):
+        self._bundle = uuid.uuid4().hex[:12]
+        self._open, self._done, self._count = {}, [], 0
+        self._local = tempfile.mkdtemp(prefix="s2f_shards_") if self._remote else None
+        if not self._remote:
+            tf.io.gfile.makedirs(self._incomplete)
+
+    def process(self, split_example):
+        split, example = split_example
+        shard = self._open.get(split)
+        if shard is None:
+            name = f"{split}-{self._bundle}-{self._count:04d}"
+            self._count += 1
+            shard = self._open[split] = _Shard(self._local or self._incomplete, name, self._dtype)
+        shard.write(example)
+        if shard.writer.num_bytes >= self._target:
+            self._close(split)
+
+    def _close(self, split):
+        shard = self._open.pop(split)
+        path = shard.close()
+        if self._remote:
+            final = os.path.join(self._incomplete, os.path.basename(path))
+            tf.io.gfile.copy(path, final + ".tmp", overwrite=True)
+            tf.io.gfile.rename(final + ".tmp", final, overwrite=True)
+            os.remove(path)
+        beam.metrics.Metrics.counter(METRICS_NAMESPACE, "shards_written").inc()
+        self._done.append({"split": split, "file": os.path.basename(path),
+                           "examples": shard.writer.num_examples, "bytes": shard.writer.num_bytes,
+                           "speakers": sorted(shard.speakers), "sources": dict(shard.sources)})
+
+    def finish_bundle(self):
+        for split in list(self._open):
+            self._close(split)
+        if self._local:
+            shutil.rmtree(self._local, ignore_errors=True)
+        for summary in self._done:
+            yield beam.transforms.window.GlobalWindows.windowed_value(summary)
+
+
+def plan_names(summaries):
+    """All shard summaries -> the same with `final`: `{split}-{i:05d}-of-{n:05d}.tfrecord`."""
+    by_split = collections.defaultdict(list)
+    for summary in summaries:
+        by_split[summary["split"]].append(summary)
+    for split, shards in by_split.items():
+        shards.sort(key=lambda s: s["file"])
+        for i, summary in enumerate(shards):
+            yield dict(summary, final=f"{split}-{i:05d}-of-{len(shards):05d}.tfrecord")
+
+
+def commit_shard(summary, output_dir: str):
+    """Renames one finished shard into output_dir (idempotent: a retry finds it done)."""
+    source = os.path.join(output_dir, INCOMPLETE_DIR, summary["file"])
+    final = os.path.join(output_dir, summary["final"])
+    if tf.io.gfile.exists(source) or not tf.io.gfile.exists(final):
+        tf.io.gfile.rename(source, final, overwrite=True)
+    return dict(summary, file=summary["final"])
+
+
+class InfoCombineFn(beam.CombineFn):
+    """Shard summaries and rejects -> the counts of dataset_info.json."""
+
+    def create_accumulator(self):
+        return {"splits": {}, "rejects": collections.Counter(), "reject_sources": {}}
+
+    def add_input(self, acc, item):
+        if isinstance(item, manifests.Reject):
+            acc["rejects"][item.reason] += 1
+            acc["reject_sources"].setdefault(item.source, collections.Counter())[item.reason] += 1
+            return acc
+        s = acc["splits"].setdefault(item["split"], {"examples": 0, "bytes": 0, "files": [],
+                                                     "speakers": set(), "sources": {}})
+        s["examples"] += item["examples"]
+        s["bytes"] += item["bytes"]
+        s["files"] += item["files"] if "files" in item else [item["file"]]
+        s["speakers"].update(item["speakers"])
+        for source, n in item["sources"].items():
+            s["sources"][source] = s["sources"].get(source, 0) + n
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        out = self.create_accumulator()
+        for acc in accumulators:
+            out["rejects"].update(acc["rejects"])
+            for source, counts in acc["reject_sources"].items():
+                out["reject_sources"].setdefault(source, collections.Counter()).update(counts)
+            for split, s in acc["splits"].items():
+                self.add_input(out, {"split": split, **s})
+        return out
+
+    def extract_output(self, acc):
+        return acc
+
+
+def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
+                        start_time: float):
+    """Writes dataset_info.json (via .tmp + rename); runs after everything else."""
+    counts, files, num_bytes = {}, {}, {}
+    for split in SPLITS:
+        s = acc["splits"].get(split, {"examples": 0, "bytes": 0, "files": [], "speakers": (),
+                                      "sources": {}})
+        counts[split] = {"clips": s["examples"], "speakers": len(s["speakers"]),
+                         "by_source": dict(sorted(s["sources"].items()))}
+        files[split], num_bytes[split] = sorted(s["files"]), s["bytes"]
+    rejected = sum(acc["rejects"].values())
+    examples = sum(c["clips"] for c in counts.values())
+    info = {
+        "name": f"speech2face records ({config.manifest_format})",
+        "schema_version": records.SCHEMA_VERSION,
+        "manifest_format": config.manifest_format,
+        "counts": counts,
+        "items_read": examples + rejected,
+        "rejects": {
+            "total": rejected,
+            "by_reason": {r: acc["rejects"].get(r, 0) for r in manifests.REASONS},
+            "by_source": {src: dict(c) for src, c in sorted(acc["reject_sources"].items())},
+            "file": REJECTS,
+            "reasons": manifests.REASONS,
+        },
+        "split": {"method": "test if sha1(speaker_id)[:8] / 2^64 < test_fraction (stable, "
+                            "speaker-disjoint; AVSpeech speaker = YouTube id)",
+                  "test_fraction": config.test_fraction},
+        "spectrogram": {"dtype": config.spectrogram_dtype,
+                        "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
+                        "content": "first 6 s of the clip, tiled if shorter (SPEC §2)"},
+        "waveform": {"stored": config.store_waveform,
+                     "content": f"int16 16 kHz, the clip's first {config.max_seconds:g} s, "
+                                "tiled to at least 6 s"},
+        "face": {"detector": config.detector, "upsample": config.upsample,
+                 "max_detect_side": config.max_detect_side,
+                 "min_face_size": config.min_face_size, "crop_scale": faces.CROP_SCALE,
+                 "size": faces.FACE_SIZE, "jpeg_quality": faces.JPEG_QUALITY,
+                 "crop": "square, centred on the 68 landmarks' box, side crop_scale × its "
+                         "longer side; v_f is VGG-Face fc7 of the stored JPEG"},
+        "vggface_weights": run_info["vggface_weights"],
+        "files": files,
+        "bytes": num_bytes,
+        "config": dataclasses.asdict(config),
+        "command_line": config.command_line,
+        "beam": run_info["beam"],
+        "build_seconds": round(time.time() - start_time, 1),
+    }
+    incomplete = os.path.join(config.output_dir, INCOMPLETE_DIR)
+    if tf.io.gfile.exists(incomplete):  # what is left there: files of failed bundle attempts
+        tf.io.gfile.rmtree(incomplete)
+    path = os.path.join(config.output_dir, DATASET_INFO)
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(json.dumps(info, indent=2, ensure_ascii=False))
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def format_summary(info: dict) -> str:
+    """A few lines for the console: examples per split, rejects per reason, where things are."""
+    counts, rejects = info["counts"], info["rejects"]
+    lines = [f"{info['name']}: {info['items_read']} items read, "
+             f"{sum(c['clips'] for c in counts.values())} examples, {rejects['total']} rejected"]
+    for split, c in counts.items():
+        lines.append(f"  {split:<5} {c['clips']:>8} clips  {c['speakers']:>7} speakers  "
+                     f"{len(info['files'][split]):>4} shards  "
+                     f"{info['bytes'][split] / 2**20:8.1f} MiB")
+    for reason, n in rejects["by_reason"].items():
+        if n:
+            lines.append(f"  rejected {reason:<22} {n:>8}")
+    if info["vggface_weights"]["random_init"]:
+        lines.append("  WARNING: random VGG-Face weights (test build)")
+    lines.append(f"  built in {info['build_seconds']:.0f} s; see {REJECTS} and {DATASET_INFO}")
+    return "\n".join(lines)
