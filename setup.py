@@ -20,7 +20,36 @@ INSTALL_REQUIRES = [
     "absl-py>=1.4",
     "Pillow>=10",
     "h5py>=3.8",
-    "apache-beam>=2.77,<2.78",
+    # 2.77 by default; 2.72 is the newest whose [gcp] extra resolves beside protobuf<5 (TF 2.17).
+    "apache-beam>=2.72,<2.78",
+]
+
+# Beam's Google Cloud dependencies at the newest releases that still accept protobuf<5. These
+# bounds are what a resolver finds anyway (uv does in seconds); spelled out, they spare pip's
+# resolver its backtracking through every newer release that needs protobuf>=5 (which it had
+# not finished after 15 minutes).
+DATAFLOW_REQUIRES = [
+    "apache-beam[gcp]==2.72.0",
+    "cloud-sql-python-connector<=1.22.0",
+    "google-api-core<=2.30.3",
+    "google-cloud-bigquery-storage<=2.39.0",
+    "google-cloud-bigtable<=2.39.0",
+    "google-cloud-build<=3.37.0",
+    "google-cloud-datastore<=2.25.0",
+    "google-cloud-dlp<=3.38.0",
+    "google-cloud-kms<=3.14.0",
+    "google-cloud-language<=2.21.0",
+    "google-cloud-monitoring<=2.31.0",
+    "google-cloud-pubsub<=2.39.0",
+    "google-cloud-resource-manager<=1.18.0",
+    "google-cloud-secret-manager<=2.29.0",
+    "google-cloud-spanner<=3.68.0",
+    "google-cloud-videointelligence<=2.20.0",
+    "google-cloud-vision<=3.15.0",
+    "googleapis-common-protos<=1.75.0",
+    "grpc-google-iam-v1<=0.14.4",
+    "grpcio-status<=1.62.3",
+    "proto-plus<=1.28.2",
 ]
 
 setuptools.setup(
@@ -36,8 +65,10 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=7", "scikit-image>=0.21"],
-        # Google Cloud Dataflow and gs:// paths for the dataset builder (docs/data.md).
-        "dataflow": ["apache-beam[gcp]>=2.77,<2.78"],
+        # Google Cloud Dataflow and gs:// paths for the dataset builder (docs/data.md). Beam's
+        # [gcp] extra needs protobuf>=5 from 2.73 on (google-cloud-bigtable, grpcio-tools), which
+        # TF 2.17 rules out: 2.72.0 is the newest that installs beside it.
+        "dataflow": DATAFLOW_REQUIRES,
     },
     license="Apache-2.0",
 )

@@ -21,6 +21,7 @@ loaded once per `FaceFinder` (in Beam: once per worker, in `DoFn.setup`).
 
 import dataclasses
 import functools
+import importlib.util
 import io
 import math
 import os
@@ -39,6 +40,25 @@ DETECTORS = ("cnn", "hog")
 DEFAULT_MIN_FACE_SIZE = 64  # px in the frame, shorter side of dlib's box
 DEFAULT_MAX_DETECT_SIDE = 640  # frames are downscaled to this longer side for detection only
 JPEG_QUALITY = 95
+CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
+LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
+
+
+def dlib_model_file(name: str) -> str:
+    """Path of one of dlib's model files shipped by the `face-recognition-models` package.
+
+    The files are found next to the package without importing it: its `__init__` needs
+    `pkg_resources`, which setuptools 81 and later no longer ship.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("dlib's model files come from the 'face-recognition-models' package, "
+                          "which is not installed: pip install face-recognition-models")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: dlib model file missing from the "
+                                "face-recognition-models install; reinstall that package")
+    return path
 
 
 class FaceError(SkipClip):
@@ -202,7 +222,6 @@ class FaceFinder:
                  max_detect_side: int = DEFAULT_MAX_DETECT_SIDE,
                  min_face_size: int = DEFAULT_MIN_FACE_SIZE, crop_scale: float = CROP_SCALE):
         import dlib  # pylint: disable=import-outside-toplevel
-        import face_recognition_models  # pylint: disable=import-outside-toplevel
 
         if detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
@@ -213,12 +232,10 @@ class FaceFinder:
         self.crop_scale = float(crop_scale)
         self._dlib = dlib
         if detector == "cnn":
-            self._detector = dlib.cnn_face_detection_model_v1(
-                face_recognition_models.cnn_face_detector_model_location())
+            self._detector = dlib.cnn_face_detection_model_v1(dlib_model_file(CNN_DETECTOR_FILE))
         else:
             self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(
-            face_recognition_models.pose_predictor_model_location())
+        self._predictor = dlib.shape_predictor(dlib_model_file(LANDMARKS_FILE))
 
     def detect(self, frame: np.ndarray) -> List[Box]:
         """All faces in a uint8 [H, W, 3] RGB frame, in frame pixels."""

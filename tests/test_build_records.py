@@ -241,6 +241,16 @@ def test_cnn_detector_crop_and_landmarks():
     assert finder.detect(face.crop)  # the crop itself still holds a face for the CNN
 
 
+def test_dlib_model_files_are_found_without_pkg_resources(monkeypatch):
+    # face_recognition_models' __init__ imports pkg_resources (gone from setuptools >= 81):
+    # finding the files must not import it.
+    monkeypatch.setitem(sys.modules, "pkg_resources", None)  # importing it now raises
+    for name in (faces.CNN_DETECTOR_FILE, faces.LANDMARKS_FILE):
+        assert os.path.getsize(faces.dlib_model_file(name)) > 100_000
+    with pytest.raises(FileNotFoundError, match="no_such_model.dat"):
+        faces.dlib_model_file("no_such_model.dat")
+
+
 def test_face_nearest_the_hint_is_chosen(hog):
     frame = media.two_face_frame()
     assert len(hog.detect(frame)) == 2
