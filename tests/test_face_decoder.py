@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from speech2face.models import face_decoder as fd
+from speech2face.models import warp
 
 # A decoder small enough for finite differences and quick save/load (16×16 output).
 TINY = fd.DecoderConfig(landmark_hidden=(8,), image_size=16, texture_base_size=4,
@@ -68,7 +69,7 @@ def random_points(k, seed, low=0.15, high=0.85):
 def test_identity_warp_returns_input():
     image = smooth_image(2, 20, 24)  # non-square, to catch x/y mix-ups
     points = random_points(10, seed=1)
-    out = fd.warp_image(image, points, points)
+    out = warp.warp_image(image, points, points)
     assert out.shape == image.shape and out.dtype == tf.float32
     np.testing.assert_allclose(out.numpy(), image, atol=1e-4)
 
@@ -77,7 +78,7 @@ def test_translation_moves_a_dot():
     image = np.zeros((1, 32, 40, 1), np.float32)
     image[0, 10, 12, 0] = 1.0  # row 10, column 12
     points = random_points(8, seed=2)
-    out = fd.warp_image(image, points, points + np.float32([0.1, 0.0]))[0, ..., 0].numpy()
+    out = warp.warp_image(image, points, points + np.float32([0.1, 0.0]))[0, ..., 0].numpy()
     # Content at control_from appears at control_to: 0.1 of 40 columns = 4 px to the right.
     row, col = np.unravel_index(np.argmax(out), out.shape)
     assert (row, col) == (10, 16)
@@ -93,7 +94,7 @@ def test_affine_control_points_give_the_affine_map():
     matrices = np.eye(2) + rng.uniform(-0.15, 0.15, (2, 2, 2))
     shifts = rng.uniform(-0.05, 0.05, (2, 1, 2))
     control_from = np.einsum("bij,bkj->bki", matrices, control_to) + shifts
-    out = fd.warp_image(image, control_from.astype(np.float32), control_to).numpy()
+    out = warp.warp_image(image, control_from.astype(np.float32), control_to).numpy()
     gy, gx = np.meshgrid((np.arange(24) + 0.5) / 24, (np.arange(24) + 0.5) / 24, indexing="ij")
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
     for b in range(2):
@@ -106,7 +107,7 @@ def test_warp_matches_numpy_twin():
     image = smooth_image(1, 24, 28, seed=6)
     control_to = fd.template_landmarks()
     control_from = control_to + np.random.default_rng(7).normal(0, 0.01, (68, 2)).astype(np.float32)
-    out = fd.warp_image(image, control_from, control_to, regularization=0.0).numpy()[0]
+    out = warp.warp_image(image, control_from, control_to, regularization=0.0).numpy()[0]
     np.testing.assert_allclose(out, np_tps_warp(image[0].astype(np.float64),
                                                 control_from.astype(np.float64),
                                                 control_to.astype(np.float64)), atol=1e-3)
@@ -116,10 +117,10 @@ def test_warp_under_xla_and_half_precision():
     image = smooth_image(2, 16, 16, seed=8)
     control_to = fd.template_landmarks()
     control_from = np.stack([control_to + 0.01, control_to * 0.95 + 0.02])
-    eager = fd.warp_image(image, control_from, control_to)
-    jitted = tf.function(fd.warp_image, jit_compile=True)(image, control_from, control_to)
+    eager = warp.warp_image(image, control_from, control_to)
+    jitted = tf.function(warp.warp_image, jit_compile=True)(image, control_from, control_to)
     np.testing.assert_allclose(jitted.numpy(), eager.numpy(), atol=1e-5)
-    half = fd.warp_image(tf.cast(image, tf.bfloat16), tf.cast(control_from, tf.bfloat16),
+    half = warp.warp_image(tf.cast(image, tf.bfloat16), tf.cast(control_from, tf.bfloat16),
                          control_to)
     assert half.dtype == tf.float32  # computed in float32 whatever comes in
 
@@ -246,7 +247,7 @@ def test_losses_are_zero_when_outputs_equal_targets():
     face = smooth_image(2, 16, 16, seed=9)
     mean = fd.template_landmarks()
     true = np.stack([mean + 0.01, mean * 0.97 + 0.015]).astype(np.float32)
-    target = fd.warp_image(face, true, mean)
+    target = warp.warp_image(face, true, mean)
     outputs = {"image": face, "texture": target, "landmarks": true}
     losses = fd.decoder_losses(outputs, face, true, mean, perceptual_fn=lambda x: x[:, 0, :3, 0])
     assert set(losses) == {"total", "landmark_mse", "texture_l1", "perceptual", "image_l1"}

@@ -3,7 +3,7 @@
     v (4096) ─► f_dec: Dense 4096→1000 ─► ReLU ─┬─► landmark MLP ─► 68×2 offsets + mean landmarks
                                                  └─► texture CNN: FC ─► s×s×c ─► transposed convs
                                                      ─► sigmoid texture in the mean-landmark frame
-    image = warp_image(texture, control_from=mean landmarks, control_to=predicted landmarks)
+    image = warp.warp_image(texture, control_from=mean landmarks, control_to=predicted landmarks)
 
 `f_dec` (the Dense layer, `FaceDecoder.first_layer`) is the frozen teacher of the Speech2Face loss
 (SPEC §5): the loss compares its outputs BEFORE the ReLU (see `FaceDecoder.call`).
@@ -24,15 +24,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from speech2face.models import warp
+
 FEATURE_DIM = 4096
 NUM_LANDMARKS = 68
-# Added to the diagonal of the TPS kernel matrix (normalised coordinates). Without it, two
-# coinciding predicted landmarks make the system singular (the CPU solve raises); at 1e-6 the
-# spline still passes within 0.01 px (at 224) of realistic landmark displacements, and coinciding
-# centres give weights of ~1e4 at most, harmless in float32. Larger values smooth the warp
-# (1e-5: ~0.08 px, growing with the value). Affine maps are exact whatever the value (they live
-# in the unregularised polynomial part).
-DEFAULT_TPS_REGULARIZATION = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +47,7 @@ class DecoderConfig:
       texture_channels: channels of the stride-2 transposed convolutions (each + BN + ReLU); one
         more stride-2 transposed convolution then gives the 3 RGB channels (sigmoid).
       kernel_size: kernel of the transposed convolutions.
-      tps_regularization: see `DEFAULT_TPS_REGULARIZATION`.
+      tps_regularization: see `warp.DEFAULT_TPS_REGULARIZATION`.
     """
 
     feature_dim: int = FEATURE_DIM
@@ -64,7 +59,7 @@ class DecoderConfig:
     texture_base_channels: int = 256
     texture_channels: Tuple[int, ...] = (128, 64, 32)
     kernel_size: int = 5
-    tps_regularization: float = DEFAULT_TPS_REGULARIZATION
+    tps_regularization: float = warp.DEFAULT_TPS_REGULARIZATION
 
     def __post_init__(self):
         # JSON (get_config) turns tuples into lists; frozen, hence object.__setattr__.
@@ -133,113 +128,6 @@ def template_landmarks() -> np.ndarray:
     a = np.linspace(np.pi, -np.pi, 9)[:8]
     lm[60:68] = np.stack([0.5 + 0.08 * np.cos(a), 0.74 - 0.012 * np.sin(a)], axis=1)
     return lm.astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# Thin-plate-spline warp. No matmuls on purpose: GPUs run float32 matmuls in TF32 by default
-# (10-bit mantissa), which would move sampling positions by ~1e-3 of the image.
-
-
-def _tps_kernel(r2):
-    """U(r) = r² log r, written in r² (= ½ r² log r²); 0 at r = 0, finite gradient there."""
-    return 0.5 * r2 * tf.math.log(tf.maximum(r2, 1e-20 if r2.dtype == tf.float64 else 1e-12))
-
-
-def _solve_tps(centres, values, regularization):
-    """Coefficients of the TPS f with f(centres[k]) ≈ values[k].
-
-    Args:
-      centres, values: [B, K, 2] float.
-    Returns:
-      (w [B, K, 2], a [B, 3, 2]); f(p) = a[0] + p_x a[1] + p_y a[2] + Σ_k w_k U(|p − centres_k|).
-    """
-    k = tf.shape(centres)[1]
-    diff = centres[:, :, None, :] - centres[:, None, :, :]
-    kernel = _tps_kernel(tf.reduce_sum(tf.square(diff), axis=-1))
-    kernel += regularization * tf.eye(k, dtype=centres.dtype)
-    poly = tf.concat([tf.ones_like(centres[..., :1]), centres], axis=-1)  # [B, K, 3]
-    top = tf.concat([kernel, poly], axis=2)
-    bottom = tf.concat([tf.transpose(poly, [0, 2, 1]), tf.zeros_like(poly[:, :3, :3])], axis=2)
-    rhs = tf.concat([values, tf.zeros_like(values[:, :3])], axis=1)
-    system = tf.concat([top, bottom], axis=1)  # [B, K + 3, K + 3], symmetric indefinite
-    coeffs = tf.linalg.solve(system, rhs)  # [B, K + 3, 2]
-    # One step of iterative refinement: XLA's float32 solve alone leaves errors of ~0.04 px (at
-    # 224) in the warp, 30x more than TF's kernel; with it both agree to ~1e-3 px.
-    residual = rhs - tf.reduce_sum(system[..., None] * coeffs[:, None], axis=2)
-    coeffs += tf.linalg.solve(system, residual)
-    return coeffs[:, :-3], coeffs[:, -3:]
-
-
-def _bilinear_sample(image, x, y):
-    """Samples image [B, H, W, C] at pixel positions x, y [B, N] (border-clamped) → [B, N, C]."""
-    shape = tf.shape(image)
-    h, w = shape[1], shape[2]
-    x0, y0 = tf.floor(x), tf.floor(y)
-    fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
-    # Clamping the indices (not the positions) keeps the gradient wrt positions inside the image
-    # and makes both neighbours the edge pixel outside it: border replication.
-    xs = [tf.clip_by_value(x0 + d, 0, w - 1) for d in (0, 1)]
-    ys = [tf.clip_by_value(y0 + d, 0, h - 1) for d in (0, 1)]
-    flat = tf.reshape(image, [shape[0], h * w, shape[3]])
-
-    def pixel(yi, xi):
-        return tf.gather(flat, yi * w + xi, batch_dims=1)
-
-    top = pixel(ys[0], xs[0]) * (1.0 - fx) + pixel(ys[0], xs[1]) * fx
-    bottom = pixel(ys[1], xs[0]) * (1.0 - fx) + pixel(ys[1], xs[1]) * fx
-    return top * (1.0 - fy) + bottom * fy
-
-
-def warp_image(image, control_from, control_to, regularization=DEFAULT_TPS_REGULARIZATION):
-    """Thin-plate-spline warp with bilinear sampling: content at `control_from` moves to `control_to`.
-
-    output(p) = image(T(p)), where T is the TPS with T(control_to[k]) = control_from[k] (up to the
-    regulariser). Differentiable in the image and in both sets of control points; runs under
-    tf.function and XLA.
-
-    Args:
-      image: [B, H, W, C] float (any float dtype).
-      control_from, control_to: [B, K, 2] or [K, 2] (x, y) normalised coordinates (module
-        docstring), K >= 3 and not all on one line.
-      regularization: added to the TPS kernel's diagonal (see `DEFAULT_TPS_REGULARIZATION`).
-
-    Returns:
-      [B, H, W, C] float32 (float64 for float64 input): the warp is computed in at least float32
-      whatever the mixed-precision policy, since half-precision coordinates would be off by pixels.
-      Samples outside the image repeat its border.
-    """
-    dtype = tf.float64 if image.dtype == tf.float64 else tf.float32
-    image = tf.cast(image, dtype)
-    shape = tf.shape(image)
-    batch, h, w = shape[0], shape[1], shape[2]
-
-    def batched(points):
-        points = tf.cast(points, dtype)
-        if points.shape.rank == 2:
-            points = tf.broadcast_to(points[None], [batch, tf.shape(points)[0], 2])
-        return points
-
-    control_from, control_to = batched(control_from), batched(control_to)
-    weights, affine = _solve_tps(control_to, control_from, tf.cast(regularization, dtype))
-
-    # Pixel centres in normalised coordinates, [1, H*W, 1] each.
-    gx = (tf.cast(tf.range(w), dtype) + 0.5) / tf.cast(w, dtype)
-    gy = (tf.cast(tf.range(h), dtype) + 0.5) / tf.cast(h, dtype)
-    gy, gx = tf.meshgrid(gy, gx, indexing="ij")
-    gx, gy = tf.reshape(gx, [1, -1, 1]), tf.reshape(gy, [1, -1, 1])
-    # U(|p − c_k|) for every pixel p and centre c_k: [B, H*W, K].
-    u = _tps_kernel(tf.square(gx - control_to[:, None, :, 0])
-                    + tf.square(gy - control_to[:, None, :, 1]))
-    src = []
-    for d in range(2):
-        src.append(affine[:, None, 0, d] + gx[..., 0] * affine[:, None, 1, d]
-                   + gy[..., 0] * affine[:, None, 2, d]
-                   + tf.reduce_sum(u * weights[:, None, :, d], axis=-1))
-    # Normalised → pixel-index coordinates (centres at integers).
-    x = src[0] * tf.cast(w, dtype) - 0.5
-    y = src[1] * tf.cast(h, dtype) - 0.5
-    return tf.reshape(_bilinear_sample(image, x, y), shape)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,7 +276,7 @@ class FaceDecoder(keras.Model):
         for deconv, norm in zip(self.texture_deconvs, self.texture_norms[1:]):
             t = keras.ops.relu(norm(deconv(t), training=training))
         texture = tf.sigmoid(self.texture_rgb(t))
-        image = warp_image(texture, control_from=self.mean_landmarks, control_to=landmarks,
+        image = warp.warp_image(texture, control_from=self.mean_landmarks, control_to=landmarks,
                            regularization=c.tps_regularization)
         return {"image": image, "texture": texture, "landmarks": landmarks}
 
@@ -436,7 +324,7 @@ class DecoderLossWeights:
 def decoder_losses(outputs: Dict[str, tf.Tensor], face_image, true_landmarks, mean_landmarks,
                    weights: DecoderLossWeights = DecoderLossWeights(),
                    perceptual_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
-                   regularization: float = DEFAULT_TPS_REGULARIZATION) -> Dict[str, tf.Tensor]:
+                   regularization: float = warp.DEFAULT_TPS_REGULARIZATION) -> Dict[str, tf.Tensor]:
     """Per-example losses of the face decoder (Cole et al.).
 
     Args:
@@ -469,7 +357,7 @@ def decoder_losses(outputs: Dict[str, tf.Tensor], face_image, true_landmarks, me
         face = tf.image.resize(face, size, method="bilinear", antialias=True)
 
     landmark_mse = tf.reduce_mean(tf.square(landmarks - true_landmarks), axis=[1, 2])
-    target = tf.stop_gradient(warp_image(face, control_from=true_landmarks,
+    target = tf.stop_gradient(warp.warp_image(face, control_from=true_landmarks,
                                          control_to=mean_landmarks, regularization=regularization))
     texture_l1 = tf.reduce_mean(tf.abs(texture - target), axis=[1, 2, 3])
     image_l1 = tf.reduce_mean(tf.abs(image - face), axis=[1, 2, 3])
