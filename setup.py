@@ -24,10 +24,11 @@ INSTALL_REQUIRES = [
     "apache-beam>=2.72,<2.78",
 ]
 
-# Beam's Google Cloud dependencies at the newest releases that still accept protobuf<5. These
-# bounds are what a resolver finds anyway (uv does in seconds); spelled out, they spare pip's
-# resolver its backtracking through every newer release that needs protobuf>=5 (which it had
-# not finished after 15 minutes).
+# Beam's [gcp] extra needs protobuf>=5 from 2.73 on (google-cloud-bigtable, grpcio-tools), which
+# TF 2.17 rules out, so Dataflow users get Beam 2.72.0, with its Google Cloud dependencies at the
+# newest releases that still accept protobuf<5: what a resolver finds anyway (uv does in
+# seconds), spelled out because pip's backtracking through every newer release had not finished
+# after 15 minutes.
 DATAFLOW_REQUIRES = [
     "apache-beam[gcp]==2.72.0",
     "cloud-sql-python-connector<=1.22.0",
@@ -65,9 +66,7 @@ setuptools.setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=7", "scikit-image>=0.21"],
-        # Google Cloud Dataflow and gs:// paths for the dataset builder (docs/data.md). Beam's
-        # [gcp] extra needs protobuf>=5 from 2.73 on (google-cloud-bigtable, grpcio-tools), which
-        # TF 2.17 rules out: 2.72.0 is the newest that installs beside it.
+        # Google Cloud Dataflow and gs:// paths for the dataset builder (docs/data.md).
         "dataflow": DATAFLOW_REQUIRES,
     },
     license="Apache-2.0",

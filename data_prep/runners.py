@@ -11,6 +11,7 @@ import os
 from typing import Optional
 
 import apache_beam as beam
+from absl import logging
 from apache_beam.options import pipeline_options as beam_options
 
 DIRECT_RUNNERS = (None, "DirectRunner", "direct", "Direct")
@@ -93,11 +94,12 @@ def _jsonable(value) -> bool:
 
 def counters(result, namespace: str) -> dict:
     """The Beam metric counters of `namespace` summed over steps ({} where the runner does not
-    report metrics)."""
+    report metrics: dataset_info.json, built inside the pipeline, has the same counts)."""
     try:
         query = result.metrics().query(
             beam.metrics.MetricsFilter().with_namespace(namespace))
-    except (NotImplementedError, AttributeError):
+    except NotImplementedError:  # PipelineResult.metrics() of runners without metrics support
+        logging.warning("This runner reports no Beam metrics; see dataset_info.json for counts.")
         return {}
     out = collections.Counter()
     for counter in query["counters"]:
