@@ -78,6 +78,9 @@ flags.DEFINE_float("temperature", _ENC.temperature, "Distillation temperature T.
 flags.DEFINE_bool("random_crops", _ENC.random_crops,
                   "Train on random 6 s crops of the stored waveforms (else the stored "
                   "spectrograms of the first 6 s).")
+flags.DEFINE_bool("mean_feature_init", _ENC.mean_feature_init,
+                  "Start the encoder's output bias at the mean face feature of the stage-1 "
+                  "training set (stored in the decoder); the paper gives no initialisation.")
 FLAGS = flags.FLAGS
 
 
@@ -138,7 +141,8 @@ def main(argv):
                 vggface_weights=weights, learning_rate=FLAGS.learning_rate,
                 decay_rate=FLAGS.lr_decay_rate, decay_steps=FLAGS.lr_decay_steps,
                 lambda1=FLAGS.lambda1, lambda2=FLAGS.lambda2, temperature=FLAGS.temperature,
-                random_crops=FLAGS.random_crops), seed=FLAGS.seed)
+                random_crops=FLAGS.random_crops,
+                mean_feature_init=FLAGS.mean_feature_init), seed=FLAGS.seed)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     result = loop.Trainer(task, config, dist).train()

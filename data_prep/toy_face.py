@@ -7,10 +7,11 @@ dlib's convention and ARE the drawn geometry: the face outline passes through th
 points. Landmarks are in output pixel coordinates (x, y), pixel centres at integers, like dlib's.
 
 What the latents drive (see toy_speakers.ATTRIBUTES):
-  head_size → face width and height; masculinity → jaw squareness/width, brow thickness, stubble
-  and lip colour; nasality → nose width, length and nostril size (large on purpose: random VGG
-  features see large changes best); age → grey hair and forehead lines; hair_hue, hair_length,
-  skin_tone, background, eye_color → what their names say.
+  head_size → face width and height; masculinity → jaw squareness/width, brow thickness,
+  stubble, lip colour and (mostly) hair length; nasality → nose width, length and nostril size
+  (large on purpose: random VGG features see large changes best); age → grey hair and forehead
+  lines; hair_hue, hair_length, skin_tone, background, eye_color → what their names say, the
+  colours over narrow ranges.
 Per render, a small random shift, scale, in-plane rotation and brightness change are applied to
 the image and the landmarks alike.
 """
@@ -30,11 +31,22 @@ FACE_SIZE = 224
 _REF = 224.0  # geometry is designed in pixels of a 224×224 image and scaled to `size`
 _SUPERSAMPLE = 2
 
-# Per-render nuisance ranges.
-MAX_SHIFT_PX = 3.0  # at 224
-MAX_SCALE_CHANGE = 0.03
-MAX_ROTATION_DEG = 4.0
-MAX_BRIGHTNESS_CHANGE = 0.08
+# Per-render nuisance ranges. Kept small: trained VGG-Face maps renders of one identity close
+# together, but the toy world's random VGG-Face does not (with ±3 px, ±3 %, ±4° and ±8 %
+# brightness, the two renders of a speaker differed by 26-44 % of the features' total variance,
+# as much as the shared attributes explained).
+MAX_SHIFT_PX = 1.0  # at 224
+MAX_SCALE_CHANGE = 0.01
+MAX_ROTATION_DEG = 1.5
+MAX_BRIGHTNESS_CHANGE = 0.03
+
+# Face-only colours vary over a narrow band: random VGG features are dominated by large colour
+# areas, which a voice cannot know; at full range they left the shared attributes too small a
+# share of the features for voice→face retrieval (SPEC §11).
+HAIR_SATURATION = 0.2
+IRIS_SATURATION = 0.2
+BACKGROUND_SATURATION = 0.1
+SKIN_RANGE = 0.4  # share of the light↔dark skin range used, centred on its middle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,17 +83,17 @@ def face_params(speaker: toy_speakers.Speaker) -> FaceParams:
     """Derives the face's geometry and colours from the speaker's latents (deterministic)."""
     z = {k: toy_speakers.soft_clip(v) for k, v in speaker.latents.items()}
     masc = special.expit(1.2 * z["masculinity"])
-    head = np.exp(0.085 * z["head_size"])
+    head = np.exp(0.12 * z["head_size"])
     face_width = 148.0 * head * (0.95 + 0.1 * masc)
     age = special.expit(1.5 * z["age"])
-    skin_light = special.expit(1.2 * z["skin_tone"])
-    hair = _hsv(special.ndtr(z["hair_hue"]), 0.6, 0.5)
-    skin = _mix((250.0, 218.0, 192.0), (98.0, 62.0, 44.0), 1.0 - skin_light)
+    skin_dark = 0.5 + SKIN_RANGE * (0.5 - special.expit(1.2 * z["skin_tone"]))
+    hair = _hsv(special.ndtr(z["hair_hue"]), HAIR_SATURATION, 0.5)
+    skin = _mix((250.0, 218.0, 192.0), (98.0, 62.0, 44.0), skin_dark)
     grey = float(age)
     return FaceParams(
         face_width=float(face_width),
-        face_height=float(85.0 * np.exp(0.07 * z["head_size"]) * (0.96 + 0.08 * masc)),
-        forehead_height=float(78.0 * np.exp(0.07 * z["head_size"])),
+        face_height=float(85.0 * np.exp(0.10 * z["head_size"]) * (0.96 + 0.08 * masc)),
+        forehead_height=float(78.0 * np.exp(0.10 * z["head_size"])),
         jaw_exponent=float(2.0 + 2.5 * masc),
         brow_thickness=float(2.5 + 8.0 * masc),
         stubble=float(masc ** 2),
@@ -89,13 +101,15 @@ def face_params(speaker: toy_speakers.Speaker) -> FaceParams:
         nose_width=float(0.25 * face_width * np.exp(0.5 * 2.2 * np.tanh(z["nasality"] / 2.2))),
         nose_length=float(40.0 * np.exp(0.15 * z["nasality"])),
         mouth_width=float(0.36 * face_width),
-        hair_length=float(8.0 + 140.0 * special.expit(1.3 * z["hair_length"])),
+        # Mostly sex-linked, like hair length in most populations, with a face-only spread.
+        hair_length=float(8.0 + 140.0 * special.expit(0.7 * z["hair_length"]
+                                                      - 2.0 * z["masculinity"])),
         grey=grey,
         skin=skin,
         hair=_mix(hair, (205.0, 205.0, 205.0), 0.85 * grey),
-        iris=_hsv(special.ndtr(z["eye_color"]), 0.7, 0.55),
+        iris=_hsv(special.ndtr(z["eye_color"]), IRIS_SATURATION, 0.55),
         lips=_mix(skin, (190, 40, 60), 0.2 + 0.5 * (1.0 - masc)),
-        background=_hsv(special.ndtr(z["background"]), 0.45, 0.85),
+        background=_hsv(special.ndtr(z["background"]), BACKGROUND_SATURATION, 0.85),
     )
 
 

@@ -42,19 +42,21 @@ ATTRIBUTES: Tuple[Attribute, ...] = (
               "vocal-tract length (all formants scale by 1/vtl_scale); face width and height"),
     Attribute("masculinity", "both",
               "f0 (strongly) and a little vocal-tract length; jaw width/squareness, brow "
-              "thickness, stubble and lip colour. Bimodal, like sex, but continuous"),
+              "thickness, stubble, lip colour and most of the hair length. Bimodal, like sex, "
+              "but continuous"),
     Attribute("nasality", "both",
               "nasal pole/zero coupling and wider F1 bandwidth; nose width, length and nostril "
               "size (large in the image)"),
     Attribute("age", "both",
-              "jitter, shimmer and some breathiness; grey hair and forehead lines"),
+              "jitter, shimmer and much of the breathiness; grey hair and forehead lines"),
     # Voice only.
     Attribute("speaking_rate", "voice", "syllables per second"),
     Attribute("intonation", "voice", "pitch range of the intonation contour (semitones)"),
     Attribute("breathiness", "voice", "aspiration noise and open quotient of the glottal pulse"),
     # Face only.
     Attribute("hair_hue", "face", "hair colour (hue)"),
-    Attribute("hair_length", "face", "how far the hair falls below the ears"),
+    Attribute("hair_length", "face",
+              "how far the hair falls below the ears (the part masculinity leaves open)"),
     Attribute("skin_tone", "face", "skin lightness (light to dark)"),
     Attribute("background", "face", "background hue"),
     Attribute("eye_color", "face", "iris hue"),
@@ -122,12 +124,12 @@ def speaker_from_latents(speaker_id: str, latents: Mapping[str, float]) -> Speak
     # f0: ~120 Hz for the masculine mode, ~215 Hz for the feminine one (a factor 1.8 apart).
     f0_hz = 160.0 * np.exp(-0.29 * z["masculinity"] - 0.03 * z["age"])
     # Head size sets vocal-tract length; masculinity adds a little (longer male tracts).
-    vtl_scale = np.exp(0.10 * z["head_size"] + 0.04 * z["masculinity"]) / 1.06
+    vtl_scale = np.exp(0.18 * z["head_size"] + 0.04 * z["masculinity"]) / 1.06
     nasal_coupling = special.expit(1.3 * z["nasality"])
     age01 = special.expit(1.2 * z["age"])
-    jitter = 0.003 + 0.02 * age01
-    shimmer = 0.02 + 0.12 * age01
-    breathiness = special.expit(1.2 * z["breathiness"] + 0.6 * z["age"] - 0.3)
+    jitter = 0.003 + 0.04 * age01
+    shimmer = 0.02 + 0.25 * age01
+    breathiness = special.expit(1.0 * z["breathiness"] + 1.5 * z["age"] - 0.3)
     syllable_rate_hz = 4.5 * np.exp(0.2 * z["speaking_rate"])
     pitch_range_semitones = 2.5 * np.exp(0.35 * z["intonation"])
     return Speaker(

@@ -44,7 +44,7 @@ flags.DEFINE_integer("sheet_speakers", 12, "Speakers shown on the contact sheet.
 flags.DEFINE_integer("num_wavs", 4, "WAV clips written to the preview.")
 flags.DEFINE_integer("decoder_steps", 600, "Training steps of the small face decoder.")
 flags.DEFINE_integer("decoder_batch_size", 16, "Batch size of the face decoder.")
-flags.DEFINE_integer("encoder_steps", 400, "Training steps of the small voice encoder.")
+flags.DEFINE_integer("encoder_steps", 800, "Training steps of the small voice encoder.")
 flags.DEFINE_integer("encoder_batch_size", 8, "Batch size of the voice encoder (paper: 8).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS

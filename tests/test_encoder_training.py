@@ -71,6 +71,16 @@ def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
     assert set(numbers["retrieval_cos"]) == {"1", "2", "5", "10"}
 
 
+def test_output_bias_starts_at_the_mean_face_feature(tiny_world, decoder_dir):
+    world, _ = tiny_world
+    mean = decoder_task.load_decoder(decoder_dir).feature_mean.numpy()
+    assert np.abs(mean).max() > 0  # the decoder stored the training features' mean
+    bias = _task(world, decoder_dir).build_model().get_layer("fc2").bias.numpy()
+    np.testing.assert_array_equal(bias, mean)
+    plain = _task(world, decoder_dir, mean_feature_init=False).build_model()
+    assert not np.any(plain.get_layer("fc2").bias.numpy())
+
+
 def test_missing_teachers_are_clear_errors(tiny_world):
     world, _ = tiny_world
     with pytest.raises(ValueError, match="--decoder_dir"):

@@ -187,9 +187,28 @@ def test_mean_landmarks_validation_and_pixel_conversion():
     np.testing.assert_allclose(fd.normalized_to_pixels(norm, 224), pixels, atol=1e-4)
 
 
+def test_f_dec_sees_centred_scaled_features():
+    model = fd.FaceDecoder(TINY)
+    rng = np.random.default_rng(2)
+    features = rng.uniform(50, 60, (3, 4096)).astype(np.float32)
+    model(features)
+    mean = rng.uniform(50, 60, 4096).astype(np.float32)
+    model.set_feature_scale(0.25, mean)
+    expected = model.first_layer((features - mean) * 0.25)
+    np.testing.assert_allclose(model.f_dec(features).numpy(), expected.numpy(), rtol=1e-5,
+                               atol=1e-5)
+    model.set_feature_scale(0.5)  # keeps the mean
+    np.testing.assert_array_equal(model.feature_mean.numpy(), mean)
+    with pytest.raises(ValueError, match="shape"):
+        model.set_feature_scale(1.0, np.zeros(10))
+    with pytest.raises(ValueError, match="positive"):
+        model.set_feature_scale(0.0)
+
+
 def test_save_load_round_trip(tmp_path):
     mean = fd.template_landmarks() * 0.9 + 0.05
     model = fd.FaceDecoder(TINY, mean_landmarks=mean)
+    model.set_feature_scale(0.3, np.linspace(0.0, 1.0, 4096))
     features = np.random.default_rng(1).uniform(0, 1, (2, 4096)).astype(np.float32)
     model(features, training=True)  # moves the BN statistics away from their initial values
     expected = model(features)
@@ -198,6 +217,9 @@ def test_save_load_round_trip(tmp_path):
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, fd.FaceDecoder) and loaded.config == TINY
     np.testing.assert_array_equal(loaded.mean_landmarks.numpy(), mean)
+    np.testing.assert_allclose(loaded.feature_mean.numpy(), np.linspace(0.0, 1.0, 4096),
+                               rtol=1e-6)
+    assert loaded.feature_scale.numpy() == pytest.approx(0.3)
     got = loaded(features)
     for key in expected:
         np.testing.assert_allclose(got[key].numpy(), expected[key].numpy(), atol=1e-6)

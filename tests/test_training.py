@@ -1,6 +1,7 @@
 """The shared training loop, end to end with the stage-1 decoder task on a tiny toy world."""
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from speech2face import data
+from speech2face import data, records
 from speech2face.training import decoder_task, loop
 
 
@@ -70,13 +71,37 @@ def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
     decoder = decoder_task.load_decoder(model_dir)
     out = decoder(tf.zeros([1, 4096]))
     assert out["image"].shape == (1, 64, 64, 3)
-    assert np.isfinite(decoder.feature_scale.numpy()) and decoder.feature_scale.numpy() > 0
+    # f_dec sees the features centred on the train mean, with unit RMS.
+    features = np.stack([records.decode_example(r.numpy()).face_feature
+                         for path in sorted(glob.glob(os.path.join(world, "train-*.tfrecord")))
+                         for r in tf.data.TFRecordDataset(path)]).astype(np.float64)
+    np.testing.assert_allclose(decoder.feature_mean.numpy(), features.mean(0), rtol=1e-4)
+    centred_rms = np.sqrt(np.mean(np.square(features - features.mean(0))))
+    assert decoder.feature_scale.numpy() == pytest.approx(1.0 / centred_rms, rel=1e-3)
     numbers = result["final_evaluation"]
     assert set(numbers["pixel_l1"]) == {"decoded", "mean_face"}
+
+    # A rerun of the finished run restores EVERY variable (batch-norm statistics and the layers
+    # a subclassed model keeps in lists included) and re-exports the same decoder.
+    exported = [w.numpy().copy() for w in decoder.weights]
+    rerun = loop.Trainer(_task(world), _config(world, model_dir)).train()
+    assert rerun["start_step"] == 30 and rerun["step"] == 30
+    for before, after in zip(exported, decoder_task.load_decoder(model_dir).weights):
+        np.testing.assert_array_equal(before, after.numpy(), err_msg=after.path)
 
     # A rerun with more steps resumes from the checkpoint instead of starting over.
     again = loop.Trainer(_task(world), _config(world, model_dir, train_steps=40)).train()
     assert again["start_step"] == 30 and again["step"] == 40
+
+    # An export from before the centred input is refused, not half loaded.
+    info_path = os.path.join(model_dir, decoder_task.EXPORT_DIR, decoder_task.DECODER_INFO)
+    with open(info_path) as f:
+        info = json.load(f)
+    del info["feature_mean_norm"]
+    with open(info_path, "w") as f:
+        json.dump(info, f)
+    with pytest.raises(ValueError, match="older speech2face"):
+        decoder_task.load_decoder(model_dir)
 
 
 def test_incompatible_model_dir_is_refused(tiny_world, tmp_path):

@@ -144,10 +144,13 @@ class FaceDecoder(keras.Model):
         is the pre-ReLU activation the Speech2Face loss compares).
       mean_landmarks: non-trainable float32 [68, 2] weight, normalised (x, y); saved with the
         model, so a `.keras` file carries it.
-      feature_scale: non-trainable float32 scalar multiplying the input feature before f_dec,
-        set from the training data (`set_feature_scale`) so that inputs have unit RMS whatever
-        the feature extractor's scale (random VGG-Face fc7 values run into the hundreds);
-        saved with the model. The S2F loss's teacher is `f_dec`, which includes it.
+      feature_mean, feature_scale: non-trainable float32 [4096] and scalar: f_dec sees
+        (v - feature_mean) * feature_scale. Set from the training data (`set_feature_scale`) to
+        the features' mean and 1 / RMS of the centred elements, so the inputs are centred with
+        unit RMS whatever the extractor's scale (random VGG-Face fc7 values run into the
+        hundreds, and one shared component carries ~98 % of their energy; the identity lies in
+        the rest). An affine map, so f_dec stays affine in v; saved with the model. The S2F
+        loss's teacher is `f_dec`, which includes it.
     """
 
     def __init__(self, config=None, mean_landmarks=None, **kwargs):
@@ -195,20 +198,36 @@ class FaceDecoder(keras.Model):
             shape=(c.num_landmarks, 2), initializer="zeros", trainable=False, dtype="float32",
             name="mean_landmarks")
         self.set_mean_landmarks(template_landmarks() if mean_landmarks is None else mean_landmarks)
+        self.feature_mean = self.add_weight(
+            shape=(c.feature_dim,), initializer="zeros", trainable=False, dtype="float32",
+            name="feature_mean")
         self.feature_scale = self.add_weight(
             shape=(), initializer="ones", trainable=False, dtype="float32", name="feature_scale")
 
-    def set_feature_scale(self, scale):
-        """Sets the input scale, e.g. 1 / RMS of the training features' elements."""
+    def set_feature_scale(self, scale, mean=None):
+        """Sets the input normalisation: f_dec sees (v - mean) * scale.
+
+        Args:
+          scale: positive float, e.g. 1 / RMS of the centred training features' elements.
+          mean: float [feature_dim], e.g. the training features' mean; None keeps the current
+            one (zeros for a new model).
+        """
         scale = float(scale)
         if not np.isfinite(scale) or scale <= 0:
             raise ValueError(f"feature scale must be positive and finite, got {scale}.")
+        if mean is not None:
+            mean = np.asarray(mean, np.float32)
+            if mean.shape != (self.config.feature_dim,) or not np.all(np.isfinite(mean)):
+                raise ValueError(f"feature mean must be finite with shape "
+                                 f"({self.config.feature_dim},), got shape {mean.shape}.")
+            self.feature_mean.assign(mean)
         self.feature_scale.assign(scale)
 
     def f_dec(self, features):
         """The first layer applied to [B, 4096] features: [B, 1000] pre-activations (the teacher
-        of the Speech2Face loss's first term)."""
-        features = features * tf.cast(self.feature_scale, features.dtype)
+        of the Speech2Face loss's first term), after the fixed input normalisation."""
+        features = ((features - tf.cast(self.feature_mean, features.dtype))
+                    * tf.cast(self.feature_scale, features.dtype))
         return self.first_layer(features)
 
     def set_mean_landmarks(self, mean_landmarks):

@@ -40,6 +40,7 @@ _STRIDE2 = (8, 9)
 NUM_CONVS = 9
 MIN_FRAMES = 2 ** len(_POOL_AFTER)
 FEATURE_DIM = 4096
+OUTPUT_LAYER = "fc2"  # the Dense layer whose output is v_s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +212,7 @@ def build_voice_encoder(config: EncoderConfig, name="voice_encoder") -> keras.Mo
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(c.hidden_units, name="fc1")(x)
     x = keras.layers.ReLU(name="fc1_relu")(x)
-    x = keras.layers.Dense(c.output_dim, name="fc2")(x)
+    x = keras.layers.Dense(c.output_dim, name=OUTPUT_LAYER)(x)
     # The loss and the teachers work in float32 whatever the compute policy.
     outputs = keras.layers.Activation("linear", dtype="float32", name="v_s")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -141,6 +141,7 @@ class DecoderTask(loop.Task):
             image=config.image_weight)
         self.mean_landmarks = None
         self.mean_face = None
+        self.feature_mean = None
         self.feature_scale = 1.0
 
     def config(self) -> dict:
@@ -154,9 +155,11 @@ class DecoderTask(loop.Task):
     def prepare(self, train_files: Sequence[str]) -> None:
         """Mean landmarks (the texture frame) and the mean face (the baseline) of the train set."""
         dataset = data.input_fn(",".join(train_files), None, 64, False, self.input_options(False))
-        landmark_sum, image_sum, square_sum, count = 0.0, 0.0, 0.0, 0
+        landmark_sum, image_sum, feature_sum, square_sum, count = 0.0, 0.0, 0.0, 0.0, 0
         for batch in dataset:
-            square_sum += float(tf.reduce_sum(tf.square(batch["face_feature"])))
+            features = batch["face_feature"].numpy().astype(np.float64)
+            feature_sum += features.sum(0)
+            square_sum += float(np.square(features).sum())
             landmark_sum += batch["landmarks"].numpy().astype(np.float64).sum(0)
             image_sum += batch["face_image"].numpy().astype(np.float64).sum(0)
             count += int(batch["landmarks"].shape[0])
@@ -164,13 +167,16 @@ class DecoderTask(loop.Task):
             raise ValueError("the training records hold no examples")
         self.mean_landmarks = (landmark_sum / count).astype(np.float32)
         self.mean_face = (image_sum / count).astype(np.float32)
-        self.feature_scale = 1.0 / max(np.sqrt(square_sum / (count * face_decoder.FEATURE_DIM)),
-                                       1e-12)
+        # Centred with unit RMS: the shared component of the features carries no identity.
+        self.feature_mean = (feature_sum / count).astype(np.float32)
+        centred_square = square_sum / count - float(np.square(feature_sum / count).sum())
+        self.feature_scale = 1.0 / max(np.sqrt(max(centred_square, 0.0)
+                                               / face_decoder.FEATURE_DIM), 1e-12)
         logging.info("Mean landmarks and mean face over %d training faces.", count)
 
     def build_model(self) -> keras.Model:
         model = face_decoder.FaceDecoder(self.decoder_config, mean_landmarks=self.mean_landmarks)
-        model.set_feature_scale(self.feature_scale)
+        model.set_feature_scale(self.feature_scale, self.feature_mean)
         model(tf.zeros([1, face_decoder.FEATURE_DIM]))
         return model
 
@@ -196,6 +202,7 @@ class DecoderTask(loop.Task):
         info = {"preset": self.cfg.preset, "image_size": self.decoder_config.image_size,
                 "mean_landmarks": model.mean_landmarks.numpy().tolist(),
                 "feature_scale": float(model.feature_scale.numpy()),
+                "feature_mean_norm": float(np.linalg.norm(model.feature_mean.numpy())),
                 "vggface_weights": self.cfg.vggface_weights}
         with tf.io.gfile.GFile(os.path.join(export_dir, DECODER_INFO), "w") as f:
             json.dump(info, f)
@@ -243,6 +250,15 @@ def load_decoder(model_dir: str) -> face_decoder.FaceDecoder:
     for directory in (os.path.join(model_dir, EXPORT_DIR), model_dir):
         path = os.path.join(directory, DECODER_FILE)
         if tf.io.gfile.exists(path):
+            info_path = os.path.join(directory, DECODER_INFO)
+            if tf.io.gfile.exists(info_path):
+                with tf.io.gfile.GFile(info_path) as f:
+                    if "feature_mean_norm" not in json.load(f):
+                        # Keras would only warn and leave the decoder's own weights (mean
+                        # landmarks, input normalisation) at their initial values.
+                        raise ValueError(
+                            f"{path} was exported by an older speech2face whose decoder had no "
+                            "centred input (feature_mean): train stage 1 again.")
             return keras.models.load_model(path)
     raise FileNotFoundError(
         f"no exported face decoder in {model_dir}: expected {EXPORT_DIR}/{DECODER_FILE}; train "

@@ -42,6 +42,10 @@ class EncoderTaskConfig:
       learning_rate, decay_rate, decay_steps: lr × decay_rate^floor(step / decay_steps).
       lambda1, lambda2, temperature: the loss of SPEC §5.
       random_crops: train on random 6 s crops of the stored waveforms.
+      mean_feature_init: start the output layer's bias at the mean face feature of the
+        stage-1 training set (stored in the decoder), so that v_s starts at the average face
+        and training spends its steps on what differs between faces (the paper gives no
+        initialisation; off: Keras's zero bias).
     """
 
     preset: str = "small"
@@ -54,6 +58,7 @@ class EncoderTaskConfig:
     lambda2: float = losses.LAMBDA2
     temperature: float = losses.TEMPERATURE
     random_crops: bool = True
+    mean_feature_init: bool = True
 
 
 def _random_crop_spectrograms(num_samples: int, seed: int):
@@ -137,7 +142,12 @@ class EncoderTask(loop.Task):
         self.fc8.trainable = False
         logging.info("Teachers: f_dec from %s, fc8 from %s.", self.cfg.decoder_dir,
                      self.cfg.vggface_weights)
-        return voice_encoder.build_voice_encoder(self.encoder_config)
+        model = voice_encoder.build_voice_encoder(self.encoder_config)
+        if self.cfg.mean_feature_init:
+            # A resumed run restores its own bias from the checkpoint afterwards.
+            model.get_layer(voice_encoder.OUTPUT_LAYER).bias.assign(
+                self.decoder.feature_mean.numpy())
+        return model
 
     def build_optimizer(self):
         return losses.paper_optimizer(losses.learning_rate_schedule(

@@ -326,7 +326,12 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.task.trainable_variables(model))
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
+        # Variables by position, not through Keras's object graph: tf.train.Checkpoint does not
+        # see every sublayer of a subclassed Keras 3 model (FaceDecoder's lists of layers were
+        # silently left out, batch-norm statistics included), and optimizer variable paths
+        # depend on instance names.
+        checkpoint = tf.train.Checkpoint(step=step, model_variables=list(model.variables),
+                                         optimizer_variables=list(optimizer.variables))
         manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
                                              max_to_keep=cfg.keep_checkpoints)
         if not chief and manager.latest_checkpoint is None:
