@@ -202,7 +202,6 @@ class DecoderTask(loop.Task):
         info = {"preset": self.cfg.preset, "image_size": self.decoder_config.image_size,
                 "mean_landmarks": model.mean_landmarks.numpy().tolist(),
                 "feature_scale": float(model.feature_scale.numpy()),
-                "feature_mean_norm": float(np.linalg.norm(model.feature_mean.numpy())),
                 "vggface_weights": self.cfg.vggface_weights}
         with tf.io.gfile.GFile(os.path.join(export_dir, DECODER_INFO), "w") as f:
             json.dump(info, f)
@@ -250,16 +249,11 @@ def load_decoder(model_dir: str) -> face_decoder.FaceDecoder:
     for directory in (os.path.join(model_dir, EXPORT_DIR), model_dir):
         path = os.path.join(directory, DECODER_FILE)
         if tf.io.gfile.exists(path):
-            info_path = os.path.join(directory, DECODER_INFO)
-            if tf.io.gfile.exists(info_path):
-                with tf.io.gfile.GFile(info_path) as f:
-                    if "feature_mean_norm" not in json.load(f):
-                        # Keras would only warn and leave the decoder's own weights (mean
-                        # landmarks, input normalisation) at their initial values.
-                        raise ValueError(
-                            f"{path} was exported by an older speech2face whose decoder had no "
-                            "centred input (feature_mean): train stage 1 again.")
-            return keras.models.load_model(path)
+            try:
+                return keras.models.load_model(path)
+            except ValueError as e:  # e.g. an export from before the decoder had feature_mean
+                raise ValueError(f"{path} does not load into this speech2face's face decoder "
+                                 f"({e}); train stage 1 again.") from e
     raise FileNotFoundError(
         f"no exported face decoder in {model_dir}: expected {EXPORT_DIR}/{DECODER_FILE}; train "
         "one with `python train.py --stage=decoder --model_dir=...`")
