@@ -79,8 +79,9 @@ flags.DEFINE_bool("random_crops", _ENC.random_crops,
                   "Train on random 6 s crops of the stored waveforms (else the stored "
                   "spectrograms of the first 6 s).")
 flags.DEFINE_bool("mean_feature_init", _ENC.mean_feature_init,
-                  "Start the encoder's output bias at the mean face feature of the stage-1 "
-                  "training set (stored in the decoder); the paper gives no initialisation.")
+                  "Start the encoder's output layer at the mean face feature of the stage-1 "
+                  "training set (bias = mean, kernel = 0; stored in the decoder); the paper "
+                  "gives no initialisation. Off: Keras's Glorot kernel and zero bias.")
 FLAGS = flags.FLAGS
 
 

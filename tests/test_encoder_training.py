@@ -71,14 +71,19 @@ def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
     assert set(numbers["retrieval_cos"]) == {"1", "2", "5", "10"}
 
 
-def test_output_bias_starts_at_the_mean_face_feature(tiny_world, decoder_dir):
+def test_voice_feature_starts_at_the_mean_face_feature(tiny_world, decoder_dir):
     world, _ = tiny_world
     mean = decoder_task.load_decoder(decoder_dir).feature_mean.numpy()
     assert np.abs(mean).max() > 0  # the decoder stored the training features' mean
-    bias = _task(world, decoder_dir).build_model().get_layer("fc2").bias.numpy()
-    np.testing.assert_array_equal(bias, mean)
+    model = _task(world, decoder_dir).build_model()
+    np.testing.assert_array_equal(model.get_layer("fc2").bias.numpy(), mean)
+    assert not np.any(model.get_layer("fc2").kernel.numpy())
+    spectrograms = tf.random.normal([2, 298, 257, 2], seed=1)
+    np.testing.assert_array_equal(model(spectrograms, training=False).numpy(),
+                                  np.tile(mean, (2, 1)))
     plain = _task(world, decoder_dir, mean_feature_init=False).build_model()
     assert not np.any(plain.get_layer("fc2").bias.numpy())
+    assert np.abs(plain.get_layer("fc2").kernel.numpy()).max() > 0
 
 
 def test_missing_teachers_are_clear_errors(tiny_world):

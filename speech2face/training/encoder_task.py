@@ -42,10 +42,12 @@ class EncoderTaskConfig:
       learning_rate, decay_rate, decay_steps: lr × decay_rate^floor(step / decay_steps).
       lambda1, lambda2, temperature: the loss of SPEC §5.
       random_crops: train on random 6 s crops of the stored waveforms.
-      mean_feature_init: start the output layer's bias at the mean face feature of the
-        stage-1 training set (stored in the decoder), so that v_s starts at the average face
-        and training spends its steps on what differs between faces (the paper gives no
-        initialisation; off: Keras's zero bias).
+      mean_feature_init: start the output layer at the mean face feature of the stage-1
+        training set (stored in the decoder): bias = that mean, kernel = 0, so v_s starts at
+        the average face for every input. The loss sees v_s mostly through f_dec (4096 -> 1000),
+        so a random kernel would leave a random projection of the hidden units in the other
+        3,096 directions, which cosine retrieval counts as noise. The paper gives no
+        initialisation; off: Keras's defaults (Glorot-uniform kernel, zero bias).
     """
 
     preset: str = "small"
@@ -144,9 +146,10 @@ class EncoderTask(loop.Task):
                      self.cfg.vggface_weights)
         model = voice_encoder.build_voice_encoder(self.encoder_config)
         if self.cfg.mean_feature_init:
-            # A resumed run restores its own bias from the checkpoint afterwards.
-            model.get_layer(voice_encoder.OUTPUT_LAYER).bias.assign(
-                self.decoder.feature_mean.numpy())
+            # A resumed run restores its own weights from the checkpoint afterwards.
+            output = model.get_layer(voice_encoder.OUTPUT_LAYER)
+            output.kernel.assign(tf.zeros_like(output.kernel))
+            output.bias.assign(self.decoder.feature_mean.numpy())
         return model
 
     def build_optimizer(self):
