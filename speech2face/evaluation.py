@@ -203,49 +203,7 @@ def decode_features(decoder, features, batch_size=32, classifiers=(), keep_rows=
 
 
 # ----------------------------------------------------------------------------------------------
-# Metrics
-
-
-def _mismatched_pairs(speaker_ids, seed):
-    """(rows, partners): each row paired with a random clip of another speaker (where any)."""
-    ids = np.asarray(speaker_ids)
-    rng = np.random.default_rng(seed)
-    partners = rng.permutation(len(ids))
-    for _ in range(20):
-        same = ids[partners] == ids
-        if not same.any():
-            break
-        partners[same] = rng.integers(0, len(ids), int(same.sum()))
-    keep = ids[partners] != ids
-    return np.flatnonzero(keep), partners[keep]
-
-
-def feature_metrics(v_s, v_f, speaker_ids, seed=0):
-    """Retrieval and distance numbers of one duration (see metrics.json in `run_evaluation`).
-
-    Returns:
-      (numbers dict, ranks {metric: int [N]}, paired distances {name: [N]}, mismatched
-      distances {name: [M]} or None).
-    """
-    n = len(v_f)
-    ranks = {m: metrics.ranks(v_s, v_f, metric=m) for m in METRIC_NAMES}
-    # Per pair (for the histograms); their mean and std are `metrics.feature_distances`.
-    paired = metrics.paired_distances(v_s, v_f)
-    rows, partners = _mismatched_pairs(speaker_ids, seed)
-    mismatched = metrics.paired_distances(v_s[rows], v_f[partners]) if len(rows) else None
-    numbers = {
-        "num_queries": int(n),
-        "gallery_size": int(n),
-        "retrieval": {m: {str(k): v for k, v in metrics.recall_at_k(r, KS).items()}
-                      for m, r in ranks.items()},
-        "chance": {str(k): v for k, v in metrics.chance_recall(n, KS).items()},
-        "distances": {name: [float(d.mean()), float(d.std())] for name, d in paired.items()},
-        "distances_mismatched": None if mismatched is None else {
-            name: [float(d.mean()), float(d.std())] for name, d in mismatched.items()},
-        # 1-based: 1 means the own face comes first.
-        "median_rank": {m: float(np.median(r)) + 1 for m, r in ranks.items()},
-    }
-    return numbers, ranks, paired, mismatched
+# Craniofacial measurements
 
 
 def _craniofacial(true_px, predicted_px, num_shuffles, seed):
@@ -348,8 +306,8 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
     ranks, distances, faces_vs = {}, {}, {}
     for key in keys:
         v_s = enc.v_s[key]
-        numbers, ranks[key], *distances[key] = feature_metrics(v_s, enc.v_f, enc.speaker_ids,
-                                                               seed)
+        numbers, ranks[key], *distances[key] = metrics.feature_metrics(
+            v_s, enc.v_f, enc.speaker_ids, seed)
         numbers["num_frames"] = int(enc.frames[key])
         vs_landmarks, recon_labels, faces_vs[key] = decode_features(
             decoder, v_s, batch_size, image_classifiers, keep_rows=rows)
@@ -383,7 +341,7 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
     with open(result["files"]["metrics"], "w") as f:
         json.dump(result, f, indent=2)
     if write_summaries:
-        write_eval_summaries(model_dir, result, grid, text)
+        report.write_eval_summaries(model_dir, result, grid, text)
     logging.info("Evaluation written to %s.", output_dir)
     return result
 
@@ -415,31 +373,3 @@ def _dataset_summary(directory):
     weights = info.get("vggface_weights") or {}
     return {"name": info.get("name"), "seed": info.get("seed"), "counts": info.get("counts"),
             "vggface_weights": weights.get("path"), "vggface_random": weights.get("random_init")}
-
-
-def write_eval_summaries(model_dir, result, grid=None, text=None) -> str:
-    """TensorBoard scalars (`eval/retrieval_cos_r10_6s`, ...), the face grid and the report,
-    at the model's training step, into `model_dir/eval` (beside the training curves)."""
-    directory = os.path.join(model_dir, "eval")
-    writer = tf.summary.create_file_writer(directory)
-    with writer.as_default(step=result["step"]):
-        for key, numbers in result["durations"].items():
-            for metric, recall in numbers["retrieval"].items():
-                for k, value in recall.items():
-                    tf.summary.scalar(f"eval/retrieval_{metric}_r{k}_{key}s", value)
-            for k, value in numbers["chance"].items():
-                tf.summary.scalar(f"eval/chance_r{k}_{key}s", value)
-            for name, (mean, _) in numbers["distances"].items():
-                tf.summary.scalar(f"eval/distance_{name}_{key}s", mean)
-            for name, entry in (numbers["craniofacial"] or {}).items():
-                if entry["r"] is not None:
-                    tf.summary.scalar(f"eval/craniofacial_r_{name}_{key}s", entry["r"])
-            for name, entry in numbers["attributes"].items():
-                tf.summary.scalar(f"eval/attribute_agreement_{name}_{key}s", entry["agreement"])
-        if grid is not None:
-            tf.summary.image("eval/faces_true_vf_vs", np.asarray(grid)[None], max_outputs=1)
-        if text is not None:
-            tf.summary.text("eval/report", text)
-    writer.flush()
-    writer.close()
-    return directory

@@ -1,25 +1,18 @@
 """Evaluation metrics of the paper's protocol (SPEC §8): feature distances and S2F → face retrieval.
 
-Pure functions (NumPy, and one numba kernel) on feature matrices `[n, d]` (any float dtype; v_s
+Pure functions (NumPy; numba for L1) on feature matrices `[n, d]` (any float dtype; v_s
 and v_f are 4096-D). Rows are L2-normalised first unless `normalize=False` is passed: the paper's
 protocol, and the setting under which the numbers of this module are defined; the raw option
 exists so that the paper's L2/L1 scale can be investigated (see `feature_distances`).
 
 Retrieval is exact and vectorised: cosine and L2 go through float64 matrix products over chunks
-of queries; L1, which has no matrix-product form, through a tiled, parallel numba kernel
-(numba comes with librosa), or a blocked NumPy kernel on a thread pool where numba is missing.
-`benchmarks/retrieval.py` times them at the paper's 5,000 × 5,000 × 4096.
+of queries; L1, which has no matrix-product form, through the kernels of `l1_distance` (numba,
+or NumPy where numba is missing). `benchmarks/retrieval.py` times them at the paper's 5,000 × 5,000 × 4096.
 """
-
-import concurrent.futures
-import os
 
 import numpy as np
 
-try:  # numba comes with librosa; without it the L1 distance falls back to a NumPy kernel
-    import numba
-except ImportError:  # pragma: no cover
-    numba = None
+from speech2face import l1_distance
 
 METRICS = ("cos", "l1", "l2")
 DEFAULT_KS = (1, 2, 5, 10)
@@ -32,16 +25,6 @@ _QUERY_CHUNK = 256  # queries per distance-matrix chunk in `ranks`: 256 × galle
 # vectorised sums, and an exact duplicate of the true gallery row must tie, not win. 1e-12 is
 # far below any real gap between features.
 _TIE_RTOL = 1e-12
-# L1 backend: "auto" (numba when importable), "numba" or "numpy"; tests switch it.
-_L1_BACKEND = "auto"
-# numba kernel tiles: 16 gallery rows of 4096 float32 (256 KB) stay in L2 while 64 queries pass.
-_L1_NUMBA_QUERY_TILE = 64
-_L1_NUMBA_GALLERY_TILE = 16
-# NumPy kernel blocking: a [16 dims, 16 queries, 1000 gallery] float32 buffer (1 MB) stays in
-# L2, and 256 NumPy calls per block keep the Python overhead small. Measured best on 2 cores.
-_L1_QUERY_BLOCK = 16
-_L1_GALLERY_BLOCK = 1000
-_L1_DIM_GROUP = 16
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,14 +164,9 @@ class _Gallery:
         self.metric = metric
         self.num_threads = num_threads
         if metric == "l1":
-            self.backend = _l1_backend()
             g32 = gallery.astype(np.float32)
+            self.l1 = l1_distance.L1Gallery(g32, num_threads)
             self.l1_norms = np.abs(g32).sum(axis=1, dtype=np.float64)
-            if self.backend == "numba":
-                self.rows32 = g32
-            else:
-                self.rows_t = np.ascontiguousarray(g32.T)  # [d, m]: the kernel runs along m
-                self.row_sums = g32.sum(axis=1, dtype=np.float64)
         else:
             self.rows = gallery
             self.sq_norms = np.einsum("ij,ij->i", gallery, gallery)
@@ -201,10 +179,7 @@ class _Gallery:
         if self.metric == "l2":
             q_sq = np.einsum("ij,ij->i", q, q)
             return np.maximum(q_sq[:, None] + self.sq_norms[None, :] - 2.0 * (q @ self.rows.T), 0)
-        q32 = q.astype(np.float32)
-        if self.backend == "numba":
-            return _l1_scores_numba(q32, self.rows32, self.num_threads)
-        return _l1_scores_numpy(q32, self.rows_t, self.row_sums, self.num_threads)
+        return self.l1.scores(q.astype(np.float32))
 
     def tie_tolerance(self, q, columns):
         """[c] tolerance for query rows q [c, d] against their true gallery columns [c]."""
@@ -213,112 +188,6 @@ class _Gallery:
         if self.metric == "l2":
             return _TIE_RTOL * (np.einsum("ij,ij->i", q, q) + self.sq_norms[columns])
         return _TIE_RTOL * (np.abs(q).sum(axis=1) + self.l1_norms[columns])
-
-
-# ----------------------------------------------------------------------------------------------
-# L1 kernels. Both read float32 rows (half the memory traffic of float64). The numba kernel sums
-# in float64 (≈ 1e-12 from a float64 sum of the same float32 values), the NumPy one in float32
-# groups of 16 (≈ 1e-6); rounding the unit-normalised inputs to float32 moves an L1 distance of
-# ≈ 40 by ≈ 1e-7.
-
-if numba is not None:
-
-    @numba.njit(parallel=True, fastmath=True, cache=True)
-    def _l1_kernel(q, g, out, q_block, g_block):  # pragma: no cover (compiled)
-        """out[i, j] = Σ_k |q[i, k] − g[j, k]|; q [c, d], g [m, d] float32, out [c, m] float64.
-
-        Tiles of (q_block queries × g_block gallery rows) keep the gallery rows in L2 while
-        every query of the tile passes over them; tiles run in parallel. fastmath lets LLVM
-        vectorise the sum (reassociation); every pair runs the same loop, so equal rows give
-        equal sums (and `_TIE_RTOL` would absorb any difference in the last bits).
-        """
-        num_q, dim = q.shape
-        num_g = g.shape[0]
-        g_tiles = (num_g + g_block - 1) // g_block
-        for tile in numba.prange(((num_q + q_block - 1) // q_block) * g_tiles):
-            i0 = (tile // g_tiles) * q_block
-            j0 = (tile % g_tiles) * g_block
-            for i in range(i0, min(i0 + q_block, num_q)):
-                for j in range(j0, min(j0 + g_block, num_g)):
-                    total = 0.0
-                    for k in range(dim):
-                        total += abs(np.float64(q[i, k]) - np.float64(g[j, k]))
-                    out[i, j] = total
-
-
-def _l1_backend():
-    """The L1 kernel to use: numba when importable (librosa brings it), unless `_L1_BACKEND`."""
-    if _L1_BACKEND == "numba" and numba is None:
-        raise ValueError("the numba L1 kernel was requested but numba is not installed")
-    if _L1_BACKEND == "auto":
-        return "numpy" if numba is None else "numba"
-    return _L1_BACKEND
-
-
-def _l1_scores_numba(q32, g32, num_threads):
-    """L1 distances [c, m] float64 of float32 queries [c, d] to float32 gallery rows [m, d]."""
-    out = np.empty((q32.shape[0], g32.shape[0]), np.float64)
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(num_threads, numba.config.NUMBA_NUM_THREADS)))
-    try:
-        _l1_kernel(q32, g32, out, _L1_NUMBA_QUERY_TILE, _L1_NUMBA_GALLERY_TILE)
-    finally:
-        numba.set_num_threads(previous)
-    return out
-
-
-def _l1_block(q_t, g_t, out):
-    """Σ_k min(q_k, g_k) for a block: q_t [d, cq, 1], g_t [d, 1, cg] float32 → out [cq, cg]."""
-    dim = q_t.shape[0]
-    group = min(_L1_DIM_GROUP, dim)
-    buf = np.empty((group, q_t.shape[1], g_t.shape[2]), np.float32)
-    part = np.empty(out.shape, np.float32)
-    out[...] = 0.0
-    for k in range(0, dim, group):
-        kk = min(group, dim - k)
-        np.minimum(q_t[k : k + kk], g_t[k : k + kk], out=buf[:kk])
-        np.add.reduce(buf[:kk], axis=0, out=part)
-        out += part  # float64: only `group` terms are summed in float32
-
-
-def _l1_scores_numpy(q32, g_t, g_sums, num_threads):
-    """The NumPy fallback of `_l1_scores_numba`; gallery transposed, g_t [d, m].
-
-    Σ|q − g| = Σq + Σg − 2·Σmin(q, g): one elementwise op per term (the reduction is the
-    second), against two for subtract-and-abs. Looping over dimensions with the gallery along
-    the innermost axis keeps every NumPy call a long, vectorised, cache-resident pass; blocks of
-    (queries, gallery rows) go to a thread pool (NumPy releases the GIL in these loops). About
-    5× slower than the numba kernel; the cancellation in Σq + Σg − 2·Σmin costs ≈ 1e-6.
-    """
-    c, m = q32.shape[0], g_t.shape[1]
-    q_t = np.ascontiguousarray(q32.T)[:, :, None]
-    g_e = g_t[:, None, :]
-    total = np.empty((c, m), np.float64)
-    blocks = [(i, j) for i in range(0, c, _L1_QUERY_BLOCK) for j in range(0, m, _L1_GALLERY_BLOCK)]
-
-    def run(block):
-        i, j = block
-        _l1_block(
-            q_t[:, i : i + _L1_QUERY_BLOCK],
-            g_e[:, :, j : j + _L1_GALLERY_BLOCK],
-            total[i : i + _L1_QUERY_BLOCK, j : j + _L1_GALLERY_BLOCK],
-        )
-
-    if num_threads <= 1 or len(blocks) == 1:
-        for block in blocks:
-            run(block)
-    else:
-        with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-            list(pool.map(run, blocks))
-    q_sums = q32.sum(axis=1, dtype=np.float64)
-    return q_sums[:, None] + g_sums[None, :] - 2.0 * total
-
-
-def _default_threads():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _prepare(queries, gallery, metric, normalize):
@@ -351,7 +220,7 @@ def distance_matrix(a, b, metric="cos", normalize=True, num_threads=None):
       ValueError: unknown metric, feature sizes differ, or NaN/inf in the input.
     """
     a, b = _prepare(a, b, metric, normalize)
-    gallery = _Gallery(b, metric, num_threads or _default_threads())
+    gallery = _Gallery(b, metric, num_threads or l1_distance.default_threads())
     out = np.empty((a.shape[0], b.shape[0]), np.float64)
     for start in range(0, a.shape[0], _QUERY_CHUNK):
         q = _normalize(a[start : start + _QUERY_CHUNK], normalize or metric == "cos", "a")
@@ -385,7 +254,7 @@ def ranks(queries, gallery, metric="cos", normalize=True, num_threads=None):
             f"gallery needs a row for every query (row i of queries belongs with row i of "
             f"gallery); got {queries.shape[0]} queries and {gallery.shape[0]} gallery rows"
         )
-    prepared = _Gallery(gallery, metric, num_threads or _default_threads())
+    prepared = _Gallery(gallery, metric, num_threads or l1_distance.default_threads())
     out = np.empty(queries.shape[0], np.int64)
     for start in range(0, queries.shape[0], _QUERY_CHUNK):
         chunk = queries[start : start + _QUERY_CHUNK]
@@ -440,3 +309,50 @@ def chance_recall(gallery_size, ks=DEFAULT_KS):
         raise ValueError(f"gallery_size must be >= 1; got {gallery_size}")
     n = int(gallery_size)
     return {k: 100.0 * min(k, n) / n for k in _check_ks(ks)}
+
+
+# ----------------------------------------------------------------------------------------------
+# One evaluation's numbers
+
+
+def mismatched_pairs(speaker_ids, seed):
+    """(rows, partners): each row paired with a random clip of another speaker (where any)."""
+    ids = np.asarray(speaker_ids)
+    rng = np.random.default_rng(seed)
+    partners = rng.permutation(len(ids))
+    for _ in range(20):
+        same = ids[partners] == ids
+        if not same.any():
+            break
+        partners[same] = rng.integers(0, len(ids), int(same.sum()))
+    keep = ids[partners] != ids
+    return np.flatnonzero(keep), partners[keep]
+
+
+def feature_metrics(v_s, v_f, speaker_ids, seed=0):
+    """Retrieval and distance numbers of one duration, as `evaluation.run_evaluation` writes
+    them to metrics.json (`durations.<d>`).
+
+    Returns:
+      (numbers dict, ranks {metric: int [N]}, paired distances {name: [N]}, mismatched
+      distances {name: [M]} or None).
+    """
+    n = len(v_f)
+    query_ranks = {m: ranks(v_s, v_f, metric=m) for m in METRICS}
+    # Per pair (for the histograms); their mean and std are `feature_distances`.
+    paired = paired_distances(v_s, v_f)
+    rows, partners = mismatched_pairs(speaker_ids, seed)
+    mismatched = paired_distances(v_s[rows], v_f[partners]) if len(rows) else None
+    numbers = {
+        "num_queries": int(n),
+        "gallery_size": int(n),
+        "retrieval": {m: {str(k): v for k, v in recall_at_k(r, DEFAULT_KS).items()}
+                      for m, r in query_ranks.items()},
+        "chance": {str(k): v for k, v in chance_recall(n, DEFAULT_KS).items()},
+        "distances": {name: [float(d.mean()), float(d.std())] for name, d in paired.items()},
+        "distances_mismatched": None if mismatched is None else {
+            name: [float(d.mean()), float(d.std())] for name, d in mismatched.items()},
+        # 1-based: 1 means the own face comes first.
+        "median_rank": {m: float(np.median(r)) + 1 for m, r in query_ranks.items()},
+    }
+    return numbers, query_ranks, paired, mismatched

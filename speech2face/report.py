@@ -1,10 +1,14 @@
-"""report.md of an evaluation: the paper's tables with our numbers, the paper's and chance.
+"""report.md of an evaluation (the paper's tables with our numbers, the paper's and chance) and
+its TensorBoard summaries.
 
 Everything here is a function of the metrics dict that `evaluation.run_evaluation` returns and
 writes to metrics.json, so a report can be rebuilt from that file alone.
 """
 
 import os
+
+import numpy as np
+import tensorflow as tf
 
 from speech2face import craniofacial, metrics
 
@@ -220,3 +224,31 @@ def _attribute_section(result, keys):
         rows = [[f"**{c}**"] + row for c, row in zip(classes, entry["confusion"])]
         lines += [f"*{name}*", "", _table([""] + list(classes), rows), ""]
     return lines
+
+
+def write_eval_summaries(model_dir, result, grid=None, text=None) -> str:
+    """TensorBoard scalars (`eval/retrieval_cos_r10_6s`, ...), the face grid and the report,
+    at the model's training step, into `model_dir/eval` (beside the training curves)."""
+    directory = os.path.join(model_dir, "eval")
+    writer = tf.summary.create_file_writer(directory)
+    with writer.as_default(step=result["step"]):
+        for key, numbers in result["durations"].items():
+            for metric, recall in numbers["retrieval"].items():
+                for k, value in recall.items():
+                    tf.summary.scalar(f"eval/retrieval_{metric}_r{k}_{key}s", value)
+            for k, value in numbers["chance"].items():
+                tf.summary.scalar(f"eval/chance_r{k}_{key}s", value)
+            for name, (mean, _) in numbers["distances"].items():
+                tf.summary.scalar(f"eval/distance_{name}_{key}s", mean)
+            for name, entry in (numbers["craniofacial"] or {}).items():
+                if entry["r"] is not None:
+                    tf.summary.scalar(f"eval/craniofacial_r_{name}_{key}s", entry["r"])
+            for name, entry in numbers["attributes"].items():
+                tf.summary.scalar(f"eval/attribute_agreement_{name}_{key}s", entry["agreement"])
+        if grid is not None:
+            tf.summary.image("eval/faces_true_vf_vs", np.asarray(grid)[None], max_outputs=1)
+        if text is not None:
+            tf.summary.text("eval/report", text)
+    writer.flush()
+    writer.close()
+    return directory

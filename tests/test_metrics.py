@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from speech2face import metrics
+from speech2face import l1_distance, metrics
 
 
 def _brute_force_ranks(queries, gallery, metric):
@@ -75,9 +75,9 @@ def test_feature_distances_shape_mismatch_is_a_clear_error():
 @pytest.fixture(params=["numba", "numpy"])
 def l1_backend(request, monkeypatch):
     """Runs a test once per L1 kernel."""
-    if request.param == "numba" and metrics.numba is None:
+    if request.param == "numba" and l1_distance.numba is None:
         pytest.skip("numba is not installed")
-    monkeypatch.setattr(metrics, "_L1_BACKEND", request.param)
+    monkeypatch.setattr(l1_distance, "BACKEND", request.param)
     return request.param
 
 
