@@ -47,7 +47,6 @@ from speech2face.models import face_decoder, voice_encoder
 from speech2face.training import decoder_task, encoder_task, loop
 
 KS = metrics.DEFAULT_KS
-METRIC_NAMES = report.METRIC_NAMES
 # Re-exported: where users of the evaluation look for them.
 AttributeClassifier = attributes.AttributeClassifier
 format_retrieval_table = report.format_retrieval_table

@@ -193,22 +193,22 @@ def test_f_dec_sees_centred_scaled_features():
     features = rng.uniform(50, 60, (3, 4096)).astype(np.float32)
     model(features)
     mean = rng.uniform(50, 60, 4096).astype(np.float32)
-    model.set_feature_scale(0.25, mean)
+    model.set_feature_normalization(0.25, mean)
     expected = model.first_layer((features - mean) * 0.25)
     np.testing.assert_allclose(model.f_dec(features).numpy(), expected.numpy(), rtol=1e-5,
                                atol=1e-5)
-    model.set_feature_scale(0.5)  # keeps the mean
+    model.set_feature_normalization(0.5)  # keeps the mean
     np.testing.assert_array_equal(model.feature_mean.numpy(), mean)
     with pytest.raises(ValueError, match="shape"):
-        model.set_feature_scale(1.0, np.zeros(10))
+        model.set_feature_normalization(1.0, np.zeros(10))
     with pytest.raises(ValueError, match="positive"):
-        model.set_feature_scale(0.0)
+        model.set_feature_normalization(0.0)
 
 
 def test_save_load_round_trip(tmp_path):
     mean = fd.template_landmarks() * 0.9 + 0.05
     model = fd.FaceDecoder(TINY, mean_landmarks=mean)
-    model.set_feature_scale(0.3, np.linspace(0.0, 1.0, 4096))
+    model.set_feature_normalization(0.3, np.linspace(0.0, 1.0, 4096))
     features = np.random.default_rng(1).uniform(0, 1, (2, 4096)).astype(np.float32)
     model(features, training=True)  # moves the BN statistics away from their initial values
     expected = model(features)

@@ -145,7 +145,7 @@ class FaceDecoder(keras.Model):
       mean_landmarks: non-trainable float32 [68, 2] weight, normalised (x, y); saved with the
         model, so a `.keras` file carries it.
       feature_mean, feature_scale: non-trainable float32 [4096] and scalar: f_dec sees
-        (v - feature_mean) * feature_scale. Set from the training data (`set_feature_scale`) to
+        (v - feature_mean) * feature_scale. Set from the training data (`set_feature_normalization`) to
         the features' mean and 1 / RMS of the centred elements, so the inputs are centred with
         unit RMS whatever the extractor's scale (random VGG-Face fc7 values run into the
         hundreds, and one shared component carries ~98 % of their energy; the identity lies in
@@ -204,7 +204,7 @@ class FaceDecoder(keras.Model):
         self.feature_scale = self.add_weight(
             shape=(), initializer="ones", trainable=False, dtype="float32", name="feature_scale")
 
-    def set_feature_scale(self, scale, mean=None):
+    def set_feature_normalization(self, scale, mean=None):
         """Sets the input normalisation: f_dec sees (v - mean) * scale.
 
         Args:

@@ -176,7 +176,7 @@ class DecoderTask(loop.Task):
 
     def build_model(self) -> keras.Model:
         model = face_decoder.FaceDecoder(self.decoder_config, mean_landmarks=self.mean_landmarks)
-        model.set_feature_scale(self.feature_scale, self.feature_mean)
+        model.set_feature_normalization(self.feature_scale, self.feature_mean)
         model(tf.zeros([1, face_decoder.FEATURE_DIM]))
         return model
 
