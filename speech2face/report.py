@@ -10,7 +10,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from speech2face import craniofacial, metrics
+from speech2face import craniofacial, losses, metrics
 
 KS = metrics.DEFAULT_KS
 METRIC_NAMES = {"cos": "cosine", "l2": "L2", "l1": "L1"}
@@ -33,6 +33,25 @@ PAPER = {
 # The paper's L2/L1 look like distances between vectors of norm ≈ 0.232 (metrics.py,
 # `feature_distances`); ours are on unit vectors. Dividing theirs by this compares like with like.
 PAPER_FEATURE_SCALE = 0.232
+
+
+def _loss_weights(loss) -> str:
+    """The encoder's loss weights as exported, each that differs from the paper's named."""
+    if not loss:
+        return "not recorded by this export"
+    paper = {"lambda1": losses.LAMBDA1, "lambda2": losses.LAMBDA2,
+             "temperature": losses.TEMPERATURE}
+    symbols = {"lambda1": "λ1", "lambda2": "λ2", "temperature": "T"}
+    parts = []
+    for key, symbol in symbols.items():
+        value = loss.get(key)
+        if value is None:
+            continue
+        text = f"{symbol} = {value:g}"
+        if value != paper[key]:
+            text += f" (**the paper's is {paper[key]:g}**)"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def _ms(pair, digits=2):
@@ -79,6 +98,7 @@ def format_report(result) -> str:
     about = [
         ("Voice encoder", f"`{result['model_dir']}` (preset `{enc.get('preset')}`, training "
                           f"step {result['step']})"),
+        ("Loss weights", _loss_weights(enc.get("loss"))),
         ("Face decoder", f"`{result['decoder_dir']}`"),
         ("Face features", f"VGG-Face weights `{enc.get('vggface_weights')}`"),
         ("Test records", f"`{result['records']}` ({result['record_files']} files)"),

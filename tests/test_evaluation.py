@@ -10,7 +10,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from speech2face import attributes, audio, craniofacial, data, evaluation, records
+from speech2face import attributes, audio, craniofacial, data, evaluation, records, report
 from speech2face.training import encoder_task
 from tests import helpers, trained_fixtures
 from tests.test_training import _tags
@@ -126,6 +126,17 @@ def test_report(evaluated):
     recall = result["durations"]["6"]["retrieval"]["cos"]
     assert "| 6 s | cosine | ours | " + " | ".join(f"{recall[k]:.2f}" for k in KEYS) in report
     assert "Traceback" not in report and "None" not in report
+    assert "| **Loss weights** | λ1 = 0.025, λ2 = 200, T = 2 |" in report
+
+
+def test_report_names_loss_weights_that_differ_from_the_paper(evaluated):
+    _, result = evaluated
+    changed = json.loads(json.dumps(result))
+    changed["encoder"]["loss"]["lambda1"] = 10000.0
+    text = report.format_report(changed)
+    assert "| **Loss weights** | λ1 = 10000 (**the paper's is 0.025**), λ2 = 200, T = 2 |" in text
+    del changed["encoder"]["loss"]
+    assert "| **Loss weights** | not recorded by this export |" in report.format_report(changed)
 
 
 def test_figures(evaluated):

@@ -160,6 +160,10 @@ def test_cli_and_demo_end_to_end(tmp_path):
     assert "speakers" in result.stdout and "contact_sheet.png" in result.stdout
     assert (workdir / "decoder" / "decoded_faces.png").exists()
     assert (workdir / "encoder" / "export" / "voice_encoder.keras").exists()
+    # The demo's one deviation from the paper's loss is recorded with the run and in its report.
+    config = json.loads((workdir / "encoder" / "config.json").read_text())
+    assert config["task"]["lambda1"] == 1e4 and config["task"]["lambda2"] == 200.0
+    assert "λ1 = 10000 (**the paper's is 0.025**)" in (workdir / "eval" / "report.md").read_text()
     assert (workdir / "eval" / "metrics.json").exists()
     assert (workdir / "eval" / "report.md").exists()
     assert len(list((workdir / "predictions").glob("*.png"))) >= 2

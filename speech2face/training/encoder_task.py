@@ -201,6 +201,8 @@ class EncoderTask(loop.Task):
         info = {"preset": self.cfg.preset,
                 "decoder_dir": os.path.abspath(self.cfg.decoder_dir),
                 "vggface_weights": os.path.abspath(self.cfg.vggface_weights),
+                "loss": {"lambda1": self.cfg.lambda1, "lambda2": self.cfg.lambda2,
+                         "temperature": self.cfg.temperature},
                 "sample_rate": audio.SAMPLE_RATE, "segment_samples": self.num_samples}
         with tf.io.gfile.GFile(os.path.join(export_dir, ENCODER_INFO), "w") as f:
             json.dump(info, f, indent=2)
