@@ -44,7 +44,7 @@ import tensorflow as tf
 from speech2face import (attributes, audio, craniofacial, data, figures, metrics, records,
                          report)
 from speech2face.models import face_decoder, voice_encoder
-from speech2face.training import decoder_task, encoder_task, loop
+from speech2face.training import checkpoints, decoder_task, encoder_task
 
 KS = metrics.DEFAULT_KS
 # Re-exported: where users of the evaluation look for them.
@@ -217,7 +217,7 @@ def _craniofacial(true_px, predicted_px, num_shuffles, seed):
 
 
 def _trained_step(model_dir):
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, loop.CHECKPOINT_DIR))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, checkpoints.CHECKPOINT_DIR))
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 

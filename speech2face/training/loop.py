@@ -8,8 +8,8 @@ and Model Garden's trainers:
   (`tf.nn.compute_average_loss`), so gradients summed over replicas equal the single-device ones;
 - `steps_per_loop` steps per `tf.function` call (`for _ in tf.range(n)`), which keeps the host
   out of the way of small steps;
-- `CheckpointManager` over step, model and optimizer; a rerun with the same `model_dir` resumes
-  from the latest checkpoint; SIGTERM/SIGINT save a checkpoint before exiting;
+- checkpoints over step, model and optimizer (`checkpoints.RunState`); a rerun with the same
+  `model_dir` resumes from the latest; SIGTERM/SIGINT save one before exiting;
 - a non-finite loss stops the run, naming the step, and keeps the last good checkpoint;
 - TensorBoard scalars `losses/*`, `lr`, `grad_norm`, `perf/steps_per_sec`,
   `perf/examples_per_sec`, and the task's image grids; progress lines with an ETA;
@@ -31,9 +31,10 @@ import numpy as np
 import tensorflow as tf
 
 from speech2face import audio, data
+from speech2face.training import checkpoints
+from speech2face.training import strategy as strategy_lib
 
 CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
 
 
 class TrainingError(RuntimeError):
@@ -138,45 +139,6 @@ class Task(abc.ABC):
     def final_evaluation(self, model, eval_dataset) -> dict:
         """Numbers on held-out data after training, written to model_dir (may be {})."""
         return {}
-
-
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True for the worker that writes checkpoints, summaries and exports (multi-worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checks it between tf.function calls."""
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[signum] = signal.signal(signum, self._handle)
-            except ValueError:  # Not the main thread: leave signals alone.
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None:  # Second signal: give up at once.
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-            os.kill(os.getpid(), signum)
-        self.signum = signum
-        logging.warning("Received %s: saving a checkpoint after the current steps, then "
-                        "stopping.", signal.Signals(signum).name)
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -304,17 +266,10 @@ class Trainer:
     def train(self) -> dict:
         """Trains to `train_steps` (resuming if possible); returns a summary dict."""
         cfg = self.config
-        chief = is_chief(self.strategy)
+        chief = strategy_lib.is_chief(self.strategy)
         tf.io.gfile.makedirs(cfg.model_dir)
         if chief:
             _write_config(cfg.model_dir, cfg, self.task)
-            checkpoint_dir = os.path.join(cfg.model_dir, CHECKPOINT_DIR)
-        else:
-            # Every worker must take part in saving (it is a collective operation), but only
-            # the chief's copy is kept.
-            resolver = self.strategy.cluster_resolver
-            checkpoint_dir = os.path.join(cfg.model_dir, "worker_tmp",
-                                          f"{resolver.task_type}_{resolver.task_id}")
         keras.utils.set_random_seed(cfg.seed)
         train_files = data.list_files(cfg.train_records)
         self.task.prepare(train_files)
@@ -326,26 +281,8 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.task.trainable_variables(model))
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        # Variables by position, not through Keras's object graph: tf.train.Checkpoint does not
-        # see every sublayer of a subclassed Keras 3 model (FaceDecoder's lists of layers were
-        # silently left out, batch-norm statistics included), and optimizer variable paths
-        # depend on instance names.
-        checkpoint = tf.train.Checkpoint(step=step, model_variables=list(model.variables),
-                                         optimizer_variables=list(optimizer.variables))
-        manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir,
-                                             max_to_keep=cfg.keep_checkpoints)
-        if not chief and manager.latest_checkpoint is None:
-            # Resume non-chief workers from the chief's checkpoint.
-            chief_latest = tf.train.latest_checkpoint(os.path.join(cfg.model_dir,
-                                                                   CHECKPOINT_DIR))
-            if chief_latest:
-                checkpoint.restore(chief_latest).assert_existing_objects_matched()
-                logging.info("Resumed from %s at step %d.", chief_latest, int(step.numpy()))
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            logging.info("Resumed from %s at step %d.", manager.latest_checkpoint, int(step.numpy()))
-        else:
-            logging.info("No checkpoint in %s: starting from scratch.", cfg.model_dir)
+        state = checkpoints.RunState(cfg.model_dir, self.strategy, step, model, optimizer,
+                                     cfg.keep_checkpoints)
         start_step = int(step.numpy())
 
         train_loop, eval_step = self._build_functions(model, optimizer, step)
@@ -357,10 +294,6 @@ class Trainer:
         else:
             train_writer = eval_writer = tf.summary.create_noop_writer()
         status, last = "finished", {}
-
-        def save(reason):
-            path = manager.save(checkpoint_number=int(step.numpy()))
-            logging.info("Checkpoint (%s) at step %d: %s", reason, int(step.numpy()), path)
 
         def write_images():
             if not chief:
@@ -375,7 +308,7 @@ class Trainer:
 
         if start_step == 0:
             write_images()
-        with _StopFlag() as stop:
+        with checkpoints.StopFlag() as stop:
             window_start, window_step = time.perf_counter(), int(step.numpy())
             while int(step.numpy()) < cfg.train_steps:
                 current = int(step.numpy())
@@ -390,7 +323,7 @@ class Trainer:
                         f"non-finite loss at step {int(bad_step)} (losses over steps "
                         f"{current - num + 1}-{current}: "
                         f"{dict(zip(self.names, [float(v) for v in values]))}). The last good "
-                        f"checkpoint is kept: {manager.latest_checkpoint}. Lower the learning "
+                        f"checkpoint is kept: {state.latest}. Lower the learning "
                         "rate or check the input data, then rerun to resume from it.")
                 last = dict(zip(self.names + ("grad_norm",), [float(v) for v in values]))
                 if current % cfg.summary_every == 0 or current == cfg.train_steps:
@@ -422,11 +355,10 @@ class Trainer:
                     logging.info("eval at step %d: %s", current,
                                  "  ".join(f"{n} {v:.4g}" for n, v in metrics.items()))
                 if current % cfg.checkpoint_every == 0 or current == cfg.train_steps:
-                    save("periodic" if current < cfg.train_steps else "final")
+                    state.save("periodic" if current < cfg.train_steps else "final")
                 if stop.signum is not None:
-                    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(
-                            f"-{current}"):
-                        save("on " + signal.Signals(stop.signum).name)
+                    if state.latest is None or not state.latest.endswith(f"-{current}"):
+                        state.save("on " + signal.Signals(stop.signum).name)
                     status = "interrupted"
                     logging.warning("Stopped at step %d; rerun the same command to resume.",
                                     current)
@@ -435,7 +367,7 @@ class Trainer:
         eval_writer.flush()
 
         if not chief:
-            tf.io.gfile.rmtree(checkpoint_dir)
+            state.remove_worker_copy()
             return {"status": status, "start_step": start_step, "step": int(step.numpy()),
                     "losses": last, "export": None}
         export_dir = self.task.export(model, cfg.model_dir)

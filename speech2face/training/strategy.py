@@ -1,5 +1,5 @@
 """tf.distribute strategies and numeric policies by name (the `--strategy`, `--mixed_precision`
-flags of train.py)."""
+flags of train.py), and which worker is the chief."""
 
 from typing import Optional
 
@@ -42,6 +42,17 @@ def get_strategy(name: str = "default", tpu: Optional[str] = None) -> tf.distrib
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True for the worker that writes checkpoints, summaries and exports (multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 def set_precision(precision: str) -> None:
