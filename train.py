@@ -72,7 +72,8 @@ flags.DEFINE_enum("encoder_preset", _ENC.preset, ["paper", "small"],
 flags.DEFINE_float("learning_rate", _ENC.learning_rate, "Stage-2 initial learning rate.")
 flags.DEFINE_float("lr_decay_rate", _ENC.decay_rate, "Staircase decay factor ...")
 flags.DEFINE_integer("lr_decay_steps", _ENC.decay_steps, "... applied every this many steps.")
-flags.DEFINE_float("lambda1", _ENC.lambda1, "Weight of the normalised-feature L2 term.")
+flags.DEFINE_float("lambda1", _ENC.lambda1, "Weight of the normalised-feature L2 term "
+                   "(the paper's 0.025; the toy-world demo uses 1e4, see the README).")
 flags.DEFINE_float("lambda2", _ENC.lambda2, "Weight of the fc8 distillation term.")
 flags.DEFINE_float("temperature", _ENC.temperature, "Distillation temperature T.")
 flags.DEFINE_bool("random_crops", _ENC.random_crops,
