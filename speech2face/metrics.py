@@ -7,7 +7,8 @@ exists so that the paper's L2/L1 scale can be investigated (see `feature_distanc
 
 Retrieval is exact and vectorised: cosine and L2 go through float64 matrix products over chunks
 of queries; L1, which has no matrix-product form, through the kernels of `l1_distance` (numba,
-or NumPy where numba is missing). `benchmarks/retrieval.py` times them at the paper's 5,000 × 5,000 × 4096.
+or NumPy where numba is missing). `benchmarks/retrieval.py` times them at the paper's
+5,000 × 5,000 × 4096.
 """
 
 import numpy as np

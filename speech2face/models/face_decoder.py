@@ -145,12 +145,12 @@ class FaceDecoder(keras.Model):
       mean_landmarks: non-trainable float32 [68, 2] weight, normalised (x, y); saved with the
         model, so a `.keras` file carries it.
       feature_mean, feature_scale: non-trainable float32 [4096] and scalar: f_dec sees
-        (v - feature_mean) * feature_scale. Set from the training data (`set_feature_normalization`) to
-        the features' mean and 1 / RMS of the centred elements, so the inputs are centred with
-        unit RMS whatever the extractor's scale (random VGG-Face fc7 values run into the
-        hundreds, and one shared component carries ~98 % of their energy; the identity lies in
-        the rest). An affine map, so f_dec stays affine in v; saved with the model. The S2F
-        loss's teacher is `f_dec`, which includes it.
+        (v - feature_mean) * feature_scale. Set from the training data
+        (`set_feature_normalization`) to the features' mean and 1 / RMS of the centred
+        elements, so the inputs are centred with unit RMS whatever the extractor's scale
+        (random VGG-Face fc7 values run into the hundreds, and one shared component carries
+        ~98 % of their energy; the identity lies in the rest). An affine map, so f_dec stays
+        affine in v; saved with the model. The S2F loss's teacher is `f_dec`, which includes it.
     """
 
     def __init__(self, config=None, mean_landmarks=None, **kwargs):
