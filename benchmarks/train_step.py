@@ -1,14 +1,19 @@
 """Voice-encoder training-step throughput: presets × precision × XLA, with achieved FLOP/s.
 
     python benchmarks/train_step.py [--presets=small,paper] [--steps=3] [--batch_size=8]
+                                    [--json_out=train_step.json]
 
 Times the stage-2 step (encoder forward/backward through the Speech2Face loss with frozen
 teachers, Adam update) on a synthetic batch of 6 s spectrograms. FLOP/s = 3 × the model's
 forward FLOPs (`voice_encoder.flops_per_example`) × examples/s (forward + backward ≈ 3×).
-SPEC §10 measured the paper preset at 0.29 examples/s (fp32) and 0.63 (bf16, AMX) on 2 cores.
+Also times a float32 matmul with TensorFlow (`--peak_size`; 0 skips it), the machine's practical
+float32 peak, and prints each configuration's GFLOP/s as a fraction of it. Figures and the
+machine they came from: docs/performance.md.
 """
 
+import json
 import os
+import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,7 +32,25 @@ flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Precisions to time.")
 flags.DEFINE_list("jit", ["off", "on"], "XLA settings to time.")
 flags.DEFINE_integer("steps", 3, "Timed steps per configuration (after 1 warm-up step).")
 flags.DEFINE_integer("batch_size", 8, "Global batch (paper: 8).")
+flags.DEFINE_integer("peak_size", 4096, "Size n of the n×n float32 matmul that measures the "
+                     "peak; 0 skips it.")
+flags.DEFINE_string("json_out", None, "Also write the figures here as JSON.")
 FLAGS = flags.FLAGS
+
+
+def matmul_peak(n, seconds=3.0):
+    """Achieved float32 FLOP/s of an n×n×n `tf.linalg.matmul` (2·n³ FLOPs), best of a few runs."""
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.standard_normal((n, n)).astype(np.float32))
+    b = tf.constant(rng.standard_normal((n, n)).astype(np.float32))
+    matmul = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
+    matmul().numpy()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        matmul().numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
 
 
 def _rate(preset, precision, jit, batch_size, steps):
@@ -62,10 +85,18 @@ def _rate(preset, precision, jit, batch_size, steps):
 
 
 def main(_):
-    print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, "
-          f"GPUs: {len(tf.config.list_physical_devices('GPU'))}")
+    gpus = tf.config.list_physical_devices("GPU")
+    machine = {"tensorflow": tf.__version__, "keras": keras.__version__,
+               "python": platform.python_version(), "cpu": platform.processor() or
+               platform.machine(), "cpu_cores": os.cpu_count(), "gpus": len(gpus)}
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
+          f"{machine['python']}, {os.cpu_count()} CPU cores, GPUs: {len(gpus)}")
+    peak = matmul_peak(FLAGS.peak_size) if FLAGS.peak_size else None
+    if peak:
+        print(f"float32 matmul peak ({FLAGS.peak_size}²): {peak / 1e9:.1f} GFLOP/s")
     print(f"\n  {'preset':<7} {'precision':<10} {'xla':<4} {'examples/s':>11} {'GFLOP/s':>9} "
-          f"{'ratio':>7}")
+          f"{'ratio':>7} {'of peak':>8}")
+    rows = []
     for preset in FLAGS.presets:
         base = None
         for precision in FLAGS.precisions:
@@ -73,9 +104,20 @@ def main(_):
                 rate, flops = _rate(preset, precision, jit == "on", FLAGS.batch_size,
                                     FLAGS.steps)
                 base = base or rate
+                of_peak = f"{flops / peak:>7.0%}" if peak else f"{'-':>8}"
                 print(f"  {preset:<7} {precision:<10} {jit:<4} {rate:>11.2f} {flops / 1e9:>9.1f} "
-                      f"{rate / base:>6.2f}x", flush=True)
+                      f"{rate / base:>6.2f}x {of_peak}", flush=True)
+                rows.append({"preset": preset, "precision": precision, "jit_compile": jit == "on",
+                             "examples_per_s": rate, "gflops_per_s": flops / 1e9,
+                             "ratio_vs_float32_no_xla": rate / base,
+                             "fraction_of_peak": flops / peak if peak else None})
     strategy.set_precision("float32")
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
+            json.dump({"machine": machine, "batch_size": FLAGS.batch_size,
+                       "matmul_peak_gflops_per_s": peak / 1e9 if peak else None,
+                       "results": rows}, f, indent=2)
+        print(f"wrote {FLAGS.json_out}")
 
 
 if __name__ == "__main__":

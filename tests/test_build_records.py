@@ -419,6 +419,7 @@ def test_avspeech_dataset_info_and_shard_files(avspeech, weights):
 # Pairs (in-process) and VoxCeleb2 through the CLI (defaults: multi-processing, CNN)
 
 
+@pytest.mark.slow
 def test_pairs_manifest(tmp_path, weights, hog):
     (tmp_path / "voices").mkdir()
     (tmp_path / "faces").mkdir()
@@ -464,6 +465,7 @@ def test_cli_refuses_to_start_without_weights(tmp_path):
     assert not (tmp_path / "out").exists()  # stopped before doing anything
 
 
+@pytest.mark.slow
 def test_cli_voxceleb2_tree_with_defaults(tmp_path, hog):
     tree = tmp_path / "mp4"
     for speaker, video, seed in (("id00001", "vidA", 0), ("id00002", "vidB", 1)):

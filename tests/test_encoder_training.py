@@ -94,6 +94,7 @@ def test_missing_teachers_are_clear_errors(tiny_world):
         encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(decoder_dir="d"))
 
 
+@pytest.mark.slow
 def test_mirrored_equals_one_device(tiny_world, decoder_dir, tmp_path, mirrored):
     world, _ = tiny_world
     totals = {}
@@ -121,6 +122,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_multi_worker_mirrored_two_processes(tiny_world, decoder_dir, tmp_path):
     world, _ = tiny_world
     ports = [_free_port(), _free_port()]

@@ -93,6 +93,7 @@ def test_records_feed_the_input_pipeline(tiny_world):
     assert batch["face_feature"].shape == (4, 4096)
 
 
+@pytest.mark.slow
 def test_same_seed_same_world_other_seed_other_world(tiny_world, tmp_path):
     directory, info = tiny_world
     again = toy_world_lib.build_toy_world(TINY, str(tmp_path / "again"))
@@ -135,6 +136,7 @@ def test_bad_config_is_a_clear_error(tmp_path):
         toy_world_lib.build_toy_world(toy_world_lib.ToyWorldConfig(num_speakers=1), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_cli_and_demo_end_to_end(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     workdir = tmp_path / "demo"

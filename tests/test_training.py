@@ -144,6 +144,7 @@ def test_mirrored_strategy_runs_the_decoder_stage(tiny_world, tmp_path, mirrored
     assert result["step"] == 10 and np.isfinite(result["losses"]["total"])
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes(tiny_world, tmp_path):
     world, _ = tiny_world
     model_dir = tmp_path / "killed"
