@@ -44,6 +44,14 @@ setuptools.setup(
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
     install_requires=INSTALL_REQUIRES,
+    entry_points={"console_scripts": [
+        "speech2face-train = speech2face.cli.train:run",
+        "speech2face-evaluate = speech2face.cli.evaluate:run",
+        "speech2face-predict = speech2face.cli.predict:run",
+        "speech2face-demo = speech2face.cli.demo:run",
+        "speech2face-make-toy-world = data_prep.make_toy_world:run",
+        "speech2face-build-records = data_prep.build_records:run",
+    ]},
     extras_require={
         "test": ["pytest>=7", "scikit-image>=0.21"],
         # Google Cloud Dataflow and gs:// paths for the dataset builder (docs/data.md).

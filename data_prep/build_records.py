@@ -118,5 +118,11 @@ def _parse_flags(argv):
     return flags.FLAGS(argv, known_only=True)
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry point (absl parses the flags and prints this module's help)."""
+    sys.modules["__main__"].__doc__ = __doc__
     app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()

@@ -30,12 +30,12 @@ import apache_beam as beam
 import tensorflow as tf
 
 from data_prep import faces, manifests
-from speech2face import audio, records
+from speech2face import audio, dataset_info, records
 
 if TYPE_CHECKING:
     from data_prep.build_records_lib import BuildConfig
 
-DATASET_INFO = "dataset_info.json"
+DATASET_INFO = dataset_info.FILENAME
 REJECTS = "rejects.jsonl"
 INCOMPLETE_DIR = ".incomplete"  # shards being written, inside output_dir; never globbed
 METRICS_NAMESPACE = "speech2face.build_records"

@@ -9,6 +9,7 @@ default size builds in about 1-2 minutes on two CPU cores; see SPEC §11 and the
 """
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -67,5 +68,11 @@ def main(argv):
     print(toy_world_lib.format_summary(info))
 
 
-if __name__ == "__main__":
+def run():
+    """Console-script entry point (absl parses the flags and prints this module's help)."""
+    sys.modules["__main__"].__doc__ = __doc__
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

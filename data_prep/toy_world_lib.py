@@ -27,10 +27,10 @@ from PIL import Image
 import tensorflow as tf
 
 from data_prep import toy_face, toy_speakers, toy_voice
-from speech2face import audio, probe, records
+from speech2face import audio, dataset_info, probe, records
 from speech2face.models import vggface
 
-DATASET_INFO = "dataset_info.json"
+DATASET_INFO = dataset_info.FILENAME
 SPEAKERS_FILE = "speakers.json"
 MIN_PROBE_SPEAKERS = 5
 

@@ -15,10 +15,10 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from speech2face import data, probe
+from speech2face import data, dataset_info, probe
 
 TOY_SPEAKERS_FILE = "speakers.json"  # written by data_prep.toy_world_lib
-DATASET_INFO_FILE = "dataset_info.json"
+DATASET_INFO_FILE = dataset_info.FILENAME
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ import tensorflow as tf
 from speech2face.models import vggface
 from speech2face.training import decoder_task, encoder_task, loop
 from tests.test_training import _scalars, _tags
+from tests.trained_fixtures import trainer_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,9 +24,9 @@ def decoder_dir(tiny_world, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("decoder"))
     task = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(preset="small",
                                                                    perceptual_weight=0.0))
-    loop.Trainer(task, loop.TrainConfig(
-        model_dir=model_dir, train_records=os.path.join(world, "train-*.tfrecord"),
-        global_batch_size=4, train_steps=4, steps_per_loop=2, summary_every=2)).train()
+    loop.Trainer(task, **trainer_kwargs(
+        model_dir, os.path.join(world, "train-*.tfrecord"), global_batch_size=4, train_steps=4,
+        steps_per_loop=2, summary_every=2)).train()
     return model_dir
 
 
@@ -36,19 +37,19 @@ def _task(world, decoder_dir, **kwargs):
 
 
 def _config(world, model_dir, **kwargs):
-    defaults = dict(model_dir=model_dir, train_records=os.path.join(world, "train-*.tfrecord"),
-                    eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=4,
+    """loop.Trainer's keyword arguments for a short run on the tiny world."""
+    defaults = dict(eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=4,
                     train_steps=6, steps_per_loop=3, checkpoint_every=3, summary_every=3,
                     image_summary_every=6, eval_every=6, num_images=2)
     defaults.update(kwargs)
-    return loop.TrainConfig(**defaults)
+    return trainer_kwargs(model_dir, os.path.join(world, "train-*.tfrecord"), **defaults)
 
 
 def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
     world, _ = tiny_world
     model_dir = str(tmp_path / "encoder")
     task = _task(world, decoder_dir)
-    trainer = loop.Trainer(task, _config(world, model_dir))
+    trainer = loop.Trainer(task, **_config(world, model_dir))
     decoder_before = [w.numpy().copy() for w in decoder_task.load_decoder(decoder_dir).weights]
     result = trainer.train()
     assert result["status"] == "finished" and result["step"] == 6
@@ -75,7 +76,9 @@ def test_voice_feature_starts_at_the_mean_face_feature(tiny_world, decoder_dir):
     world, _ = tiny_world
     mean = decoder_task.load_decoder(decoder_dir).feature_mean.numpy()
     assert np.abs(mean).max() > 0  # the decoder stored the training features' mean
-    model = _task(world, decoder_dir).build_model()
+    # On in the toy experiment; the paper gives no initialisation, so it is off by default.
+    assert not encoder_task.EncoderTaskConfig().mean_feature_init
+    model = _task(world, decoder_dir, mean_feature_init=True).build_model()
     np.testing.assert_array_equal(model.get_layer("fc2").bias.numpy(), mean)
     assert not np.any(model.get_layer("fc2").kernel.numpy())
     spectrograms = tf.random.normal([2, 298, 257, 2], seed=1)
@@ -110,7 +113,7 @@ def test_mirrored_equals_one_device(tiny_world, decoder_dir, tmp_path, mirrored)
         deterministic = task.input_options
         task.input_options = lambda training: __import__("dataclasses").replace(
             deterministic(training), deterministic=True)
-        loop.Trainer(task, config, strategy).train()
+        loop.Trainer(task, **config, strategy=strategy).train()
         totals[name] = [v for _, v in _scalars(os.path.join(model_dir, "train"), "losses/total")]
     assert len(totals["one"]) == 3
     np.testing.assert_allclose(totals["mirrored"], totals["one"], rtol=2e-4)

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from speech2face import data, records
 from speech2face.training import decoder_task, loop
+from tests.trained_fixtures import trainer_kwargs
 
 
 def _scalars(event_dir, tag):
@@ -36,12 +37,12 @@ def _tags(event_dir):
 
 
 def _config(world, model_dir, **kwargs):
-    defaults = dict(model_dir=model_dir, train_records=os.path.join(world, "train-*.tfrecord"),
-                    eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=4,
+    """loop.Trainer's keyword arguments for a short run on the tiny world."""
+    defaults = dict(eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=4,
                     train_steps=30, steps_per_loop=5, checkpoint_every=10, summary_every=5,
                     image_summary_every=15, eval_every=15, eval_batches=2, num_images=2)
     defaults.update(kwargs)
-    return loop.TrainConfig(**defaults)
+    return trainer_kwargs(model_dir, os.path.join(world, "train-*.tfrecord"), **defaults)
 
 
 def _task(world, **kwargs):
@@ -53,7 +54,7 @@ def _task(world, **kwargs):
 def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
     world, _ = tiny_world
     model_dir = str(tmp_path / "decoder")
-    result = loop.Trainer(_task(world), _config(world, model_dir)).train()
+    result = loop.Trainer(_task(world), **_config(world, model_dir)).train()
     assert result["status"] == "finished" and result["step"] == 30
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-30")
     assert os.path.exists(os.path.join(model_dir, "config.json"))
@@ -83,25 +84,25 @@ def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
     # A rerun of the finished run restores EVERY variable (batch-norm statistics and the layers
     # a subclassed model keeps in lists included) and re-exports the same decoder.
     exported = [w.numpy().copy() for w in decoder.weights]
-    rerun = loop.Trainer(_task(world), _config(world, model_dir)).train()
+    rerun = loop.Trainer(_task(world), **_config(world, model_dir)).train()
     assert rerun["start_step"] == 30 and rerun["step"] == 30
     for before, after in zip(exported, decoder_task.load_decoder(model_dir).weights):
         np.testing.assert_array_equal(before, after.numpy(), err_msg=after.path)
 
     # A rerun with more steps resumes from the checkpoint instead of starting over.
-    again = loop.Trainer(_task(world), _config(world, model_dir, train_steps=40)).train()
+    again = loop.Trainer(_task(world), **_config(world, model_dir, train_steps=40)).train()
     assert again["start_step"] == 30 and again["step"] == 40
 
 
 def test_incompatible_model_dir_is_refused(tiny_world, tmp_path):
     world, _ = tiny_world
     model_dir = str(tmp_path / "decoder")
-    loop.Trainer(_task(world), _config(world, model_dir, train_steps=5,
-                                       eval_records=None)).train()
+    loop.Trainer(_task(world), **_config(world, model_dir, train_steps=5,
+                                         eval_records=None)).train()
     paper = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
         preset="paper", perceptual_weight=0.0))
     with pytest.raises(loop.TrainingError, match="new --model_dir"):
-        loop.Trainer(paper, _config(world, model_dir, train_steps=5)).train()
+        loop.Trainer(paper, **_config(world, model_dir, train_steps=5)).train()
 
 
 class _PoisonableTask(decoder_task.DecoderTask):
@@ -121,26 +122,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tm
     model_dir = str(tmp_path / "decoder")
     config = _config(world, model_dir, train_steps=10, eval_records=None)
     loop.Trainer(_PoisonableTask(decoder_task.DecoderTaskConfig(
-        preset="small", perceptual_weight=0.0)), config).train()
+        preset="small", perceptual_weight=0.0)), **config).train()
     task = _PoisonableTask(decoder_task.DecoderTaskConfig(preset="small", perceptual_weight=0.0))
     task.poison = True
     with pytest.raises(loop.TrainingError, match="non-finite loss at step 11"):
-        loop.Trainer(task, dataclasses_replace(config, train_steps=20)).train()
+        loop.Trainer(task, **_config(world, model_dir, train_steps=20,
+                                     eval_records=None)).train()
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     assert latest.endswith("ckpt-10")
-
-
-def dataclasses_replace(config, **changes):
-    import dataclasses
-    return dataclasses.replace(config, **changes)
 
 
 def test_mirrored_strategy_runs_the_decoder_stage(tiny_world, tmp_path, mirrored):
     world, _ = tiny_world
     strategy = mirrored
     result = loop.Trainer(_task(world, perceptual_weight=0.0),
-                          _config(world, str(tmp_path / "m"), train_steps=10, eval_every=10,
-                                  image_summary_every=10), strategy).train()
+                          **_config(world, str(tmp_path / "m"), train_steps=10, eval_every=10,
+                                    image_summary_every=10), strategy=strategy).train()
     assert result["step"] == 10 and np.isfinite(result["losses"]["total"])
 
 
@@ -181,6 +178,6 @@ def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes(tiny_world, tmp_path):
 def test_no_records_is_a_clear_error(tmp_path):
     with pytest.raises(data.NoRecordsError):
         loop.Trainer(decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
-            perceptual_weight=0.0)), loop.TrainConfig(
-                model_dir=str(tmp_path), train_records=str(tmp_path / "none-*"))).train()
+            perceptual_weight=0.0)), **trainer_kwargs(str(tmp_path),
+                                                      str(tmp_path / "none-*"))).train()
 

@@ -13,9 +13,15 @@ quality. Test modules wrap it in a fixture of their own:
 import os
 from typing import NamedTuple
 
-from speech2face.training import decoder_task, encoder_task, loop
+from speech2face.training import config, decoder_task, encoder_task, loop
 
 _CACHE = {}  # world directory -> TinyModels: train once even when two modules ask
+
+
+def trainer_kwargs(model_dir, train_records, eval_records=None, **trainer):
+    """Keyword arguments of `loop.Trainer` after the task: model_dir, data and trainer configs."""
+    return dict(model_dir=model_dir, data_config=config.DataConfig(train_records, eval_records),
+                trainer=config.TrainerConfig(**trainer))
 
 
 class TinyModels(NamedTuple):
@@ -34,15 +40,15 @@ def tiny_models(tiny_world, tmp_path_factory, steps: int = 4) -> TinyModels:
     loop.Trainer(
         decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(preset="small",
                                                                 perceptual_weight=0.0)),
-        loop.TrainConfig(model_dir=decoder_dir, train_records=train, global_batch_size=4,
-                         train_steps=steps, steps_per_loop=2, summary_every=2)).train()
+        **trainer_kwargs(decoder_dir, train, global_batch_size=4, train_steps=steps,
+                         steps_per_loop=2, summary_every=2)).train()
     encoder_dir = str(tmp_path_factory.mktemp("tiny_encoder"))
     loop.Trainer(
         encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(
             preset="small", decoder_dir=decoder_dir, random_crops=False,
             vggface_weights=os.path.join(world, info["vggface_weights"]["path"]))),
-        loop.TrainConfig(model_dir=encoder_dir, train_records=train, global_batch_size=4,
-                         train_steps=steps, steps_per_loop=2, summary_every=2,
-                         checkpoint_every=100, image_summary_every=100)).train()
+        **trainer_kwargs(encoder_dir, train, global_batch_size=4, train_steps=steps,
+                         steps_per_loop=2, summary_every=2, checkpoint_every=100,
+                         image_summary_every=100)).train()
     _CACHE[world] = TinyModels(decoder_dir, encoder_dir, steps)
     return _CACHE[world]

@@ -81,6 +81,7 @@ _PRESETS = {
                            texture_base_channels=128, texture_channels=(64, 32)),
 }
 
+PRESETS = tuple(sorted(_PRESETS))
 
 def decoder_config(preset: str) -> DecoderConfig:
     """The `DecoderConfig` of a preset: "paper" (224×224 output) or "small" (64×64)."""

@@ -88,6 +88,7 @@ _PRESETS = {
     "small": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512),
 }
 
+PRESETS = tuple(sorted(_PRESETS))
 
 def encoder_config(preset: str) -> EncoderConfig:
     """The `EncoderConfig` of a preset: "paper" (Table 1) or "small" (channels ÷8, CPU-sized)."""

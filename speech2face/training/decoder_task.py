@@ -38,8 +38,11 @@ class DecoderTaskConfig:
     Attributes:
       preset: `paper` (224×224 output) or `small` (64×64; CPU and the toy world).
       learning_rate: Adam step size (β1 0.5, β2 0.999, ε 1e-4, as for the encoder).
-      landmark_weight, texture_weight, perceptual_weight, image_weight: loss weights
-        (defaults: `face_decoder.DecoderLossWeights`).
+      landmark_weight: weight of the landmark MSE.
+      texture_weight: weight of the texture L1.
+      perceptual_weight: weight of the perceptual term (VGG-Face features of the rendered vs
+        the true face).
+      image_weight: weight of the rendered-image L1 (ours; not in Cole et al.).
       perceptual_layer: VGG-Face layer of the perceptual term: `fc7` (the face feature itself,
         the rendered image resized to 224×224: Cole et al.'s choice and the default for `paper`),
         `pool3`/`pool2` (convolutional features at the decoder's own resolution: ~10-40× cheaper,
@@ -47,7 +50,7 @@ class DecoderTaskConfig:
       vggface_weights: rcmalli-layout VGG-Face .h5 for the perceptual term.
     """
 
-    preset: str = "small"
+    preset: str = "paper"
     learning_rate: float = 1e-3
     landmark_weight: float = face_decoder.DecoderLossWeights.landmark
     texture_weight: float = face_decoder.DecoderLossWeights.texture

@@ -39,18 +39,23 @@ class EncoderTaskConfig:
       preset: `paper` (Table 1) or `small` (same topology, channels ÷8; CPU and the toy world).
       decoder_dir: model_dir of a stage-1 run (its export holds f_dec).
       vggface_weights: rcmalli-layout VGG-Face .h5 (fc8 is the distillation teacher).
-      learning_rate, decay_rate, decay_steps: lr × decay_rate^floor(step / decay_steps).
-      lambda1, lambda2, temperature: the loss of SPEC §5.
+      learning_rate: initial learning rate (the paper's 1e-3).
+      decay_rate: staircase decay, lr × decay_rate^floor(step / decay_steps) (the paper's 0.95).
+      decay_steps: steps between decays (the paper's 10,000).
+      lambda1: weight of the normalised-feature L2 term (the paper's 0.025).
+      lambda2: weight of the fc8 distillation term (the paper's 200).
+      temperature: distillation temperature T (the paper's 2).
       random_crops: train on random 6 s crops of the stored waveforms.
       mean_feature_init: start the output layer at the mean face feature of the stage-1
         training set (stored in the decoder): bias = that mean, kernel = 0, so v_s starts at
         the average face for every input. The loss sees v_s mostly through f_dec (4096 -> 1000),
         so a random kernel would leave a random projection of the hidden units in the other
         3,096 directions, which cosine retrieval counts as noise. The paper gives no
-        initialisation; off: Keras's defaults (Glorot-uniform kernel, zero bias).
+        initialisation, so it is off by default (Keras's Glorot-uniform kernel, zero bias) and
+        on in the toy experiment.
     """
 
-    preset: str = "small"
+    preset: str = "paper"
     decoder_dir: Optional[str] = None
     vggface_weights: Optional[str] = None
     learning_rate: float = 1e-3
@@ -60,7 +65,7 @@ class EncoderTaskConfig:
     lambda2: float = losses.LAMBDA2
     temperature: float = losses.TEMPERATURE
     random_crops: bool = True
-    mean_feature_init: bool = True
+    mean_feature_init: bool = False
 
 
 def _random_crop_spectrograms(num_samples: int, seed: int):

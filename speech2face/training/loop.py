@@ -30,8 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speech2face import audio, data
+from speech2face import audio, data, dataset_info
 from speech2face.training import checkpoints
+from speech2face.training import config as config_lib
 from speech2face.training import strategy as strategy_lib
 
 CONFIG_FILE = "config.json"
@@ -39,50 +40,6 @@ CONFIG_FILE = "config.json"
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, incompatible model_dir, ...)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """What every stage's training shares.
-
-    Attributes:
-      model_dir: checkpoints, summaries, config.json and the export go here.
-      train_records: glob of training TFRecords.
-      eval_records: glob of held-out TFRecords (eval losses, image grids, final numbers).
-      global_batch_size: examples per step over all replicas.
-      train_steps: total steps (a resumed run continues up to this).
-      steps_per_loop: steps per tf.function call.
-      checkpoint_every, summary_every, image_summary_every, eval_every: in steps.
-      eval_batches: batches per periodic evaluation (0: the whole eval set).
-      num_images: faces in the image grids.
-      keep_checkpoints: checkpoints kept on disk.
-      seed: model initialisation and input order.
-      precision: float32, bfloat16 or float16 (mixed precision; float16 adds loss scaling).
-      jit_compile: compile the per-replica step with XLA.
-    """
-
-    model_dir: str
-    train_records: str
-    eval_records: Optional[str] = None
-    global_batch_size: int = 8
-    train_steps: int = 1000
-    steps_per_loop: int = 50
-    checkpoint_every: int = 500
-    summary_every: int = 50
-    image_summary_every: int = 500
-    eval_every: int = 500
-    eval_batches: int = 10
-    num_images: int = 8
-    keep_checkpoints: int = 3
-    seed: int = 0
-    precision: str = "float32"
-    jit_compile: bool = False
-
-    def validate(self):
-        for name in ("global_batch_size", "train_steps", "steps_per_loop", "checkpoint_every",
-                     "summary_every", "image_summary_every", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 class Task(abc.ABC):
@@ -148,11 +105,11 @@ def _format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def _write_config(model_dir: str, config: TrainConfig, task: Task) -> None:
+def _write_config(model_dir: str, run: dict, task: Task) -> None:
     path = os.path.join(model_dir, CONFIG_FILE)
     resolved = {
         "stage": task.name,
-        "train": dataclasses.asdict(config),
+        **run,
         "task": task.config(),
         "command": sys.argv,
         "tensorflow": tf.__version__,
@@ -173,13 +130,25 @@ def _write_config(model_dir: str, config: TrainConfig, task: Task) -> None:
 
 
 class Trainer:
-    """Trains `task` under `strategy` as `config` says. See the module docstring."""
+    """Trains `task` into `model_dir` as `data`, `trainer` and `runtime` say (see
+    `speech2face.training.config`), under `strategy` (default: the current one). See the module
+    docstring; `speech2face.training.experiments` builds the task from a named experiment."""
 
-    def __init__(self, task: Task, config: TrainConfig,
-                 strategy: Optional[tf.distribute.Strategy] = None):
-        config.validate()
+    def __init__(self, task: Task, model_dir: str, data_config: config_lib.DataConfig,
+                 trainer: config_lib.TrainerConfig = config_lib.TrainerConfig(),
+                 runtime: config_lib.RuntimeConfig = config_lib.RuntimeConfig(),
+                 strategy: Optional[tf.distribute.Strategy] = None,
+                 experiment: Optional[dict] = None):
+        trainer.validate()
+        strategy_lib.check_precision(runtime.mixed_precision)
+        if not data_config.train_records:
+            raise ValueError("no training records: set data.train_records (--train_records)")
         self.task = task
-        self.config = config
+        self.model_dir = model_dir
+        self.data = data_config
+        self.trainer = trainer
+        self.runtime = runtime
+        self.experiment = experiment
         self.strategy = strategy or tf.distribute.get_strategy()
         self.names = tuple(task.loss_names)
         if "total" not in self.names:
@@ -187,21 +156,21 @@ class Trainer:
 
     # -- input --------------------------------------------------------------------------
     def _dataset(self, pattern: str, training: bool):
-        options = dataclasses.replace(self.task.input_options(training), seed=self.config.seed)
+        options = dataclasses.replace(self.task.input_options(training), seed=self.trainer.seed)
         return self.strategy.distribute_datasets_from_function(
-            lambda ctx: data.input_fn(pattern, ctx, self.config.global_batch_size, training,
+            lambda ctx: data.input_fn(pattern, ctx, self.trainer.global_batch_size, training,
                                       options))
 
     def _image_batch(self):
-        pattern = self.config.eval_records or self.config.train_records
+        pattern = self.data.eval_records or self.data.train_records
         options = self.task.summary_input_options()
-        dataset = data.input_fn(pattern, None, self.config.num_images, False, options)
+        dataset = data.input_fn(pattern, None, self.trainer.num_images, False, options)
         return next(iter(dataset))
 
     # -- steps --------------------------------------------------------------------------
     def _build_functions(self, model, optimizer, step):
         strategy, task, names = self.strategy, self.task, self.names
-        global_batch = self.config.global_batch_size
+        global_batch = self.trainer.global_batch_size
         variables = task.trainable_variables(model)
 
         def replica_step(batch):
@@ -218,7 +187,7 @@ class Trainer:
             out.append(grad_norm / strategy.num_replicas_in_sync)
             return out
 
-        if self.config.jit_compile:
+        if self.runtime.jit_compile:
             replica_step = tf.function(replica_step, jit_compile=True)
 
         @tf.function
@@ -254,8 +223,8 @@ class Trainer:
 
     def _evaluate(self, eval_step) -> Dict[str, float]:
         sums, count = np.zeros(len(self.names)), 0.0
-        for i, batch in enumerate(self._dataset(self.config.eval_records, training=False)):
-            if self.config.eval_batches and i >= self.config.eval_batches:
+        for i, batch in enumerate(self._dataset(self.data.eval_records, training=False)):
+            if self.trainer.eval_batches and i >= self.trainer.eval_batches:
                 break
             values = [float(v) for v in eval_step(batch)]
             sums += values[:-1]
@@ -264,33 +233,52 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------
     def train(self) -> dict:
-        """Trains to `train_steps` (resuming if possible); returns a summary dict."""
-        cfg = self.config
+        """Trains to `train_steps` (resuming if possible); returns a summary dict. The Keras
+        dtype policy is `runtime.mixed_precision` while it runs, and restored afterwards."""
+        previous_policy = keras.mixed_precision.global_policy()
+        strategy_lib.set_precision(self.runtime.mixed_precision)
+        try:
+            return self._train()
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+
+    def _train(self) -> dict:
+        tr = self.trainer
         chief = strategy_lib.is_chief(self.strategy)
-        tf.io.gfile.makedirs(cfg.model_dir)
+        train_files = data.list_files(self.data.train_records)
+        if tr.train_steps is None:
+            num_examples = dataset_info.num_examples(train_files, "train")
+            train_steps = tr.steps_for(num_examples)
+            logging.info("Training for %g epochs over %d examples at batch %d: %d steps.",
+                         tr.epochs, num_examples, tr.global_batch_size, train_steps)
+        else:
+            train_steps = tr.train_steps
+        tf.io.gfile.makedirs(self.model_dir)
         if chief:
-            _write_config(cfg.model_dir, cfg, self.task)
-        keras.utils.set_random_seed(cfg.seed)
-        train_files = data.list_files(cfg.train_records)
+            _write_config(self.model_dir, {
+                "experiment": self.experiment, "data": dataclasses.asdict(self.data),
+                "trainer": {**dataclasses.asdict(tr), "resolved_train_steps": train_steps},
+                "runtime": dataclasses.asdict(self.runtime)}, self.task)
+        keras.utils.set_random_seed(tr.seed)
         self.task.prepare(train_files)
 
         with self.strategy.scope():
             model = self.task.build_model()
             optimizer = self.task.build_optimizer()
-            if cfg.precision == "float16":
+            if self.runtime.mixed_precision == "float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.task.trainable_variables(model))
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        state = checkpoints.RunState(cfg.model_dir, self.strategy, step, model, optimizer,
-                                     cfg.keep_checkpoints)
+        state = checkpoints.RunState(self.model_dir, self.strategy, step, model, optimizer,
+                                     tr.keep_checkpoints)
         start_step = int(step.numpy())
 
         train_loop, eval_step = self._build_functions(model, optimizer, step)
-        iterator = iter(self._dataset(cfg.train_records, training=True))
+        iterator = iter(self._dataset(self.data.train_records, training=True))
         image_batch = self._image_batch()
         if chief:
-            train_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "train"))
-            eval_writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "eval"))
+            train_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
+            eval_writer = tf.summary.create_file_writer(os.path.join(self.model_dir, "eval"))
         else:
             train_writer = eval_writer = tf.summary.create_noop_writer()
         status, last = "finished", {}
@@ -301,20 +289,20 @@ class Trainer:
             with train_writer.as_default(step=int(step.numpy())):
                 for name, (kind, value) in self.task.summaries(model, image_batch).items():
                     if kind == "image":
-                        tf.summary.image(name, value, max_outputs=cfg.num_images)
+                        tf.summary.image(name, value, max_outputs=tr.num_images)
                     else:
                         tf.summary.audio(name, value, audio.SAMPLE_RATE,
-                                         max_outputs=cfg.num_images)
+                                         max_outputs=tr.num_images)
 
         if start_step == 0:
             write_images()
         with checkpoints.StopFlag() as stop:
             window_start, window_step = time.perf_counter(), int(step.numpy())
-            while int(step.numpy()) < cfg.train_steps:
+            while int(step.numpy()) < train_steps:
                 current = int(step.numpy())
-                num = min(cfg.steps_per_loop, cfg.train_steps - current)
-                for every in (cfg.summary_every, cfg.checkpoint_every, cfg.image_summary_every,
-                              cfg.eval_every):
+                num = min(tr.steps_per_loop, train_steps - current)
+                for every in (tr.summary_every, tr.checkpoint_every, tr.image_summary_every,
+                              tr.eval_every):
                     num = min(num, every - current % every)
                 values, bad_step = train_loop(iterator, tf.constant(num, tf.int32))
                 current = int(step.numpy())
@@ -326,7 +314,7 @@ class Trainer:
                         f"checkpoint is kept: {state.latest}. Lower the learning "
                         "rate or check the input data, then rerun to resume from it.")
                 last = dict(zip(self.names + ("grad_norm",), [float(v) for v in values]))
-                if current % cfg.summary_every == 0 or current == cfg.train_steps:
+                if current % tr.summary_every == 0 or current == train_steps:
                     elapsed = time.perf_counter() - window_start
                     steps_per_sec = (current - window_step) / max(elapsed, 1e-9)
                     window_start, window_step = time.perf_counter(), current
@@ -338,24 +326,24 @@ class Trainer:
                         tf.summary.scalar("lr", lr)
                         tf.summary.scalar("perf/steps_per_sec", steps_per_sec)
                         tf.summary.scalar("perf/examples_per_sec",
-                                          steps_per_sec * cfg.global_batch_size)
-                    eta = (cfg.train_steps - current) / max(steps_per_sec, 1e-9)
+                                          steps_per_sec * tr.global_batch_size)
+                    eta = (train_steps - current) / max(steps_per_sec, 1e-9)
                     logging.info(
                         "step %d/%d (%.0f%%)  %s  lr %.2e  %.2f steps/s  %.1f examples/s  ETA %s",
-                        current, cfg.train_steps, 100.0 * current / cfg.train_steps,
+                        current, train_steps, 100.0 * current / train_steps,
                         "  ".join(f"{n} {last[n]:.4g}" for n in self.names), lr, steps_per_sec,
-                        steps_per_sec * cfg.global_batch_size, _format_seconds(eta))
-                if current % cfg.image_summary_every == 0:
+                        steps_per_sec * tr.global_batch_size, _format_seconds(eta))
+                if current % tr.image_summary_every == 0:
                     write_images()
-                if cfg.eval_records and current % cfg.eval_every == 0:
+                if self.data.eval_records and current % tr.eval_every == 0:
                     metrics = self._evaluate(eval_step)
                     with eval_writer.as_default(step=current):
                         for name, value in metrics.items():
                             tf.summary.scalar(f"losses/{name}", value)
                     logging.info("eval at step %d: %s", current,
                                  "  ".join(f"{n} {v:.4g}" for n, v in metrics.items()))
-                if current % cfg.checkpoint_every == 0 or current == cfg.train_steps:
-                    state.save("periodic" if current < cfg.train_steps else "final")
+                if current % tr.checkpoint_every == 0 or current == train_steps:
+                    state.save("periodic" if current < train_steps else "final")
                 if stop.signum is not None:
                     if state.latest is None or not state.latest.endswith(f"-{current}"):
                         state.save("on " + signal.Signals(stop.signum).name)
@@ -370,17 +358,17 @@ class Trainer:
             state.remove_worker_copy()
             return {"status": status, "start_step": start_step, "step": int(step.numpy()),
                     "losses": last, "export": None}
-        export_dir = self.task.export(model, cfg.model_dir)
+        export_dir = self.task.export(model, self.model_dir)
         result = {"status": status, "start_step": start_step, "step": int(step.numpy()),
                   "losses": last, "export": export_dir}
-        if status == "finished" and cfg.eval_records:
+        if status == "finished" and self.data.eval_records:
             numbers = self.task.final_evaluation(
-                model, data.input_fn(cfg.eval_records, None, cfg.global_batch_size, False,
+                model, data.input_fn(self.data.eval_records, None, tr.global_batch_size, False,
                                      self.task.input_options(False)))
             if numbers:
                 result["final_evaluation"] = numbers
-                with tf.io.gfile.GFile(os.path.join(cfg.model_dir, self.task.eval_file), "w") as f:
+                with tf.io.gfile.GFile(os.path.join(self.model_dir, self.task.eval_file), "w") as f:
                     json.dump(numbers, f, indent=2)
                 logging.info("Held-out numbers written to %s.",
-                             os.path.join(cfg.model_dir, self.task.eval_file))
+                             os.path.join(self.model_dir, self.task.eval_file))
         return result

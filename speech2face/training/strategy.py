@@ -55,13 +55,19 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+def check_precision(precision: str) -> None:
+    """Raises ValueError unless `precision` is one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+
+
 def set_precision(precision: str) -> None:
     """Sets the Keras global dtype policy: float32, or mixed bfloat16/float16 compute.
 
-    Call before building models. float16 needs loss scaling, which `loop.Trainer` adds.
+    `loop.Trainer` calls it from its runtime config before it builds models (and adds loss
+    scaling for float16); call it yourself only to build models outside a Trainer.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    check_precision(precision)
     policy = "float32" if precision == "float32" else f"mixed_{precision}"
     keras.mixed_precision.set_global_policy(policy)
     logging.info("Keras dtype policy: %s.", policy)

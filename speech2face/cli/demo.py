@@ -1,0 +1,298 @@
+r"""The whole pipeline on the built-in toy world, in one command.
+
+    python -m speech2face.demo --workdir=demo_out
+
+Stages (each skipped when its output already exists, so a rerun picks up where it stopped):
+1. Build the toy world (SPEC §11) into `WORKDIR/toy_world`.
+2. Show it: `WORKDIR/preview/contact_sheet.png` (faces grouped by speaker, train and test),
+   `landmarks.png` (one face with its 68 landmarks), a few WAV clips, and `summary.txt`.
+3. Train the small face decoder (stage 1) into `WORKDIR/decoder` and draw
+   `WORKDIR/decoder/decoded_faces.png`: held-out speakers' true faces above the faces decoded
+   from their true face features; `decoder_eval.json` holds pixel and landmark errors beside the
+   mean-face baseline.
+4. Train the small voice encoder (stage 2, the paper's loss against the frozen decoder's f_dec
+   and VGG-Face fc8, with λ1 = 10⁴ instead of 0.025: `--encoder_lambda1`) into
+   `WORKDIR/encoder`; `encoder_eval.json` holds a first look at held-out retrieval.
+5. Evaluate with the paper's protocol on the held-out speakers (`WORKDIR/eval/metrics.json`,
+   `report.md`, figures) and predict faces from a few held-out clips (`WORKDIR/predictions/`).
+"""
+
+import collections
+import glob
+import json
+import os
+import shutil
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+import soundfile  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from data_prep import toy_world_lib  # noqa: E402
+from speech2face import audio, data, evaluation, prediction, records  # noqa: E402
+from speech2face.training import decoder_task, encoder_task, experiments  # noqa: E402
+
+_DEFAULTS = toy_world_lib.ToyWorldConfig()
+_TOY_DECODER = experiments.get("toy_decoder")
+_TOY_ENCODER = experiments.get("toy_encoder")
+flags.DEFINE_string("workdir", None, "Directory for everything the demo writes.")
+flags.DEFINE_integer("num_speakers", _DEFAULTS.num_speakers, "Speakers in the toy world.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the toy world.")
+flags.DEFINE_bool("rebuild", False, "Rebuild the toy world even if WORKDIR/toy_world exists.")
+flags.DEFINE_integer("sheet_speakers", 12, "Speakers shown on the contact sheet.")
+flags.DEFINE_integer("num_wavs", 4, "WAV clips written to the preview.")
+# The training runs are the toy experiments; these flags change one field each (default: the
+# experiment's value, shown in brackets).
+flags.DEFINE_integer("decoder_steps", None, "Training steps of the small face decoder "
+                     f"[toy_decoder: {_TOY_DECODER.trainer.train_steps}].")
+flags.DEFINE_integer("decoder_batch_size", None, "Batch size of the face decoder "
+                     f"[toy_decoder: {_TOY_DECODER.trainer.global_batch_size}].")
+flags.DEFINE_integer("encoder_steps", None, "Training steps of the small voice encoder "
+                     f"[toy_encoder: {_TOY_ENCODER.trainer.train_steps}].")
+flags.DEFINE_integer("encoder_batch_size", None, "Batch size of the voice encoder "
+                     f"[toy_encoder: {_TOY_ENCODER.trainer.global_batch_size}].")
+flags.DEFINE_float("encoder_lambda1", None,
+                   "λ1, weight of the voice encoder's normalised-feature L2 term "
+                   f"[toy_encoder: {_TOY_ENCODER.task.lambda1:g}; the paper's "
+                   f"{encoder_task.EncoderTaskConfig.lambda1} leaves that term inert on the toy "
+                   "world: docs/toy_world.md].")
+flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+THUMB = 112
+
+
+def build_world(workdir: str, num_speakers: int, seed: int, rebuild: bool) -> str:
+    """Stage 1: the toy world in `workdir/toy_world`; reused when already built."""
+    world = os.path.join(workdir, "toy_world")
+    info_path = os.path.join(world, toy_world_lib.DATASET_INFO)
+    if os.path.exists(info_path) and not rebuild:
+        with open(info_path) as f:
+            config = json.load(f)["config"]
+        if config["num_speakers"] == num_speakers and config["seed"] == seed:
+            logging.info("Stage 1: reusing the toy world in %s (--rebuild to redo it).", world)
+            return world
+        logging.info("Stage 1: %s was built with other settings; rebuilding.", world)
+    if os.path.exists(world):
+        shutil.rmtree(world)
+    logging.info("Stage 1: building the toy world in %s.", world)
+    toy_world_lib.build_toy_world(
+        toy_world_lib.ToyWorldConfig(num_speakers=num_speakers, seed=seed), world
+    )
+    return world
+
+
+def _read_examples(world: str, split: str):
+    for path in sorted(tf.io.gfile.glob(os.path.join(world, f"{split}-*.tfrecord"))):
+        for serialized in tf.data.TFRecordDataset(path):
+            yield records.decode_example(serialized.numpy())
+
+
+def _faces_by_speaker(world: str, split: str, max_speakers: int):
+    """speaker_id -> list of distinct face images (uint8 [224, 224, 3]) and the first clip."""
+    faces = collections.OrderedDict()
+    for example in _read_examples(world, split):
+        entry = faces.get(example.speaker_id)
+        if entry is None:
+            if len(faces) >= max_speakers:
+                continue
+            entry = faces[example.speaker_id] = {"jpegs": [], "clip": example, "landmarks": []}
+        if example.face_jpeg not in entry["jpegs"]:
+            entry["jpegs"].append(example.face_jpeg)
+            entry["landmarks"].append(example.landmarks)
+    return faces
+
+
+def _decode_jpeg(data: bytes) -> Image.Image:
+    return Image.open(__import__("io").BytesIO(data)).convert("RGB")
+
+
+def contact_sheet(groups, path: str) -> None:
+    """One row per speaker: a label, then each of the speaker's faces."""
+    rows = [(split, spk, entry) for split, faces in groups for spk, entry in faces.items()]
+    columns = max(len(entry["jpegs"]) for _, _, entry in rows)
+    label_w = 150
+    sheet = Image.new("RGB", (label_w + columns * (THUMB + 4), len(rows) * (THUMB + 4)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (split, spk, entry) in enumerate(rows):
+        y = r * (THUMB + 4)
+        draw.text((6, y + THUMB // 2 - 12), f"{spk}\n{split}", fill="black")
+        for c, jpeg in enumerate(entry["jpegs"]):
+            sheet.paste(
+                _decode_jpeg(jpeg).resize((THUMB, THUMB), Image.LANCZOS),
+                (label_w + c * (THUMB + 4), y),
+            )
+    sheet.save(path)
+
+
+def landmark_figure(jpeg: bytes, landmarks: np.ndarray, path: str, scale: int = 2) -> None:
+    """One face at 2x with its 68 landmarks numbered (dlib's order)."""
+    image = _decode_jpeg(jpeg).resize((records.FACE_SIZE * scale,) * 2, Image.LANCZOS)
+    draw = ImageDraw.Draw(image)
+    for i, (x, y) in enumerate(landmarks * scale):
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(255, 0, 0))
+        draw.text((x + 3, y - 5), str(i), fill=(255, 255, 0))
+    image.save(path)
+
+
+def preview_world(world: str, workdir: str, sheet_speakers: int, num_wavs: int) -> str:
+    """Stage 2: contact sheet, landmark figure, WAV clips and a summary of the toy world."""
+    out = os.path.join(workdir, "preview")
+    os.makedirs(out, exist_ok=True)
+    num_test = max(1, sheet_speakers // 3)
+    groups = [
+        ("train", _faces_by_speaker(world, "train", sheet_speakers - num_test)),
+        ("test", _faces_by_speaker(world, "test", num_test)),
+    ]
+    contact_sheet(groups, os.path.join(out, "contact_sheet.png"))
+    first = next(iter(groups[0][1].values()))
+    landmark_figure(first["jpegs"][0], first["landmarks"][0], os.path.join(out, "landmarks.png"))
+
+    wav_paths = []
+    # Held-out speakers first: stage 5 predicts faces from these clips.
+    entries = [e for _, faces in reversed(groups) for e in faces.values()]
+    for entry in entries[:num_wavs]:
+        clip = entry["clip"]
+        if clip.waveform is None:
+            continue
+        path = os.path.join(out, f"{clip.clip_id}.wav")
+        soundfile.write(path, clip.waveform, audio.SAMPLE_RATE, subtype="PCM_16")
+        wav_paths.append(path)
+
+    info = toy_world_lib.load_dataset_info(world)
+    summary = toy_world_lib.format_summary(info)
+    with open(os.path.join(out, "summary.txt"), "w") as f:
+        f.write(summary + "\n")
+    print(summary)
+    print(f"\nPreview in {out}:")
+    for name in ["contact_sheet.png", "landmarks.png", "summary.txt"] + [
+        os.path.basename(p) for p in wav_paths
+    ]:
+        print(f"  {os.path.join(out, name)}")
+    return out
+
+
+def _toy_experiment(name: str, world: str, **changes) -> experiments.ExperimentConfig:
+    """The named toy experiment on the world in `world`; `changes` override single fields."""
+    info = toy_world_lib.load_dataset_info(world)
+    return experiments.override(experiments.get(name), {
+        "data.train_records": os.path.join(world, "train-*.tfrecord"),
+        "data.eval_records": os.path.join(world, "test-*.tfrecord"),
+        "task.vggface_weights": os.path.join(world, info["vggface_weights"]["path"]),
+        **{k: v for k, v in changes.items() if v is not None}})
+
+
+def train_decoder(world: str, workdir: str, steps=None, batch_size=None) -> str:
+    """Stage 3: the `toy_decoder` experiment; resumes or reuses a finished run."""
+    model_dir = os.path.join(workdir, "decoder")
+    experiment = _toy_experiment("toy_decoder", world, **{
+        "trainer.train_steps": steps, "trainer.global_batch_size": batch_size})
+    logging.info("Stage 3: training the small face decoder (toy_decoder) for %d steps in %s "
+                 "(TensorBoard: tensorboard --logdir=%s).", experiment.trainer.train_steps,
+                 model_dir, model_dir)
+    trainer = experiments.trainer(experiment, model_dir)
+    task = trainer.task
+    result = trainer.train()
+    decoder = decoder_task.load_decoder(model_dir)
+    batch = next(iter(data.input_fn(os.path.join(world, "test-*.tfrecord"), None, 64, False,
+                                    task.input_options(False))))
+    # One face per held-out speaker, up to 8.
+    seen, rows = set(), []
+    for i, speaker in enumerate(batch["speaker_id"].numpy()):
+        if speaker not in seen and len(rows) < 8:
+            seen.add(speaker)
+            rows.append(i)
+    true = batch["face_image"].numpy()[rows]
+    decoded = decoder(tf.gather(batch["face_feature"], rows), training=False)["image"].numpy()
+    path = os.path.join(model_dir, "decoded_faces.png")
+    face_grid([true, decoded], ["true face", "decoded from its feature"], path)
+    numbers = result.get("final_evaluation") or {}
+    if numbers:
+        print("\nFace decoder on held-out speakers (lower is better):")
+        print(f"  pixel L1         decoded {numbers['pixel_l1']['decoded']:.4f}   mean face "
+              f"{numbers['pixel_l1']['mean_face']:.4f}")
+        print(f"  landmark error   decoded {numbers['landmark_error_px224']['decoded']:.2f} px   "
+              f"mean face {numbers['landmark_error_px224']['mean_face']:.2f} px (224x224 crop)")
+    print(f"  grid: {path}")
+    return model_dir
+
+
+def train_encoder(world: str, workdir: str, decoder_dir: str, steps=None,
+                  batch_size=None, lambda1=None) -> str:
+    """Stage 4: the `toy_encoder` experiment; resumes or reuses a finished run."""
+    model_dir = os.path.join(workdir, "encoder")
+    experiment = _toy_experiment("toy_encoder", world, **{
+        "task.decoder_dir": decoder_dir, "trainer.train_steps": steps,
+        "trainer.global_batch_size": batch_size, "task.lambda1": lambda1})
+    logging.info("Stage 4: training the small voice encoder (toy_encoder) for %d steps in %s "
+                 "(TensorBoard: tensorboard --logdir=%s), λ1 = %g (the paper's: %g; see "
+                 "docs/toy_world.md).", experiment.trainer.train_steps, model_dir, model_dir,
+                 experiment.task.lambda1, encoder_task.EncoderTaskConfig.lambda1)
+    result = experiments.trainer(experiment, model_dir).train()
+    numbers = result.get("final_evaluation") or {}
+    if numbers:
+        recall, chance = numbers["retrieval_cos"], numbers["chance"]
+        print(f"\nVoice encoder, held-out retrieval of each clip's face among "
+              f"{numbers['gallery_size']} (cosine):")
+        print("  " + "   ".join(f"R@{k} {recall[k]:5.1f}% (chance {chance[k]:.1f}%)"
+                               for k in ("1", "5", "10")))
+    return model_dir
+
+
+def evaluate_and_predict(world: str, workdir: str, encoder_dir: str, wav_paths) -> None:
+    """Stage 5: the paper's evaluation on held-out speakers, and faces predicted from WAVs."""
+    logging.info("Stage 5: evaluating %s on the held-out speakers.", encoder_dir)
+    result = evaluation.run_evaluation(encoder_dir, os.path.join(world, "test-*.tfrecord"),
+                                       os.path.join(workdir, "eval"))
+    print("\n" + evaluation.format_retrieval_table(result))
+    predictions = prediction.predict_files(encoder_dir, list(wav_paths),
+                                           os.path.join(workdir, "predictions") + os.sep)
+    print("\nEvaluation and predictions:")
+    print(f"  {result['files']['metrics']}\n  {result['files']['report']}")
+    for path in result["files"]["figures"].values():
+        print(f"  {path}")
+    for item in predictions:
+        print(f"  {item.path} -> {item.output}")
+
+
+def face_grid(rows, labels, path: str, scale: int = 2) -> None:
+    """Rows of [n, S, S, 3] images in [0, 1], each row labelled on the left."""
+    n, size = rows[0].shape[0], rows[0].shape[1] * scale
+    label_w = 160
+    sheet = Image.new("RGB", (label_w + n * (size + 4), len(rows) * (size + 4)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (images, label) in enumerate(zip(rows, labels)):
+        y = r * (size + 4)
+        draw.text((6, y + size // 2 - 6), label, fill="black")
+        for c, image in enumerate(images):
+            tile = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+            sheet.paste(tile.resize((size, size), Image.LANCZOS), (label_w + c * (size + 4), y))
+    sheet.save(path)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    world = build_world(FLAGS.workdir, FLAGS.num_speakers, FLAGS.seed, FLAGS.rebuild)
+    preview_world(world, FLAGS.workdir, FLAGS.sheet_speakers, FLAGS.num_wavs)
+    decoder_dir = train_decoder(world, FLAGS.workdir, FLAGS.decoder_steps,
+                                FLAGS.decoder_batch_size)
+    encoder_dir = train_encoder(world, FLAGS.workdir, decoder_dir, FLAGS.encoder_steps,
+                                FLAGS.encoder_batch_size, FLAGS.encoder_lambda1)
+    wavs = sorted(glob.glob(os.path.join(FLAGS.workdir, "preview", "*.wav")))
+    evaluate_and_predict(world, FLAGS.workdir, encoder_dir, wavs)
+
+
+def run():
+    """Console-script entry point (absl parses the flags and prints this module's help)."""
+    sys.modules["__main__"].__doc__ = __doc__
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

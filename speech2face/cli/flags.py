@@ -1,0 +1,85 @@
+"""absl flags made from the fields of a config dataclass, so that a field's type, help text and
+default are written once (in the dataclass and its docstring) and the command line follows.
+
+A generated flag defaults to None, meaning "the experiment's value"; its help names the field's
+own default (for the training configs, the paper's).
+"""
+
+import dataclasses
+import re
+import typing
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+from absl import flags
+
+_ATTRIBUTE = re.compile(r"^      ([a-z_0-9, ]+): (.*)$")
+
+
+def field_docs(cls) -> Dict[str, str]:
+    """Field name -> its text in the class docstring's "Attributes:" section (Google style; one
+    entry may document several comma-separated fields)."""
+    docs, names = {}, []
+    for line in (cls.__doc__ or "").splitlines():
+        match = _ATTRIBUTE.match(line)
+        if match:
+            names = [n.strip() for n in match.group(1).split(",")]
+            for name in names:
+                docs[name] = match.group(2).strip()
+        elif names and line.startswith("        "):
+            for name in names:
+                docs[name] += " " + line.strip()
+        else:
+            names = []
+    return docs
+
+
+def _base_type(annotation):
+    if typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return annotation
+
+
+def define_from(cls, names: Optional[Mapping[str, str]] = None, skip: Sequence[str] = (),
+                choices: Optional[Mapping[str, Sequence[str]]] = None, help_prefix: str = "",
+                flag_values=flags.FLAGS) -> Dict[str, str]:
+    """Defines one flag per field of dataclass `cls` (unless in `skip` or already defined);
+    `names` renames fields (field -> flag name); `choices` makes enums. Returns flag -> field."""
+    names, choices, docs = dict(names or {}), dict(choices or {}), field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    defined = {}
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        flag = names.get(field.name, field.name)
+        defined[flag] = field.name
+        if flag in flag_values:
+            continue  # shared by two configs (e.g. vggface_weights): one flag sets both
+        default = field.default
+        help_text = (f"{help_prefix}{docs.get(field.name, field.name)} "
+                     f"[{cls.__name__}.{field.name}: {default!r}]")
+        kind = _base_type(hints[field.name])
+        if field.name in choices:
+            flags.DEFINE_enum(flag, None, list(choices[field.name]), help_text,
+                              flag_values=flag_values)
+        elif kind is bool:
+            flags.DEFINE_bool(flag, None, help_text, flag_values=flag_values)
+        elif kind is int:
+            flags.DEFINE_integer(flag, None, help_text, flag_values=flag_values)
+        elif kind is float:
+            flags.DEFINE_float(flag, None, help_text, flag_values=flag_values)
+        else:
+            flags.DEFINE_string(flag, None, help_text, flag_values=flag_values)
+    return defined
+
+
+def set_values(section: str, defined: Mapping[str, str],
+               flag_values=flags.FLAGS) -> Dict[str, object]:
+    """{"section.field": value} for the flags of `defined` given on the command line."""
+    return {f"{section}.{field}": flag_values[flag].value for flag, field in defined.items()
+            if flag_values[flag].value is not None}
+
+
+def given(defined: Mapping[str, str], flag_values=flags.FLAGS) -> Tuple[str, ...]:
+    """The flags of `defined` given on the command line."""
+    return tuple(flag for flag in defined if flag_values[flag].value is not None)

@@ -1,0 +1,72 @@
+r"""Predicts faces from speech with a trained Speech2Face model.
+
+    python predict.py --model_dir=runs/encoder --audio=clip.wav --output=face.png
+    python predict.py --model_dir=runs/encoder --audio=a.mp4 --audio=b.m4a --output=face.png
+    python predict.py --model_dir=runs/encoder --audio=clips/ --output=faces/ --save_features
+
+Any audio or video file that has an audio track, of any length: it is fitted to the 6 s the
+encoder was trained on (tiled if shorter, its first 6 s if longer). A directory stands for its
+audio/video files. Outputs (see speech2face/prediction.py): one input -> --output itself;
+several -> face_<input name>.png beside --output, and --output holds a labelled contact sheet of
+them all; a directory --output -> <input name>.png inside it. --save_features writes v_s (the
+4096-D face feature predicted from the voice) beside each PNG as .npy.
+
+A file that cannot be read is reported and skipped; the others are still written, and the exit
+status is then 1.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from speech2face import prediction  # noqa: E402
+
+flags.DEFINE_string("model_dir", None, "A stage-2 run directory (with export/voice_encoder.keras).")
+flags.DEFINE_multi_string("audio", [], "Audio/video file or directory; repeat for several.")
+flags.DEFINE_string("output", "face.png", "PNG file name, or a directory (ending in / or "
+                    "existing).")
+flags.DEFINE_bool("save_features", False, "Also save v_s as .npy beside each PNG.")
+flags.DEFINE_string("decoder_dir", None, "Stage-1 run to decode faces with (default: the one "
+                    "the encoder was trained against).")
+flags.DEFINE_integer("image_size", 256, "Side of the face PNGs in pixels.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    paths = FLAGS.audio + argv[1:]  # bare arguments count as --audio too
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir is required")
+    if not paths:
+        raise app.UsageError("give at least one --audio=FILE (or directory)")
+    try:
+        results = prediction.predict_files(FLAGS.model_dir, paths, FLAGS.output,
+                                           save_features=FLAGS.save_features,
+                                           decoder_dir=FLAGS.decoder_dir,
+                                           image_size=FLAGS.image_size)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"predict.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    failed = [r for r in results if not r.ok]
+    for r in results:
+        if r.ok:
+            print(f"{r.path} -> {r.output}")
+    if results.sheet:
+        print(f"contact sheet: {results.sheet}")
+    for r in failed:
+        print(f"predict.py: error: {r.output}", file=sys.stderr)
+    if failed:
+        print(f"predict.py: {len(failed)} of {len(results)} inputs failed", file=sys.stderr)
+        sys.exit(1)
+
+
+def run():
+    """Console-script entry point (absl parses the flags and prints this module's help)."""
+    sys.modules["__main__"].__doc__ = __doc__
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

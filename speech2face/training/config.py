@@ -1,0 +1,94 @@
+"""What every training stage shares, as typed configurations: data, trainer, runtime.
+
+After Model Garden's `ExperimentConfig(task, trainer, runtime)`: each piece is a frozen dataclass
+whose fields are documented here once; `train.py` makes its flags from these fields (each flag's
+default is the field's), and a run's `config.json` holds them all. The stage-specific part, the
+task, is `decoder_task.DecoderTaskConfig` or `encoder_task.EncoderTaskConfig`; the named
+experiments that put the four together are in `speech2face.training.experiments`.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+# The paper trains for 3 epochs at a global batch of 8 (its implementation details).
+PAPER_EPOCHS = 3.0
+PAPER_BATCH_SIZE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the records are.
+
+    Attributes:
+      train_records: glob of training TFRecords.
+      eval_records: glob of held-out TFRecords (eval losses, image grids, final numbers), or None.
+    """
+
+    train_records: str = ""
+    eval_records: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """How long and how often.
+
+    Attributes:
+      global_batch_size: examples per step over all replicas (the paper's 8).
+      train_steps: total steps (a resumed run continues up to this); None: `epochs` passes over
+        the training set, whose size comes from the records' `dataset_info.json`.
+      epochs: passes over the training set when `train_steps` is None (the paper's 3).
+      steps_per_loop: steps per tf.function call.
+      checkpoint_every, summary_every, image_summary_every, eval_every: in steps.
+      eval_batches: batches per periodic evaluation (0: the whole eval set).
+      num_images: faces in the image grids.
+      keep_checkpoints: checkpoints kept on disk.
+      seed: model initialisation and input order.
+    """
+
+    global_batch_size: int = PAPER_BATCH_SIZE
+    train_steps: Optional[int] = None
+    epochs: float = PAPER_EPOCHS
+    steps_per_loop: int = 50
+    checkpoint_every: int = 500
+    summary_every: int = 50
+    image_summary_every: int = 500
+    eval_every: int = 500
+    eval_batches: int = 10
+    num_images: int = 8
+    keep_checkpoints: int = 3
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("global_batch_size", "steps_per_loop", "checkpoint_every", "summary_every",
+                     "image_summary_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.train_steps is not None and self.train_steps < 1:
+            raise ValueError(f"train_steps must be at least 1, got {self.train_steps}")
+        if self.train_steps is None and not self.epochs > 0:
+            raise ValueError(f"epochs must be positive, got {self.epochs}")
+
+    def steps_for(self, num_train_examples: int) -> int:
+        """`train_steps`, or `epochs` passes over `num_train_examples` at the global batch."""
+        if self.train_steps is not None:
+            return self.train_steps
+        return max(1, math.ceil(self.epochs * num_train_examples / self.global_batch_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and in what precision.
+
+    Attributes:
+      strategy: tf.distribute strategy by name (`strategy.STRATEGIES`).
+      tpu: TPU name or address for `strategy="tpu"` ("local" on a TPU VM).
+      mixed_precision: float32, or mixed bfloat16/float16 (float16 adds loss scaling). The
+        Trainer sets the Keras dtype policy from it while it builds and trains the model.
+      jit_compile: compile the per-replica step with XLA.
+    """
+
+    strategy: str = "default"
+    tpu: Optional[str] = None
+    mixed_precision: str = "float32"
+    jit_compile: bool = False
