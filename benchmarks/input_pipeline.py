@@ -1,6 +1,7 @@
 """Input-pipeline and spectrogram throughput, our path beside the naive one, in one run.
 
     python benchmarks/input_pipeline.py [--num_examples=512] [--batch_size=64] [--seconds=10]
+                                        [--json_out=input_pipeline.json]
 
 Prints two tables:
 1. Records: examples/s writing and reading paper-shaped examples (598×257×2 spectrogram + 4096
@@ -13,6 +14,7 @@ Reads come from the OS page cache after the first pass (what a training host see
 shards are local); the write side is measured on the same files.
 """
 
+import json
 import os
 import tempfile
 import time
@@ -25,13 +27,17 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from speech2face import audio, data, records  # noqa: E402
+import machine  # noqa: E402  (benchmarks/machine.py)
 
 flags.DEFINE_integer("num_examples", 512, "Paper-shaped examples written per storage format.")
 flags.DEFINE_integer("num_shards", 8, "Shards per format.")
 flags.DEFINE_integer("batch_size", 64, "Batch size of the reads.")
 flags.DEFINE_float("seconds", 8.0, "Time spent measuring each read path.")
 flags.DEFINE_integer("num_clips", 64, "Clips for the spectrogram comparison.")
+flags.DEFINE_string("json_out", None, "Also write every table here as JSON.")
 FLAGS = flags.FLAGS
+
+_TABLES = []  # (title, [(path, rate, ratio)]) as printed, for --json_out
 
 NUM_FRAMES = 598
 
@@ -142,11 +148,13 @@ def _table(title, rows, baseline):
     print(f"  {'path':<52} {'per s':>10} {'ratio':>8}")
     for name, rate in rows:
         print(f"  {name:<52} {rate:>10.1f} {rate / baseline:>7.1f}x")
+    _TABLES.append({"title": title, "rows": [
+        {"path": name, "per_s": rate, "ratio": rate / baseline} for name, rate in rows]})
 
 
 def main(_):
     print(
-        f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores, "
+        f"TensorFlow {tf.__version__}, {machine.cpu_name()}, {os.cpu_count()} CPU cores, "
         f"{FLAGS.num_examples} examples of {NUM_FRAMES}x{records.NUM_FREQ_BINS}x2"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -212,6 +220,11 @@ def main(_):
         ],
         librosa_rate,
     )
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, "w", encoding="utf-8") as f:
+            json.dump({"machine": machine.describe(), "num_examples": FLAGS.num_examples,
+                       "batch_size": FLAGS.batch_size, "tables": _TABLES}, f, indent=2)
+        print(f"wrote {FLAGS.json_out}")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
     python benchmarks/retrieval.py [--num_queries=5000] [--dim=4096] [--naive_queries=50]
 
 The paper ranks a gallery of 5,000 face features (4096-D) for each of 5,000 speech queries, with
-cosine, L2 and L1 distances on L2-normalised rows (SPEC §8). For each metric this prints the time
-of `metrics.ranks` (all of `retrieval_recall`'s work) on the full problem, for L1 with the numba
-kernel and with the NumPy fallback, and of the naive path (a Python loop over queries, each
-computing its distances to every gallery row with NumPy) on `--naive_queries` queries,
-extrapolated linearly to all of them, and checks that both give the same ranks on those queries.
+cosine, L2 and L1 distances on L2-normalised rows (docs/evaluation.md). For each metric this prints
+the time of `metrics.ranks` (all of `retrieval_recall`'s work) on the full problem, for L1 with the
+numba kernel and with the NumPy fallback, and of the naive path (a Python loop over queries, each
+computing its distances to every gallery row with NumPy) on `--naive_queries` queries, extrapolated
+linearly to all of them, and checks that both give the same ranks on those queries.
 Features are synthetic: ReLU'd Gaussians (like VGG-Face fc7) with noisy copies as queries, so
 that ranks are neither all 0 nor random. On a shared machine the load average is printed too.
 """

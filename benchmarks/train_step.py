@@ -13,7 +13,6 @@ machine they came from: docs/performance.md.
 
 import json
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 from speech2face import losses  # noqa: E402
 from speech2face.models import voice_encoder  # noqa: E402
 from speech2face.training import strategy  # noqa: E402
+import machine  # noqa: E402  (benchmarks/machine.py)
 
 flags.DEFINE_list("presets", ["small", "paper"], "Encoder presets to time.")
 flags.DEFINE_list("precisions", ["float32", "bfloat16"], "Precisions to time.")
@@ -36,6 +36,7 @@ flags.DEFINE_integer("peak_size", 4096, "Size n of the n×n float32 matmul that 
                      "peak; 0 skips it.")
 flags.DEFINE_string("json_out", None, "Also write the figures here as JSON.")
 FLAGS = flags.FLAGS
+
 
 
 def matmul_peak(n, seconds=3.0):
@@ -85,12 +86,9 @@ def _rate(preset, precision, jit, batch_size, steps):
 
 
 def main(_):
-    gpus = tf.config.list_physical_devices("GPU")
-    machine = {"tensorflow": tf.__version__, "keras": keras.__version__,
-               "python": platform.python_version(), "cpu": platform.processor() or
-               platform.machine(), "cpu_cores": os.cpu_count(), "gpus": len(gpus)}
-    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, Python "
-          f"{machine['python']}, {os.cpu_count()} CPU cores, GPUs: {len(gpus)}")
+    host = {**machine.describe(), "keras": keras.__version__}
+    print(f"TensorFlow {host['tensorflow']}, Keras {host['keras']}, Python {host['python']}, "
+          f"{host['cpu']}, {host['cpu_cores']} CPU cores, GPUs: {host['gpus'] or 'none'}")
     peak = matmul_peak(FLAGS.peak_size) if FLAGS.peak_size else None
     if peak:
         print(f"float32 matmul peak ({FLAGS.peak_size}²): {peak / 1e9:.1f} GFLOP/s")
@@ -114,7 +112,7 @@ def main(_):
     strategy.set_precision("float32")
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w", encoding="utf-8") as f:
-            json.dump({"machine": machine, "batch_size": FLAGS.batch_size,
+            json.dump({"machine": host, "batch_size": FLAGS.batch_size,
                        "matmul_peak_gflops_per_s": peak / 1e9 if peak else None,
                        "results": rows}, f, indent=2)
         print(f"wrote {FLAGS.json_out}")

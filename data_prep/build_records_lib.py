@@ -39,88 +39,13 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep import clip_lib, dataset_files, faces, manifests, runners
+from data_prep.build_config import BuildConfig
 from data_prep.dataset_files import DATASET_INFO, METRICS_NAMESPACE
 from data_prep.manifests import Reason, SkipClip
 from speech2face import records
 from speech2face.models import vggface
 
 _REJECTS_TAG = "rejects"
-
-
-@dataclasses.dataclass(frozen=True)
-class BuildConfig:
-    """Everything a build depends on (written into dataset_info.json).
-
-    Attributes:
-      manifest: manifest file (see `manifests`); None only for voxceleb2 (the tree is listed).
-      manifest_format: "avspeech", "voxceleb2" or "pairs".
-      media_dir: where the manifest's relative paths point (local, or gs:// etc. on a runner).
-      output_dir: the records' directory; must be empty unless `overwrite`.
-      vggface_weights: rcmalli_vggface_tf_vgg16.h5 (required unless `random_weights_for_tests`).
-      random_weights_for_tests: allow seeded random VGG-Face weights: with vggface_weights None
-        they are written to output_dir; either way dataset_info.json marks the features random.
-      test_fraction: share of speakers (by hash) in the test split, in [0, 1]; 0.08 is the
-        paper's 0.15 M test / 1.85 M pairs.
-      detector, upsample, max_detect_side, min_face_size, face_tries: see `faces.FaceFinder`;
-        face_tries frames are tried around the segment's middle, 0.5 s apart.
-      min_seconds: shorter clips are rejected (`too_short`).
-      max_seconds: longer clips keep their first max_seconds (the stored waveform).
-      spectrogram_dtype: "float16" (0.6 MB per 6 s example) or "float32".
-      store_waveform: also store the clip (tiled to >= 6 s) as int16, for random-crop training.
-      vgg_batch_size: faces per VGG-Face forward pass.
-      tf_threads: TensorFlow intra-op threads per worker for VGG-Face; 0 keeps TF's default
-        (all cores), which oversubscribes the CPU when every core runs a worker. None: cores /
-        workers on the multi-processing DirectRunner, else 0 (on Dataflow, which runs a
-        process per vCPU, pass 1).
-      target_shard_bytes: a shard is closed once it holds this many bytes (SPEC §9: 100-200 MB);
-        each worker bundle also ends with one smaller shard per split.
-      overwrite: replace a previous build in output_dir.
-      command_line: recorded in dataset_info.json.
-    """
-
-    manifest: Optional[str]
-    manifest_format: str
-    media_dir: str
-    output_dir: str
-    vggface_weights: Optional[str]
-    random_weights_for_tests: bool = False
-    test_fraction: float = 0.08
-    detector: str = "cnn"
-    upsample: int = 0
-    max_detect_side: int = faces.DEFAULT_MAX_DETECT_SIDE
-    min_face_size: int = faces.DEFAULT_MIN_FACE_SIZE
-    face_tries: int = 3
-    min_seconds: float = 1.0
-    max_seconds: float = 10.0
-    spectrogram_dtype: str = records.DEFAULT_SPECTROGRAM_DTYPE
-    store_waveform: bool = True
-    vgg_batch_size: int = 16
-    tf_threads: Optional[int] = None
-    target_shard_bytes: int = 150 * 2**20
-    overwrite: bool = False
-    command_line: str = ""
-
-    def validate(self):
-        if self.manifest_format not in manifests.FORMATS:
-            raise ValueError(f"manifest_format must be one of {manifests.FORMATS}, got "
-                             f"{self.manifest_format!r}")
-        if self.manifest is None and self.manifest_format != "voxceleb2":
-            raise ValueError(f"--manifest is required for the {self.manifest_format} format")
-        if self.manifest is not None and not tf.io.gfile.exists(self.manifest):
-            raise FileNotFoundError(f"manifest {self.manifest} not found")
-        if not tf.io.gfile.isdir(self.media_dir):
-            raise FileNotFoundError(f"media_dir {self.media_dir} is not a directory")
-        if not 0.0 <= self.test_fraction <= 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
-        if self.detector not in faces.DETECTORS:
-            raise ValueError(f"detector must be one of {faces.DETECTORS}, got {self.detector!r}")
-        if self.spectrogram_dtype not in records.SPECTROGRAM_DTYPES:
-            raise ValueError(f"spectrogram_dtype must be one of {records.SPECTROGRAM_DTYPES}")
-        if not 0.1 <= self.min_seconds <= self.max_seconds:
-            raise ValueError(f"need 0.1 <= min_seconds <= max_seconds, got {self.min_seconds}, "
-                             f"{self.max_seconds}")
-        if self.vgg_batch_size < 1 or self.face_tries < 1 or self.target_shard_bytes < 1:
-            raise ValueError("vgg_batch_size, face_tries and target_shard_bytes must be >= 1")
 
 
 # ----------------------------------------------------------------------------------------------

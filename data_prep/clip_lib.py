@@ -28,7 +28,7 @@ from data_prep.manifests import Reason, SkipClip
 from speech2face import audio
 
 if TYPE_CHECKING:  # the builder's config; only its clip fields are read here
-    from data_prep.build_records_lib import BuildConfig
+    from data_prep.build_config import BuildConfig
 
 SEGMENT_TOLERANCE = 0.5  # s a segment may run past the media end (rounding in manifests)
 

@@ -33,7 +33,7 @@ from data_prep import faces, manifests
 from speech2face import audio, dataset_info, records
 
 if TYPE_CHECKING:
-    from data_prep.build_records_lib import BuildConfig
+    from data_prep.build_config import BuildConfig
 
 DATASET_INFO = dataset_info.FILENAME
 REJECTS = "rejects.jsonl"
@@ -224,7 +224,7 @@ def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
                   "test_fraction": config.test_fraction},
         "spectrogram": {"dtype": config.spectrogram_dtype,
                         "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
-                        "content": "first 6 s of the clip, tiled if shorter (SPEC §2)"},
+                        "content": "first 6 s of the clip, tiled if shorter (docs/data.md)"},
         "waveform": {"stored": config.store_waveform,
                      "content": f"int16 16 kHz, the clip's first {config.max_seconds:g} s, "
                                 "tiled to at least 6 s"},

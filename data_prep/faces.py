@@ -1,4 +1,4 @@
-"""The face side of the dataset builder (SPEC §3): a frame, dlib's detector, the crop, landmarks.
+"""The face side of the dataset builder: a frame, dlib's detector, the crop, landmarks.
 
     frame (ffmpeg, at a time in the clip) -> faces (dlib CNN/MMOD, or HOG) -> the face nearest
     the hint -> square crop with margin -> 224×224 RGB -> 68 dlib landmarks in crop pixels
@@ -207,7 +207,7 @@ class FaceFinder:
     """dlib's detector and 68-point shape predictor, loaded once.
 
     Args:
-      detector: "cnn" (dlib's MMOD CNN, SPEC §3; ~1-2 s per 640 px frame on one CPU core) or
+      detector: "cnn" (dlib's MMOD CNN, docs/data.md; ~1-2 s per 640 px frame on one CPU core) or
         "hog" (the fast fallback, ~50× quicker, misses more non-frontal faces).
       upsample: times dlib upsamples the detection image; each doubles the smallest findable
         face's resolution and costs ~4× (without it faces under ~80 px at detection scale are

@@ -5,7 +5,7 @@ r"""Builds the toy world: a small synthetic speech+face data set in the project'
 Writes `train-*.tfrecord` and `test-*.tfrecord` (speaker-disjoint), `dataset_info.json` (counts,
 attributes and a linear-probe self-check of what faces and voices carry), `speakers.json`, and,
 unless `--vggface_weights` names real weights, the seeded random VGG-Face weights it used. The
-default size builds in about 1-2 minutes on two CPU cores; see SPEC §11 and the README.
+default size builds in about 1-2 minutes on two CPU cores; see docs/toy_world.md.
 """
 
 import os

@@ -1,6 +1,6 @@
 """What the dataset builder reads: manifests of the three formats parsed into uniform `Clip`s.
 
-Formats (SPEC §9; `media_dir` is the directory the relative paths are under):
+Formats (docs/data.md; `media_dir` is the directory the relative paths are under):
 
     avspeech   CSV rows `youtube_id, start_seconds, end_seconds, x, y`, no header (AVSpeech's own
                avspeech_train.csv / avspeech_test.csv). The video is `<media_dir>/<youtube_id>`

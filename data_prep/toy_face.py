@@ -42,7 +42,7 @@ MAX_BRIGHTNESS_CHANGE = 0.03
 
 # Face-only colours vary over a narrow band: random VGG features are dominated by large colour
 # areas, which a voice cannot know; at full range they left the shared attributes too small a
-# share of the features for voice→face retrieval (SPEC §11).
+# share of the features for voice→face retrieval (docs/toy_world.md).
 HAIR_SATURATION = 0.2
 IRIS_SATURATION = 0.2
 BACKGROUND_SATURATION = 0.1

@@ -1,4 +1,4 @@
-"""Builds the toy world (SPEC §11): speakers, voices, faces, face features, records, self-check.
+"""Builds the toy world (docs/toy_world.md): speakers, voices, faces, features, records, self-check.
 
 The world goes through the same interfaces as real data: clips through `speech2face.audio`
 (fit to 6 s, spectrogram), face crops through `speech2face.models.vggface.FaceFeatureExtractor`
@@ -46,7 +46,7 @@ class ToyWorldConfig:
         paired with face i % faces_per_speaker. Each face costs one VGG-Face pass (~0.1 s here).
       test_fraction: share of speakers held out for the test split.
       min_seconds, max_seconds: clip lengths are uniform in this range; the records hold the
-        first 6 s (short clips tiled, SPEC §2) as a spectrogram, and the clip itself (tiled to at
+        first 6 s (short clips tiled) as a spectrogram, and the clip itself (tiled to at
         least 6 s) as an int16 waveform for random-crop training.
       seed: everything is a function of this seed.
       spectrogram_dtype: storage dtype, "float16" or "float32".
@@ -305,7 +305,7 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
         "spectrogram": {
             "dtype": config.spectrogram_dtype,
             "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
-            "content": "first 6 s of the clip, tiled if shorter (SPEC §2)",
+            "content": "first 6 s of the clip, tiled if shorter (docs/data.md)",
         },
         "clip_seconds": {
             "min": round(float(lengths.min()), 3),

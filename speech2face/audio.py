@@ -1,5 +1,5 @@
-"""Audio front end (SPEC §2): decode any media file to 16 kHz mono, fit it to 6 s, and turn it into
-the power-law compressed complex spectrogram `[frames, 257, 2]` the voice encoder reads.
+"""Audio front end (docs/data.md): decode any media file to 16 kHz mono, fit it to 6 s, and turn it
+into the power-law compressed complex spectrogram `[frames, 257, 2]` the voice encoder reads.
 
 Pure functions only. `spectrogram` is the TensorFlow op used in input pipelines and models;
 `spectrogram_np` is its NumPy twin (used offline and as the reference in tests).
@@ -157,7 +157,7 @@ def _last_line(text):
 
 
 def fit_to_length(waveform, num_samples, offset=0):
-    """Tiles or crops the last axis to exactly `num_samples` (SPEC §2).
+    """Tiles or crops the last axis to exactly `num_samples` (docs/data.md).
 
     A clip shorter than `num_samples` is repeated end to end until it is long enough, then cut
     (so [1, 2, 3] fitted to 7 is [1, 2, 3, 1, 2, 3, 1]); `offset` must then be 0. A longer clip

@@ -1,8 +1,9 @@
 """Craniofacial measurements from 68-point landmarks, and their true-vs-reconstruction correlation.
 
-The paper (SPEC §8) measures faces on the original image and on the reconstruction from speech
-and reports the Pearson correlation per measurement over the test set (nasal index 0.38, nose
-width 0.35; random baseline 0.02). Landmarks are dlib's 68 points (iBUG 300-W order), 0-based:
+The paper (supplementary material; docs/evaluation.md) measures faces on the original image and on
+the reconstruction from speech and reports the Pearson correlation per measurement over the test set
+(nasal index 0.38, nose width 0.35; random baseline 0.02). Landmarks are dlib's 68 points (iBUG
+300-W order), 0-based:
 
     0–16 jaw line (0 and 16 beside the ears, 8 the chin)   27–30 nose bridge (27 at the nasion)
     31–35 lower nose (31, 35 the alae, 33 the subnasale)   36–41, 42–47 the eyes (36, 45 outer

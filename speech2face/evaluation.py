@@ -1,4 +1,4 @@
-"""Evaluation of a trained Speech2Face model on held-out clips: the paper's protocol (SPEC §8).
+"""Evaluation of a trained Speech2Face model on held-out clips (docs/evaluation.md).
 
     records ─► stored spectrogram [598, 257, 2] ─► first F(d) frames ─► voice encoder ─► v_s(d)
             └► v_f, the true 68 landmarks, face JPEGs
@@ -11,7 +11,7 @@ PNG figures (`figures`), and TensorBoard scalars into `model_dir/eval`, beside t
 curves.
 
 Durations: d seconds of input are the first F(d) = 1 + (16000·d − 400) // 160 frames of the
-stored 6 s spectrogram (298 for 3 s). Frames are neither centred nor padded (SPEC §2), so these
+stored 6 s spectrogram (298 for 3 s). Frames are neither centred nor padded (docs/data.md), so these
 frames are exactly the spectrogram of the first d seconds of the segment; a clip shorter than d
 was tiled when the records were written, as `fit_to_length` would tile it to d.
 
@@ -43,8 +43,7 @@ import tensorflow as tf
 
 from speech2face import (attributes, audio, craniofacial, data, figures, metrics, records,
                          report)
-from speech2face.models import face_decoder, voice_encoder
-from speech2face.training import checkpoints, decoder_task, encoder_task
+from speech2face.models import export, face_decoder, voice_encoder
 
 KS = metrics.DEFAULT_KS
 # Re-exported: where users of the evaluation look for them.
@@ -217,7 +216,7 @@ def _craniofacial(true_px, predicted_px, num_shuffles, seed):
 
 
 def _trained_step(model_dir):
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, checkpoints.CHECKPOINT_DIR))
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, export.CHECKPOINT_DIR))
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
@@ -233,7 +232,7 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
                    attribute_classifiers=None, train_records: Optional[str] = None,
                    decoder_dir: Optional[str] = None, batch_size: int = 32, num_sample: int = 8,
                    num_shuffles: int = 1000, seed: int = 0, write_summaries: bool = True) -> dict:
-    """Evaluates the voice encoder exported in `model_dir` on held-out records (SPEC §8).
+    """Evaluates the voice encoder exported in `model_dir` on held-out records (docs/evaluation.md).
 
     Args:
       model_dir: a stage-2 run (its `export/` holds the encoder, which names its decoder).
@@ -268,9 +267,9 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
     if not durations:
         raise ValueError("give at least one duration, e.g. durations=(6, 3)")
     files = data.list_files(records)
-    encoder, info = encoder_task.load_encoder(model_dir)
+    encoder, info = export.load_encoder(model_dir)
     decoder_dir = decoder_dir or info["decoder_dir"]
-    decoder = decoder_task.load_decoder(decoder_dir)
+    decoder = export.load_decoder(decoder_dir)
     world = os.path.dirname(files[0])
     toy = os.path.exists(os.path.join(world, attributes.TOY_SPEAKERS_FILE))
     if attribute_classifiers is None and toy:

@@ -1,4 +1,4 @@
-"""The Speech2Face loss (SPEC §5) and the paper's optimiser settings (SPEC §6).
+"""The Speech2Face loss (paper Eq. 1–2) and the paper's optimiser settings (docs/training.md).
 
     L = ‖f_dec(v_f) − f_dec(v_s)‖₁ + λ1 ‖v_f/‖v_f‖ − v_s/‖v_s‖‖₂²
         + λ2 L_distill(f_VGG(v_f), f_VGG(v_s))
@@ -56,7 +56,7 @@ def _frozen_call(teacher: Callable, x: tf.Tensor) -> tf.Tensor:
 def speech2face_loss(face_features, voice_features, decoder_first_layer, vgg_fc8,
                      lambda1=LAMBDA1, lambda2=LAMBDA2,
                      temperature=TEMPERATURE) -> Dict[str, tf.Tensor]:
-    """The Speech2Face loss of each example (paper Eq. 1–2, SPEC §5).
+    """The Speech2Face loss of each example (paper Eq. 1–2).
 
     Args:
       face_features: v_f, [B, D] float (any float dtype; D = 4096), the target.
@@ -116,7 +116,7 @@ def speech2face_loss(face_features, voice_features, decoder_first_layer, vgg_fc8
 
 
 def learning_rate_schedule(initial=1e-3, decay_rate=0.95, decay_steps=10000):
-    """The paper's learning rate, initial · decay_rate^floor(step / decay_steps) (SPEC §6).
+    """The paper's learning rate, initial · decay_rate^floor(step / decay_steps).
 
     Returns:
       A staircase `keras.optimizers.schedules.ExponentialDecay`: 1e-3 for steps 0–9,999,
@@ -128,7 +128,7 @@ def learning_rate_schedule(initial=1e-3, decay_rate=0.95, decay_steps=10000):
 
 
 def paper_optimizer(learning_rate=None):
-    """Adam(β1 = 0.5, β2 = 0.999, ε = 1e-4) of the paper (SPEC §6).
+    """Adam(β1 = 0.5, β2 = 0.999, ε = 1e-4) of the paper (docs/training.md).
 
     Args:
       learning_rate: a float or a schedule; None gives `learning_rate_schedule()`.

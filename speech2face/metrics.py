@@ -1,4 +1,4 @@
-"""Evaluation metrics of the paper's protocol (SPEC §8): feature distances and S2F → face retrieval.
+"""Evaluation metrics (docs/evaluation.md): feature distances and S2F → face retrieval.
 
 Pure functions (NumPy; numba for L1) on feature matrices `[n, d]` (any float dtype; v_s
 and v_f are 4096-D). Rows are L2-normalised first unless `normalize=False` is passed: the paper's
@@ -113,7 +113,7 @@ def paired_distances(a, b, normalize=True):
 
 
 def feature_distances(pred, true, normalize=True):
-    """Mean and standard deviation over rows of the angle, L2 and L1 distance (SPEC §8, §12).
+    """Mean and standard deviation over rows of the angle, L2 and L1 distance (docs/evaluation.md).
 
     What is computed: each row of `pred` and `true` divided by its L2 norm, then per row the
     angle in degrees (arccos of the cosine, clipped to [-1, 1]), the L2 distance ‖x − y‖₂ and the
@@ -211,7 +211,7 @@ def distance_matrix(a, b, metric="cos", normalize=True, num_threads=None):
     Args:
       a, b: float arrays with the same feature size d.
       metric: "cos" (1 − cosine similarity), "l2" (Euclidean) or "l1" (sum of |differences|).
-      normalize: L2-normalise rows first (SPEC §8; "cos" is scale-free either way).
+      normalize: L2-normalise rows first (docs/evaluation.md; "cos" is scale-free either way).
       num_threads: threads of the L1 kernel; None = the CPUs this process may use.
 
     Returns:
@@ -236,8 +236,8 @@ def ranks(queries, gallery, metric="cos", normalize=True, num_threads=None):
       queries: [n, d] (e.g. v_s); row i belongs with row i of `gallery`.
       gallery: [m, d] with m >= n (e.g. v_f); rows n.. (if any) are distractors with no query.
       metric: "cos", "l2" or "l1" (see `distance_matrix`).
-      normalize: L2-normalise rows first (SPEC §8). On normalised rows "l2" ranks exactly as
-        "cos" does (‖x − y‖² = 2 − 2·cos), up to float64 rounding.
+      normalize: L2-normalise rows first (docs/evaluation.md). On normalised rows "l2" ranks
+        exactly as "cos" does (‖x − y‖² = 2 − 2·cos), up to float64 rounding.
       num_threads: threads of the L1 kernel; None = the CPUs this process may use.
 
     Returns:
@@ -280,7 +280,7 @@ def recall_at_k(query_ranks, ks=DEFAULT_KS):
 def retrieval_recall(
     queries, gallery, ks=DEFAULT_KS, metric="cos", normalize=True, num_threads=None
 ):
-    """S2F → face retrieval recall@K in percent (SPEC §8, §12).
+    """S2F → face retrieval recall@K in percent (docs/evaluation.md).
 
     Each query ranks the whole gallery; recall@K is the share of queries whose own gallery row
     (row i for query i) has rank < K, i.e. fewer than K rows strictly closer (ties favour the

@@ -5,7 +5,7 @@
 
 Any file `audio.load_audio` reads works (wav, flac, mp3, m4a, the audio track of mp4/mkv/webm,
 ...). Clips of any length are fitted to the 6 s the encoder was trained on as in training and
-evaluation (SPEC §2): a shorter clip is tiled, a longer one cropped to its FIRST 6 s (offset 0:
+evaluation (docs/data.md): a shorter clip is tiled, a longer one cropped to its FIRST 6 s (offset 0:
 the crop the records store and evaluation scores; a centre crop would skip intros, but would
 not be what the numbers in report.md describe).
 
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from speech2face import audio
-from speech2face.training import decoder_task, encoder_task
+from speech2face.models import export
 
 # Extensions a directory is searched for (files named explicitly are tried whatever theirs).
 MEDIA_EXTENSIONS = frozenset({
@@ -112,8 +112,8 @@ def output_paths(inputs: Sequence[str], output: str) -> Tuple[Dict[str, str], Op
 
 def load_models(model_dir: str, decoder_dir: Optional[str] = None):
     """(encoder, decoder) of a stage-2 run; the decoder is the one it names unless given."""
-    encoder, info = encoder_task.load_encoder(model_dir)
-    return encoder, decoder_task.load_decoder(decoder_dir or info["decoder_dir"])
+    encoder, info = export.load_encoder(model_dir)
+    return encoder, export.load_decoder(decoder_dir or info["decoder_dir"])
 
 
 def predict_faces(encoder, decoder, waveforms: Sequence[np.ndarray], batch_size: int = 16):

@@ -1,13 +1,13 @@
 """The one TFRecord schema: every writer and reader of clip–face examples imports it from here.
 
-One `tf.train.Example` per clip (SPEC §9). Tensors are stored as raw little-endian bytes with a
+One `tf.train.Example` per clip (docs/data.md). Tensors are stored as raw little-endian bytes with a
 fixed dtype and shape (10-40× faster to write and read than `FloatList`, see
 `benchmarks/input_pipeline.py`):
 
 | key                    | type  | content                                                       |
 |------------------------|-------|---------------------------------------------------------------|
 | `schema_version`       | int64 | `SCHEMA_VERSION`                                              |
-| `spectrogram`          | bytes | `[num_frames, 257, 2]` compressed STFT (SPEC §2), float16/32  |
+| `spectrogram`          | bytes | `[num_frames, 257, 2]` compressed STFT (docs/data.md), f16/32 |
 | `spectrogram/dtype`    | bytes | `b"float16"` or `b"float32"`                                  |
 | `spectrogram/num_frames`| int64| 598 for 6 s                                                   |
 | `face_feature`         | bytes | `[4096]` float32, VGG-Face fc7 after ReLU (v_f)               |
@@ -67,7 +67,7 @@ class Example:
     """One clip–face pair on the NumPy side (what writers fill in and `decode_example` returns).
 
     Attributes:
-      spectrogram: [num_frames, 257, 2] float, the compressed complex STFT of SPEC §2.
+      spectrogram: [num_frames, 257, 2] float, the compressed complex STFT of docs/data.md.
       face_feature: [4096] float32, v_f = VGG-Face fc7 after ReLU.
       speaker_id, clip_id, source: identifiers (str).
       face_jpeg: JPEG bytes of the 224×224 face crop, or b"".

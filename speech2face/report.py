@@ -15,7 +15,8 @@ from speech2face import craniofacial, losses, metrics
 KS = metrics.DEFAULT_KS
 METRIC_NAMES = {"cos": "cosine", "l2": "L2", "l1": "L1"}
 
-# The paper's numbers (SPEC §8). Retrieval: 5,000-face gallery; None where SPEC gives none.
+# The paper's numbers (docs/evaluation.md). Retrieval: 5,000-face gallery; None where the paper
+# gives none.
 PAPER = {
     "distances": {
         "6": {"cos_deg": (45.75, 5.09), "l2": (0.18, 0.02), "l1": (9.42, 1.54)},

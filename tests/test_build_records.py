@@ -34,8 +34,10 @@ IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return vggface.random_vggface_weights(str(tmp_path_factory.mktemp("w") / "vgg.h5"), seed=0)
+def weights(tiny_world):
+    """The session's one full random-weight VGG-Face file (~580 MB): the tiny world's."""
+    world, info = tiny_world
+    return os.path.join(world, info["vggface_weights"]["path"])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Craniofacial measurements from dlib-order landmarks, and their correlation (SPEC §8)."""
+"""Craniofacial measurements from dlib-order landmarks, and their correlation (docs/evaluation.md)."""
 
 import json
 

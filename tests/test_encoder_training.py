@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from speech2face.models import vggface
+from speech2face.models import export, vggface
 from speech2face.training import decoder_task, encoder_task, loop
 from tests.test_training import _scalars, _tags
 from tests.trained_fixtures import trainer_kwargs
@@ -50,7 +50,7 @@ def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
     model_dir = str(tmp_path / "encoder")
     task = _task(world, decoder_dir)
     trainer = loop.Trainer(task, **_config(world, model_dir))
-    decoder_before = [w.numpy().copy() for w in decoder_task.load_decoder(decoder_dir).weights]
+    decoder_before = [w.numpy().copy() for w in export.load_decoder(decoder_dir).weights]
     result = trainer.train()
     assert result["status"] == "finished" and result["step"] == 6
     # The teachers did not move: the decoder used in training equals the exported one, and
@@ -65,7 +65,7 @@ def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
     assert {"losses/total", "losses/decoder_l1", "losses/feature_l2", "losses/distill", "lr",
             "grad_norm", "perf/examples_per_sec", "faces/true_vs_from_vf_vs_from_vs",
             "audio/input"} <= tags
-    encoder, info = encoder_task.load_encoder(model_dir)
+    encoder, info = export.load_encoder(model_dir)
     assert info["decoder_dir"] == os.path.abspath(decoder_dir)
     assert encoder(tf.zeros([1, 298, 257, 2])).shape == (1, 4096)
     numbers = json.load(open(os.path.join(model_dir, "encoder_eval.json")))
@@ -74,7 +74,7 @@ def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
 
 def test_voice_feature_starts_at_the_mean_face_feature(tiny_world, decoder_dir):
     world, _ = tiny_world
-    mean = decoder_task.load_decoder(decoder_dir).feature_mean.numpy()
+    mean = export.load_decoder(decoder_dir).feature_mean.numpy()
     assert np.abs(mean).max() > 0  # the decoder stored the training features' mean
     # On in the toy experiment; the paper gives no initialisation, so it is off by default.
     assert not encoder_task.EncoderTaskConfig().mean_feature_init

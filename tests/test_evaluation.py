@@ -1,4 +1,4 @@
-"""Evaluation (SPEC §8): metrics.json, report.md, figures and summaries on the tiny toy world."""
+"""Evaluation (docs/evaluation.md): metrics.json, report.md, figures, summaries on the tiny world."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from speech2face import attributes, audio, craniofacial, data, evaluation, records, report
-from speech2face.training import encoder_task
+from speech2face.models import export
 from tests import helpers, trained_fixtures
 from tests.test_training import _tags
 
@@ -51,7 +51,7 @@ def test_three_seconds_are_the_first_298_frames():
 def test_encoded_three_seconds_match_the_audio(tiny_world, models):
     """v_s at 3 s from the stored spectrogram = v_s of the first 3 s of the stored clip."""
     world, _ = tiny_world
-    encoder, _ = encoder_task.load_encoder(models.encoder_dir)
+    encoder, _ = export.load_encoder(models.encoder_dir)
     files = data.list_files(os.path.join(world, "test-*.tfrecord"))
     encoded = evaluation.encode_records(encoder, files, (6, 3), limit=2, batch_size=2)
     assert encoded.frames == {"6": 598, "3": 298}

@@ -1,4 +1,4 @@
-"""Feature distances and retrieval recall (SPEC §8, §12)."""
+"""Feature distances and retrieval recall (docs/evaluation.md)."""
 
 import numpy as np
 import pytest

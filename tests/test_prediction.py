@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from speech2face import audio, prediction, records
-from speech2face.training import decoder_task, encoder_task
+from speech2face.models import export
 from tests import helpers, trained_fixtures
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,8 +86,8 @@ def test_predict_files(models, media, tmp_path):
 
 def test_prediction_matches_the_stored_spectrogram(models, test_clip):
     """A clip through predict_faces gives the v_s that evaluation computes from the records."""
-    encoder, info = encoder_task.load_encoder(models.encoder_dir)
-    decoder = decoder_task.load_decoder(info["decoder_dir"])
+    encoder, info = export.load_encoder(models.encoder_dir)
+    decoder = export.load_decoder(info["decoder_dir"])
     waveform = test_clip.waveform.astype(np.float32) / 32768.0
     v_s, faces = prediction.predict_faces(encoder, decoder, [waveform, waveform[:20000]])
     assert v_s.shape == (2, 4096) and faces.shape == (2, 64, 64, 3)

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from speech2face import data, records
+from speech2face.models import export
 from speech2face.training import decoder_task, loop
 from tests.trained_fixtures import trainer_kwargs
 
@@ -68,7 +69,7 @@ def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
             "faces/true_vs_decoded"} <= tags
     assert "losses/total" in _tags(os.path.join(model_dir, "eval"))
 
-    decoder = decoder_task.load_decoder(model_dir)
+    decoder = export.load_decoder(model_dir)
     out = decoder(tf.zeros([1, 4096]))
     assert out["image"].shape == (1, 64, 64, 3)
     # f_dec sees the features centred on the train mean, with unit RMS.
@@ -86,7 +87,7 @@ def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
     exported = [w.numpy().copy() for w in decoder.weights]
     rerun = loop.Trainer(_task(world), **_config(world, model_dir)).train()
     assert rerun["start_step"] == 30 and rerun["step"] == 30
-    for before, after in zip(exported, decoder_task.load_decoder(model_dir).weights):
+    for before, after in zip(exported, export.load_decoder(model_dir).weights):
         np.testing.assert_array_equal(before, after.numpy(), err_msg=after.path)
 
     # A rerun with more steps resumes from the checkpoint instead of starting over.

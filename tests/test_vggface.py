@@ -7,6 +7,7 @@ group `fc6`, subgroup `relu`) and datasets at nested paths `conv1_1/conv1_1/kern
 """
 
 import gc
+import os
 
 import h5py
 import keras
@@ -267,9 +268,13 @@ def test_random_weights_deterministic(tmp_path):
             assert not a[key].any(), key
 
 
-def test_random_full_weights_load_and_give_features(tmp_path):
-    path = vggface.random_vggface_weights(tmp_path / "full.h5", seed=7)
-    notop = _all_datasets(vggface.random_vggface_weights(tmp_path / "notop.h5", seed=7,
+def test_random_full_weights_load_and_give_features(tiny_world, tmp_path):
+    # The tiny world's file (random_vggface_weights with the world's seed): one ~580 MB full
+    # file per test session instead of one per test.
+    world, info = tiny_world
+    path = os.path.join(world, info["vggface_weights"]["path"])
+    notop = _all_datasets(vggface.random_vggface_weights(tmp_path / "notop.h5",
+                                                         seed=info["seed"],
                                                          include_top=False))
     with h5py.File(path, "r") as f:
         assert [n.decode() for n in f.attrs["layer_names"]] == FULL_NAMES

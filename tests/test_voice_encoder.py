@@ -76,7 +76,7 @@ def test_paper_preset_layer_shapes_and_parameter_count():
 
 def test_paper_flops():
     config = ve.encoder_config("paper")
-    assert ve.flops_per_example(config) == 207_570_427_904  # SPEC §4: about 0.21 TFLOP
+    assert ve.flops_per_example(config) == 207_570_427_904  # about 0.21 TFLOP
     # 3 s: the conv cost halves (time axis about half as long), the FCs stay.
     assert ve.flops_per_example(config, 298) == 102_621_421_568
 

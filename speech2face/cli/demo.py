@@ -3,7 +3,7 @@ r"""The whole pipeline on the built-in toy world, in one command.
     python -m speech2face.demo --workdir=demo_out
 
 Stages (each skipped when its output already exists, so a rerun picks up where it stopped):
-1. Build the toy world (SPEC §11) into `WORKDIR/toy_world`.
+1. Build the toy world (docs/toy_world.md) into `WORKDIR/toy_world`.
 2. Show it: `WORKDIR/preview/contact_sheet.png` (faces grouped by speaker, train and test),
    `landmarks.png` (one face with its 68 landmarks), a few WAV clips, and `summary.txt`.
 3. Train the small face decoder (stage 1) into `WORKDIR/decoder` and draw
@@ -34,7 +34,8 @@ import tensorflow as tf  # noqa: E402
 
 from data_prep import toy_world_lib  # noqa: E402
 from speech2face import audio, data, evaluation, prediction, records  # noqa: E402
-from speech2face.training import decoder_task, encoder_task, experiments  # noqa: E402
+from speech2face.models import export  # noqa: E402
+from speech2face.training import encoder_task, experiments  # noqa: E402
 
 _DEFAULTS = toy_world_lib.ToyWorldConfig()
 _TOY_DECODER = experiments.get("toy_decoder")
@@ -197,7 +198,7 @@ def train_decoder(world: str, workdir: str, steps=None, batch_size=None) -> str:
     trainer = experiments.trainer(experiment, model_dir)
     task = trainer.task
     result = trainer.train()
-    decoder = decoder_task.load_decoder(model_dir)
+    decoder = export.load_decoder(model_dir)
     batch = next(iter(data.input_fn(os.path.join(world, "test-*.tfrecord"), None, 64, False,
                                     task.input_options(False))))
     # One face per held-out speaker, up to 8.

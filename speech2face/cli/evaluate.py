@@ -1,4 +1,4 @@
-r"""Evaluates a trained voice encoder with the paper's protocol (SPEC §8).
+r"""Evaluates a trained voice encoder with the paper's protocol (docs/evaluation.md).
 
     python evaluate.py --model_dir=runs/encoder --records='toy/test-*.tfrecord' \
         --output_dir=runs/encoder/evaluation [--gallery_size=5000] [--durations=6,3]

@@ -1,4 +1,4 @@
-"""The face decoder of Cole et al. (CVPR 2017), as Speech2Face uses it (SPEC §7).
+"""The face decoder of Cole et al. (CVPR 2017), as Speech2Face uses it (docs/design_decisions.md).
 
     v (4096) ─► f_dec: Dense 4096→1000 ─► ReLU ─┬─► landmark MLP ─► 68×2 offsets + mean landmarks
                                                  └─► texture CNN: FC ─► s×s×c ─► transposed convs
@@ -6,7 +6,7 @@
     image = warp.warp_image(texture, control_from=mean landmarks, control_to=predicted landmarks)
 
 `f_dec` (the Dense layer, `FaceDecoder.first_layer`) is the frozen teacher of the Speech2Face loss
-(SPEC §5): the loss compares its outputs BEFORE the ReLU (see `FaceDecoder.call`).
+(paper Eq. 1–2): the loss compares its outputs BEFORE the ReLU (see `FaceDecoder.call`).
 
 Coordinates: landmarks are (x, y) NORMALISED to the image, x, y in [0, 1] from the left/top edge
 of the image to the right/bottom edge, so one set of landmarks serves every resolution; pixel
@@ -74,7 +74,7 @@ class DecoderConfig:
 
 
 _PRESETS = {
-    # 14×14×256 → 28×28×128 → 56×56×64 → 112×112×32 → 224×224×3 (SPEC §7).
+    # 14×14×256 → 28×28×128 → 56×56×64 → 112×112×32 → 224×224×3 (Cole et al., Sec. 3).
     "paper": DecoderConfig(),
     # For CPUs and the toy world: 8×8×128 → 16×16×64 → 32×32×32 → 64×64×3.
     "small": DecoderConfig(landmark_hidden=(256,), image_size=64, texture_base_size=8,

@@ -1,4 +1,4 @@
-"""The Speech2Face voice encoder (paper Table 1, SPEC §4): spectrogram → v_s, a 4096-D feature.
+"""The Speech2Face voice encoder (paper Table 1): spectrogram → v_s, a 4096-D feature.
 
     [B, T, 257, 2] ─► conv1–3 ─► pool ─► conv4 ─► pool ─► conv5 ─► pool ─► conv6 ─► pool
                    ─► conv7 ─► conv8 (stride 2) ─► conv9 (stride 2, linear)
@@ -9,7 +9,7 @@ table), except conv9, which is linear. The max pools are 2×1 with 'valid' paddi
 time only: frequency carries the voice characteristics, so the network keeps its resolution
 there until the stride-2 convs. The paper writes the stride of convs 8 and 9 as "2" next to
 pooling strides written "2×1", so they stride 2×2, over time AND frequency; that reading gives the
-time axis 598 → 299 → 149 → 74 → 37 → 19 → 10 and frequency 257 → 129 → 65 of SPEC §4, the
+time axis 598 → 299 → 149 → 74 → 37 → 19 → 10 and frequency 257 → 129 → 65, the
 paper's ~164 M parameters (most of them the first FC: 65 × 512 = 33,280 inputs × 4096) and
 ~0.21 TFLOP per 6 s forward pass (`flops_per_example`). A 2×1 stride there would leave 257
 frequencies and a first FC of 539 M weights.

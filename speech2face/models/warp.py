@@ -1,4 +1,4 @@
-"""Thin-plate-spline image warp of the face decoder (Cole et al., CVPR 2017; SPEC §7).
+"""Thin-plate-spline image warp of the face decoder (Cole et al., CVPR 2017).
 
 Coordinates are (x, y) normalised to the image, as in `speech2face.models.face_decoder`:
 x, y in [0, 1] from the left/top edge to the right/bottom edge; pixel (row i, column j) has

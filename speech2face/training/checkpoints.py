@@ -14,9 +14,10 @@ import signal
 from absl import logging
 import tensorflow as tf
 
+from speech2face.models import export
 from speech2face.training import strategy as strategy_lib
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = export.CHECKPOINT_DIR
 
 
 class RunState:

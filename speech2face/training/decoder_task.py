@@ -1,18 +1,16 @@
 """Stage 1: train the face decoder (Cole et al.) from face features v_f to canonical faces.
 
 Inputs per example: v_f (`face_feature`), the 224×224 face crop (`face/jpeg`) and its 68 dlib
-landmarks (`face/landmarks`). Targets (SPEC §7): the landmarks; the texture = the crop warped to
-the mean landmarks of the training set (computed in `prepare`); the crop itself for the
+landmarks (`face/landmarks`). Targets (Cole et al., Sec. 3): the landmarks; the texture = the crop
+warped to the mean landmarks of the training set (computed in `prepare`); the crop itself for the
 perceptual term (distance between VGG-Face features of the rendered and the true face).
 
 Export (`model_dir/export/`): `face_decoder.keras` (carries the mean landmarks) and
-`face_decoder.json`; `load_decoder(model_dir)` reads them back for stage 2, evaluate.py and
-predict.py.
+`face_decoder.json` (`speech2face.models.export`, whose `load_decoder(model_dir)` reads them back
+for stage 2, evaluate.py and predict.py).
 """
 
 import dataclasses
-import json
-import os
 from typing import Dict, Optional, Sequence
 
 from absl import logging
@@ -20,13 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speech2face import data, records
-from speech2face.models import face_decoder, vggface
+from speech2face import data, losses, records
+from speech2face.models import export, face_decoder, vggface
 from speech2face.training import loop
 
-EXPORT_DIR = "export"
-DECODER_FILE = "face_decoder.keras"
-DECODER_INFO = "face_decoder.json"
 EVAL_FILE = "decoder_eval.json"
 PERCEPTUAL_LAYERS = ("fc7", "pool3", "pool2", "none")
 
@@ -181,11 +176,13 @@ class DecoderTask(loop.Task):
         model = face_decoder.FaceDecoder(self.decoder_config, mean_landmarks=self.mean_landmarks)
         model.set_feature_normalization(self.feature_scale, self.feature_mean)
         model(tf.zeros([1, face_decoder.FEATURE_DIM]))
+        logging.info("Face decoder (%s preset): %d×%d output, %s weights.", self.cfg.preset,
+                     self.decoder_config.image_size, self.decoder_config.image_size,
+                     f"{model.count_params():,}")
         return model
 
     def build_optimizer(self):
-        return keras.optimizers.Adam(self.cfg.learning_rate, beta_1=0.5, beta_2=0.999,
-                                     epsilon=1e-4)
+        return losses.paper_optimizer(self.cfg.learning_rate)
 
     def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
         outputs = model(batch["face_feature"], training=training)
@@ -199,15 +196,11 @@ class DecoderTask(loop.Task):
                 "faces/texture_in_mean_frame": ("image", grid([outputs["texture"]]))}
 
     def export(self, model, model_dir: str) -> str:
-        export_dir = os.path.join(model_dir, EXPORT_DIR)
-        tf.io.gfile.makedirs(export_dir)
-        model.save(os.path.join(export_dir, DECODER_FILE))
         info = {"preset": self.cfg.preset, "image_size": self.decoder_config.image_size,
                 "mean_landmarks": model.mean_landmarks.numpy().tolist(),
                 "feature_scale": float(model.feature_scale.numpy()),
                 "vggface_weights": self.cfg.vggface_weights}
-        with tf.io.gfile.GFile(os.path.join(export_dir, DECODER_INFO), "w") as f:
-            json.dump(info, f)
+        export_dir = export.save_decoder(model, info, model_dir)
         logging.info("Exported the face decoder to %s.", export_dir)
         return export_dir
 
@@ -246,17 +239,3 @@ class DecoderTask(loop.Task):
         }
         return result
 
-
-def load_decoder(model_dir: str) -> face_decoder.FaceDecoder:
-    """The stage-1 decoder exported in `model_dir` (or `model_dir/export`)."""
-    for directory in (os.path.join(model_dir, EXPORT_DIR), model_dir):
-        path = os.path.join(directory, DECODER_FILE)
-        if tf.io.gfile.exists(path):
-            try:
-                return keras.models.load_model(path)
-            except ValueError as e:  # e.g. an export from before the decoder had feature_mean
-                raise ValueError(f"{path} does not load into this speech2face's face decoder "
-                                 f"({e}); train stage 1 again.") from e
-    raise FileNotFoundError(
-        f"no exported face decoder in {model_dir}: expected {EXPORT_DIR}/{DECODER_FILE}; train "
-        "one with `python train.py --stage=decoder --model_dir=...`")

@@ -1,20 +1,19 @@
-"""Stage 2: train the voice encoder (paper Table 1) to predict v_f from speech (SPEC §4-§6).
+"""Stage 2: train the voice encoder (paper Table 1) to predict v_f from speech (docs/training.md).
 
 Inputs per example: the spectrogram of 6 s of speech and v_f. In training, the 6 s are a random
 crop of the stored waveform (clips shorter than 6 s were tiled when the records were written),
 turned into a spectrogram on the host CPUs inside tf.data; `random_crops=False` uses the stored
 spectrogram (the first 6 s) instead, which is also what evaluation uses.
 
-Loss (SPEC §5) through two FROZEN teachers loaded through the real loaders: f_dec, the first
+Loss (paper Eq. 1–2) through two FROZEN teachers loaded through the real loaders: f_dec, the first
 layer of the stage-1 face decoder (`--decoder_dir`), and VGG-Face fc8 (`--vggface_weights`).
-Optimiser (SPEC §6): Adam(0.5, 0.999, 1e-4), lr 1e-3 × 0.95^floor(step / 10,000).
+Optimiser (the paper's): Adam(0.5, 0.999, 1e-4), lr 1e-3 × 0.95^floor(step / 10,000).
 
 Export (`model_dir/export/`): `voice_encoder.keras` and `voice_encoder.json` (preset, the
-decoder directory and VGG-Face weights it was trained against); `load_encoder(model_dir)`.
+decoder directory and VGG-Face weights it was trained against); `export.load_encoder(model_dir)`.
 """
 
 import dataclasses
-import json
 import os
 from typing import Dict, Optional, Sequence
 
@@ -24,11 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from speech2face import audio, data, losses, metrics, records
-from speech2face.models import vggface, voice_encoder
+from speech2face.models import export, vggface, voice_encoder
 from speech2face.training import decoder_task, loop
 
-ENCODER_FILE = "voice_encoder.keras"
-ENCODER_INFO = "voice_encoder.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +139,7 @@ class EncoderTask(loop.Task):
 
     def build_model(self) -> keras.Model:
         # The teachers are built here too, inside the strategy scope, and frozen.
-        self.decoder = decoder_task.load_decoder(self.cfg.decoder_dir)
+        self.decoder = export.load_decoder(self.cfg.decoder_dir)
         self.decoder.trainable = False
         vgg = vggface.build_vggface(include_top=True, weights=self.cfg.vggface_weights)
         self.fc8 = vgg.get_layer("fc8")
@@ -150,6 +147,8 @@ class EncoderTask(loop.Task):
         logging.info("Teachers: f_dec from %s, fc8 from %s.", self.cfg.decoder_dir,
                      self.cfg.vggface_weights)
         model = voice_encoder.build_voice_encoder(self.encoder_config)
+        logging.info("Voice encoder (%s preset): %s weights.", self.cfg.preset,
+                     f"{model.count_params():,}")
         if self.cfg.mean_feature_init:
             # A resumed run restores its own weights from the checkpoint afterwards.
             output = model.get_layer(voice_encoder.OUTPUT_LAYER)
@@ -184,7 +183,7 @@ class EncoderTask(loop.Task):
 
     def final_evaluation(self, model, eval_dataset) -> dict:
         """Quick held-out numbers (evaluate.py has the full protocol): cosine retrieval of each
-        clip's face among all held-out faces, and the feature distances of SPEC §8."""
+        clip's face among all held-out faces, and the feature distances of docs/evaluation.md."""
         v_s, v_f = [], []
         for batch in eval_dataset:
             v_s.append(model(batch["spectrogram"], training=False).numpy())
@@ -200,29 +199,13 @@ class EncoderTask(loop.Task):
         }
 
     def export(self, model, model_dir: str) -> str:
-        export_dir = os.path.join(model_dir, decoder_task.EXPORT_DIR)
-        tf.io.gfile.makedirs(export_dir)
-        model.save(os.path.join(export_dir, ENCODER_FILE))
-        info = {"preset": self.cfg.preset,
+        info = {"preset": self.cfg.preset, "num_weights": int(model.count_params()),
                 "decoder_dir": os.path.abspath(self.cfg.decoder_dir),
                 "vggface_weights": os.path.abspath(self.cfg.vggface_weights),
                 "loss": {"lambda1": self.cfg.lambda1, "lambda2": self.cfg.lambda2,
                          "temperature": self.cfg.temperature},
                 "sample_rate": audio.SAMPLE_RATE, "segment_samples": self.num_samples}
-        with tf.io.gfile.GFile(os.path.join(export_dir, ENCODER_INFO), "w") as f:
-            json.dump(info, f, indent=2)
+        export_dir = export.save_encoder(model, info, model_dir)
         logging.info("Exported the voice encoder to %s.", export_dir)
         return export_dir
 
-
-def load_encoder(model_dir: str):
-    """(voice encoder keras.Model, info dict) exported by a stage-2 run in `model_dir`."""
-    export_dir = os.path.join(model_dir, decoder_task.EXPORT_DIR)
-    path = os.path.join(export_dir, ENCODER_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(
-            f"no exported voice encoder in {model_dir}: expected {decoder_task.EXPORT_DIR}/"
-            f"{ENCODER_FILE}; train one with `python train.py --stage=encoder ...`")
-    with tf.io.gfile.GFile(os.path.join(export_dir, ENCODER_INFO)) as f:
-        info = json.load(f)
-    return keras.models.load_model(path), info

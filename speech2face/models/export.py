@@ -1,0 +1,73 @@
+"""Saving and loading the trained models: one layout, used by training (save) and by evaluation,
+prediction and stage 2 (load), so that none of them reaches into the training code.
+
+    MODEL_DIR/export/face_decoder.keras    stage 1: the FaceDecoder (carries its mean landmarks
+    MODEL_DIR/export/face_decoder.json              and feature normalisation) + what it was
+                                                    trained with
+    MODEL_DIR/export/voice_encoder.keras   stage 2: the voice encoder
+    MODEL_DIR/export/voice_encoder.json             + preset, weights, the decoder and VGG-Face
+                                                    weights it was trained against, loss weights
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+# Imported for their registered Keras classes, which load_model needs.
+from speech2face.models import face_decoder, voice_encoder  # noqa: F401
+
+CHECKPOINT_DIR = "checkpoints"  # MODEL_DIR/checkpoints: the training run's checkpoints
+EXPORT_DIR = "export"
+DECODER_FILE = "face_decoder.keras"
+DECODER_INFO = "face_decoder.json"
+ENCODER_FILE = "voice_encoder.keras"
+ENCODER_INFO = "voice_encoder.json"
+
+
+def _save(model: keras.Model, info: dict, model_dir: str, model_file: str, info_file: str) -> str:
+    export_dir = os.path.join(model_dir, EXPORT_DIR)
+    tf.io.gfile.makedirs(export_dir)
+    model.save(os.path.join(export_dir, model_file))
+    with tf.io.gfile.GFile(os.path.join(export_dir, info_file), "w") as f:
+        json.dump(info, f, indent=2)
+    return export_dir
+
+
+def save_decoder(model, info: dict, model_dir: str) -> str:
+    """Writes the stage-1 decoder and its info dict into `model_dir/export`; returns that dir."""
+    return _save(model, info, model_dir, DECODER_FILE, DECODER_INFO)
+
+
+def save_encoder(model, info: dict, model_dir: str) -> str:
+    """Writes the stage-2 encoder and its info dict into `model_dir/export`; returns that dir."""
+    return _save(model, info, model_dir, ENCODER_FILE, ENCODER_INFO)
+
+
+def load_decoder(model_dir: str) -> "face_decoder.FaceDecoder":
+    """The stage-1 decoder exported in `model_dir` (or `model_dir/export`)."""
+    for directory in (os.path.join(model_dir, EXPORT_DIR), model_dir):
+        path = os.path.join(directory, DECODER_FILE)
+        if tf.io.gfile.exists(path):
+            try:
+                return keras.models.load_model(path)
+            except ValueError as e:  # e.g. an export from before the decoder had feature_mean
+                raise ValueError(f"{path} does not load into this speech2face's face decoder "
+                                 f"({e}); train stage 1 again.") from e
+    raise FileNotFoundError(
+        f"no exported face decoder in {model_dir}: expected {EXPORT_DIR}/{DECODER_FILE}; train "
+        "one with `python train.py --stage=decoder --model_dir=...`")
+
+
+def load_encoder(model_dir: str):
+    """(voice encoder keras.Model, info dict) exported by a stage-2 run in `model_dir`."""
+    export_dir = os.path.join(model_dir, EXPORT_DIR)
+    path = os.path.join(export_dir, ENCODER_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"no exported voice encoder in {model_dir}: expected {EXPORT_DIR}/{ENCODER_FILE}; "
+            "train one with `python train.py --stage=encoder ...`")
+    with tf.io.gfile.GFile(os.path.join(export_dir, ENCODER_INFO)) as f:
+        info = json.load(f)
+    return keras.models.load_model(path), info
