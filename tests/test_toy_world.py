@@ -181,3 +181,15 @@ def test_cli_and_demo_end_to_end(tmp_path):
         timeout=600,
     )
     assert bad.returncode != 0 and "already holds" in bad.stderr
+
+
+def test_demo_stops_after_an_interrupted_stage():
+    # After SIGTERM a stage returns "interrupted"; the demo must not evaluate a half-trained model.
+    code = ("from speech2face.cli import demo\n"
+            "demo._stop_unless_finished({'status': 'finished', 'step': 9}, 'Stage 4')\n"
+            "demo._stop_unless_finished({'status': 'interrupted', 'step': 5}, 'Stage 4')\n"
+            "print('not reached')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1 and "not reached" not in result.stdout
+    assert "Stage 4 stopped at step 5 (interrupted); rerun the same command" in result.stderr

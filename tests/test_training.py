@@ -52,6 +52,7 @@ def _task(world, **kwargs):
         preset="small", vggface_weights=os.path.join(world, "vggface_random_seed3.h5"), **kwargs))
 
 
+@pytest.mark.slow
 def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
     world, _ = tiny_world
     model_dir = str(tmp_path / "decoder")
@@ -133,6 +134,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tm
     assert latest.endswith("ckpt-10")
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_runs_the_decoder_stage(tiny_world, tmp_path, mirrored):
     world, _ = tiny_world
     strategy = mirrored

@@ -187,6 +187,15 @@ def _toy_experiment(name: str, world: str, **changes) -> experiments.ExperimentC
         **{k: v for k, v in changes.items() if v is not None}})
 
 
+def _stop_unless_finished(result: dict, stage: str) -> None:
+    """Ends the demo when a training stage was interrupted (SIGTERM/SIGINT): the later stages
+    must not run on a half-trained model; a rerun resumes from the checkpoint just saved."""
+    if result["status"] != "finished":
+        logging.warning("%s stopped at step %d (%s); rerun the same command to resume.", stage,
+                        result["step"], result["status"])
+        sys.exit(1)
+
+
 def train_decoder(world: str, workdir: str, steps=None, batch_size=None) -> str:
     """Stage 3: the `toy_decoder` experiment; resumes or reuses a finished run."""
     model_dir = os.path.join(workdir, "decoder")
@@ -198,6 +207,7 @@ def train_decoder(world: str, workdir: str, steps=None, batch_size=None) -> str:
     trainer = experiments.trainer(experiment, model_dir)
     task = trainer.task
     result = trainer.train()
+    _stop_unless_finished(result, "Stage 3 (face decoder)")
     decoder = export.load_decoder(model_dir)
     batch = next(iter(data.input_fn(os.path.join(world, "test-*.tfrecord"), None, 64, False,
                                     task.input_options(False))))
@@ -234,6 +244,7 @@ def train_encoder(world: str, workdir: str, decoder_dir: str, steps=None,
                  "docs/toy_world.md).", experiment.trainer.train_steps, model_dir, model_dir,
                  experiment.task.lambda1, encoder_task.EncoderTaskConfig.lambda1)
     result = experiments.trainer(experiment, model_dir).train()
+    _stop_unless_finished(result, "Stage 4 (voice encoder)")
     numbers = result.get("final_evaluation") or {}
     if numbers:
         recall, chance = numbers["retrieval_cos"], numbers["chance"]
