@@ -22,12 +22,14 @@ import functools
 from typing import Tuple
 
 import numpy as np
+
+from speech2face import records
 from PIL import Image, ImageChops, ImageDraw
 from scipy import special
 
 from data_prep import toy_speakers
 
-FACE_SIZE = 224
+FACE_SIZE = records.FACE_SIZE  # 224
 _REF = 224.0  # geometry is designed in pixels of a 224×224 image and scaled to `size`
 _SUPERSAMPLE = 2
 

@@ -16,11 +16,13 @@ that a linear probe can use to check which attributes a voice carries.
 from typing import Tuple
 
 import numpy as np
+
+from speech2face import audio
 from scipy import linalg, signal
 
 from data_prep import toy_speakers
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = audio.SAMPLE_RATE  # 16 kHz
 _BLOCK = 80  # samples between filter-coefficient updates (5 ms)
 
 # Reference vowel formants F1–F4 in Hz for an adult male voice (Peterson & Barney 1952 averages;

@@ -19,7 +19,9 @@ depend on scale; prefer them when the two faces' scales differ.
 import numpy as np
 import scipy.stats
 
-NUM_LANDMARKS = 68
+from speech2face import records
+
+NUM_LANDMARKS = records.NUM_LANDMARKS  # dlib's 68 points
 
 # name -> (description, how it is computed). Distances are Euclidean between the points named.
 _DEFINITIONS = {

@@ -24,10 +24,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from speech2face import records
 from speech2face.models import warp
 
-FEATURE_DIM = 4096
-NUM_LANDMARKS = 68
+FEATURE_DIM = records.FEATURE_DIM  # v_f: VGG-Face fc7, 4096-D
+NUM_LANDMARKS = records.NUM_LANDMARKS  # dlib's 68 points
 
 
 @dataclasses.dataclass(frozen=True)

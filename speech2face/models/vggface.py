@@ -27,6 +27,8 @@ import h5py
 import keras
 import numpy as np
 import tensorflow as tf
+
+from speech2face import records
 from absl import logging
 
 _RELEASE = "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/"
@@ -37,7 +39,7 @@ WEIGHTS_URLS = {
 
 IMAGE_SIZE = 224
 NUM_IDENTITIES = 2622
-FEATURE_DIM = 4096
+FEATURE_DIM = records.FEATURE_DIM  # v_f: VGG-Face fc7, 4096-D
 # keras-vggface preprocess_input(version=1) means, in BGR order (the network was trained on BGR).
 BGR_MEANS = np.array([93.5940, 104.7624, 129.1863], dtype=np.float32)
 

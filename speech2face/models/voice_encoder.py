@@ -34,12 +34,14 @@ from typing import List, Tuple
 
 import keras
 
+from speech2face import records
+
 # 1-based indices of the convs after which a 2×1 time pool follows, and of the stride-2 convs.
 _POOL_AFTER = (3, 4, 5, 6)
 _STRIDE2 = (8, 9)
 NUM_CONVS = 9
 MIN_FRAMES = 2 ** len(_POOL_AFTER)
-FEATURE_DIM = 4096
+FEATURE_DIM = records.FEATURE_DIM  # v_f: VGG-Face fc7, 4096-D
 OUTPUT_LAYER = "fc2"  # the Dense layer whose output is v_s
 
 
