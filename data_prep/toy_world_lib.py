@@ -348,18 +348,6 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
     return info
 
 
-def load_dataset_info(directory: str) -> dict:
-    """Reads `dataset_info.json` of a built data set, with a clear error if it is missing."""
-    path = os.path.join(directory, DATASET_INFO)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} not found: build the data set first "
-            "(python -m data_prep.make_toy_world --output_dir=...)"
-        )
-    with open(path) as f:
-        return json.load(f)
-
-
 def format_summary(info: dict) -> str:
     """A human-readable summary of `dataset_info.json`: sizes, clip lengths, self-check."""
     counts, secs = info["counts"], info["clip_seconds"]

@@ -18,7 +18,6 @@ import numpy as np
 from speech2face import data, dataset_info, probe
 
 TOY_SPEAKERS_FILE = "speakers.json"  # written by data_prep.toy_world_lib
-DATASET_INFO_FILE = dataset_info.FILENAME
 
 
 @runtime_checkable
@@ -109,11 +108,8 @@ def toy_attribute_classifiers(world_dir: str, train_records: Optional[str] = Non
     attributes = dict(attributes or TOY_ATTRIBUTES)
     with open(os.path.join(world_dir, TOY_SPEAKERS_FILE)) as f:
         speakers = {s["speaker_id"]: s["latents"] for s in json.load(f)}
-    carried = {}
-    info_path = os.path.join(world_dir, DATASET_INFO_FILE)
-    if os.path.exists(info_path):
-        with open(info_path) as f:
-            carried = {a["name"]: a["carried_by"] for a in json.load(f).get("attributes", [])}
+    info = dataset_info.read_if_present(world_dir) or {}
+    carried = {a["name"]: a["carried_by"] for a in info.get("attributes", [])}
     pattern = train_records or os.path.join(world_dir, "train-*.tfrecord")
     features, speaker_ids = [], []
     for batch in data.input_fn(pattern, None, batch_size, False,

@@ -37,6 +37,11 @@ def read(directory: str) -> dict:
         raise DatasetInfoError(f"{path} is not valid JSON: {e}") from e
 
 
+def read_if_present(directory: str) -> Optional[dict]:
+    """`read(directory)`, or None when the data set has no dataset_info.json."""
+    return read(directory) if tf.io.gfile.exists(path_for(directory)) else None
+
+
 def directory_of(files: Sequence[str]) -> str:
     """The data set directory of a list of shards (that of the first one)."""
     return os.path.dirname(files[0])
@@ -56,9 +61,7 @@ def num_examples(files: Sequence[str], split: str) -> int:
 def vggface_weights(files: Sequence[str]) -> Optional[str]:
     """The VGG-Face weights file the data set was built with, if it names one that exists."""
     directory = directory_of(files)
-    if not tf.io.gfile.exists(path_for(directory)):
-        return None
-    path = (read(directory).get("vggface_weights") or {}).get("path")
+    path = ((read_if_present(directory) or {}).get("vggface_weights") or {}).get("path")
     if not path:
         return None
     path = path if os.path.isabs(path) or "://" in path else os.path.join(directory, path)

@@ -41,8 +41,8 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from speech2face import (attributes, audio, craniofacial, data, figures, metrics, records,
-                         report)
+from speech2face import (attributes, audio, craniofacial, data, dataset_info, figures, metrics,
+                         records, report)
 from speech2face.models import export, face_decoder, voice_encoder
 
 KS = metrics.DEFAULT_KS
@@ -220,13 +220,6 @@ def _trained_step(model_dir):
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
-def _read_json(path):
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def run_evaluation(model_dir: str, records: str, output_dir: str,
                    gallery_size: int = 5000, durations: Sequence[float] = (6, 3),
                    attribute_classifiers=None, train_records: Optional[str] = None,
@@ -365,7 +358,7 @@ def _true_face_labels(enc, classifiers, batch_size):
 
 
 def _dataset_summary(directory):
-    info = _read_json(os.path.join(directory, attributes.DATASET_INFO_FILE))
+    info = dataset_info.read_if_present(directory)
     if not info:
         return None
     weights = info.get("vggface_weights") or {}

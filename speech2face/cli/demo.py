@@ -33,7 +33,7 @@ import soundfile  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from data_prep import toy_world_lib  # noqa: E402
-from speech2face import audio, data, evaluation, prediction, records  # noqa: E402
+from speech2face import audio, data, dataset_info, evaluation, prediction, records  # noqa: E402
 from speech2face.models import export  # noqa: E402
 from speech2face.training import encoder_task, experiments  # noqa: E402
 
@@ -164,7 +164,7 @@ def preview_world(world: str, workdir: str, sheet_speakers: int, num_wavs: int) 
         soundfile.write(path, clip.waveform, audio.SAMPLE_RATE, subtype="PCM_16")
         wav_paths.append(path)
 
-    info = toy_world_lib.load_dataset_info(world)
+    info = dataset_info.read(world)
     summary = toy_world_lib.format_summary(info)
     with open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(summary + "\n")
@@ -179,7 +179,7 @@ def preview_world(world: str, workdir: str, sheet_speakers: int, num_wavs: int) 
 
 def _toy_experiment(name: str, world: str, **changes) -> experiments.ExperimentConfig:
     """The named toy experiment on the world in `world`; `changes` override single fields."""
-    info = toy_world_lib.load_dataset_info(world)
+    info = dataset_info.read(world)
     return experiments.override(experiments.get(name), {
         "data.train_records": os.path.join(world, "train-*.tfrecord"),
         "data.eval_records": os.path.join(world, "test-*.tfrecord"),
