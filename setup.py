@@ -49,8 +49,8 @@ setuptools.setup(
         "speech2face-evaluate = speech2face.cli.evaluate:run",
         "speech2face-predict = speech2face.cli.predict:run",
         "speech2face-demo = speech2face.cli.demo:run",
-        "speech2face-make-toy-world = data_prep.make_toy_world:run",
-        "speech2face-build-records = data_prep.build_records:run",
+        "speech2face-make-toy-world = speech2face.cli.make_toy_world:run",
+        "speech2face-build-records = speech2face.cli.build_records:run",
     ]},
     extras_require={
         "test": ["pytest>=7", "scikit-image>=0.21"],

@@ -3,7 +3,7 @@ time goes per clip.
 
     python benchmarks/build_records.py [--num_clips=16] [--detector=cnn] [--workers=1,2]
 
-Makes `num_clips` AVSpeech-like clips at test time (tests/media.py: 640×360 H.264/AAC videos,
+Makes `num_clips` AVSpeech-like clips at test time (tests/fake_media.py: 640×360 H.264/AAC videos,
 25 fps, a keyframe every 2 s, of the astronaut photo's face at a varying place, 8 s of
 synthesised speech, a 6 s segment each; one AVSpeech CSV with face hints) and seeded random
 VGG-Face weights (speed does not depend on their values), then prints:
@@ -11,7 +11,7 @@ VGG-Face weights (speed does not depend on their values), then prints:
 1. Stages, one clip at a time in this process, seconds per clip: probe, audio decode,
    spectrogram, frame decode, face detection (CNN and HOG), landmarks + crop + JPEG, VGG-Face
    fc7 (batches of 16, per face), encode + write the example.
-2. The whole pipeline (`build_records_lib.build_records`, DirectRunner multi-processing, the
+2. The whole pipeline (`build.build_records`, DirectRunner multi-processing, the
    chosen detector) for each worker count: wall time and clips/s of a run on all clips, and the
    marginal rate (num_clips - k) / (wall(num_clips) - wall(k)) against a run on k = 2 × workers
    clips, which removes the fixed cost (worker processes, imports, loading dlib and VGG-Face in
@@ -29,11 +29,11 @@ from absl import app, flags  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from data_prep import build_records_lib as lib  # noqa: E402
-from data_prep import clip_lib, faces, manifests, runners  # noqa: E402
-from speech2face import audio, records  # noqa: E402
+from speech2face.datasets.real import build as lib  # noqa: E402
+from speech2face.datasets.real import clips, faces, manifests, runners  # noqa: E402
+from speech2face import audio, media, records  # noqa: E402
 from speech2face.models import vggface  # noqa: E402
-from tests import helpers, media  # noqa: E402
+from tests import fake_media, helpers  # noqa: E402
 
 flags.DEFINE_integer("num_clips", 16, "Clips of the big pipeline run.")
 flags.DEFINE_integer("stage_clips", 8, "Clips timed stage by stage.")
@@ -51,7 +51,7 @@ def _frame(i):
     canvas = np.empty((HEIGHT, WIDTH, 3), np.uint8)
     canvas[:] = (120, 110, 100)
     x = 40 + (i * 37) % (WIDTH - 320 - 40)
-    canvas[20:340, x:x + 320] = media.face_frame()
+    canvas[20:340, x:x + 320] = fake_media.face_frame()
     return canvas, (x + 0.45 * 320) / WIDTH, (20 + 0.36 * 320) / HEIGHT
 
 
@@ -59,9 +59,9 @@ def _make_clips(directory, n):
     lines = []
     for i in range(n):
         frame, hx, hy = _frame(i)
-        still = media.write_image(os.path.join(directory, f"f{i}.png"), frame)
+        still = fake_media.write_image(os.path.join(directory, f"f{i}.png"), frame)
         wav = helpers.write_wav(os.path.join(directory, f"v{i}.wav"),
-                                media.voice(FLAGS.video_seconds, seed=i))
+                                fake_media.voice(FLAGS.video_seconds, seed=i))
         helpers.run_ffmpeg(["-loop", "1", "-framerate", 25, "-t", FLAGS.video_seconds, "-i", still,
                             "-i", wav, "-map", "0:v:0", "-map", "1:a:0", "-c:v", "libx264",
                             "-preset", "veryfast", "-g", 50, "-pix_fmt", "yuv420p", "-c:a", "aac",
@@ -78,7 +78,7 @@ def _make_clips(directory, n):
 
 def _stage_times(manifest, media_dir, weights, output_dir):
     """Seconds per clip of each step, in this process, one clip at a time."""
-    clips = list(manifests.read_manifest(manifest, "avspeech", media_dir))[:FLAGS.stage_clips]
+    items = list(manifests.read_manifest(manifest, "avspeech", media_dir))[:FLAGS.stage_clips]
     finders = {name: faces.FaceFinder(name) for name in faces.DETECTORS}
     extractor = vggface.FaceFeatureExtractor(weights, batch_size=16, log_every=0)
     extractor(np.zeros((16, 224, 224, 3), np.uint8))  # trace once
@@ -93,10 +93,10 @@ def _stage_times(manifest, media_dir, weights, output_dir):
         totals[key] += time.perf_counter() - start
         return out
 
-    for clip in clips:
+    for clip in items:
         path = manifests.resolve_media(clip.audio_path)
-        timed("probe", clip_lib.probe_media, path)
-        wave, _ = timed("audio decode", clip_lib.decode_audio_segment, path, clip.start,
+        timed("probe", clips.probe_media, path)
+        wave, _ = timed("audio decode", clips.decode_audio_segment, path, clip.start,
                         clip.end - clip.start)
         spec = timed("spectrogram", lambda w: audio.spectrogram_np(
             audio.fit_to_length(w, audio.SEGMENT_SAMPLES)).astype(np.float16), wave)
@@ -109,10 +109,11 @@ def _stage_times(manifest, media_dir, weights, output_dir):
             marks = finders["cnn"].landmarks(frame, box)
             lo, hi = marks.min(axis=0), marks.max(axis=0)
             crop, crop_box = faces.crop_face(frame, (*(0.5 * (lo + hi)), *(hi - lo + 1)))
-            return faces.encode_jpeg(crop), faces.to_crop_coords(marks, crop_box)
+            return (media.encode_jpeg(crop, faces.JPEG_QUALITY),
+                    faces.to_crop_coords(marks, crop_box))
 
         jpeg, marks = timed("landmarks + crop + jpeg", crop_and_landmarks)
-        crops.append(faces.decode_jpeg(jpeg))
+        crops.append(media.decode_jpeg(jpeg))
         prepared.append((clip, spec, wave, jpeg, marks))
     features = timed("VGG-Face fc7", extractor, np.stack(crops))
 
@@ -124,7 +125,7 @@ def _stage_times(manifest, media_dir, weights, output_dir):
                                              "avspeech", jpeg, marks, tiled))
 
     timed("encode + write", write)
-    return {k: v / len(clips) for k, v in totals.items()}
+    return {k: v / len(items) for k, v in totals.items()}
 
 
 def _pipeline_run(manifest, media_dir, weights, output_dir, workers):
@@ -135,7 +136,7 @@ def _pipeline_run(manifest, media_dir, weights, output_dir, workers):
     start = time.perf_counter()
     result = lib.build_records(config, runners.pipeline_options([], num_workers=workers))
     wall = time.perf_counter() - start
-    counts = result.info["counts"]
+    counts = result.info.counts
     return wall, counts["train"]["clips"] + counts["test"]["clips"]
 
 

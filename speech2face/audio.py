@@ -16,6 +16,8 @@ import soundfile
 import soxr
 import tensorflow as tf
 
+from speech2face import media
+
 SAMPLE_RATE = 16000  # Hz
 SEGMENT_SECONDS = 6.0
 SEGMENT_SAMPLES = 96000  # SEGMENT_SECONDS * SAMPLE_RATE
@@ -107,21 +109,11 @@ def _load_with_soundfile(path, sample_rate):
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=1)
-def _ffmpeg_exe():
-    try:
-        import imageio_ffmpeg  # pylint: disable=import-outside-toplevel
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError) as e:
-        raise RuntimeError("decoding this file needs the ffmpeg binary from imageio-ffmpeg "
-                           f"(pip install imageio-ffmpeg): {e}") from e
-
-
 def _load_with_ffmpeg(path, sample_rate):
     """Decodes the first audio stream to little-endian float32 mono at `sample_rate` via a pipe;
     ffmpeg does the down-mix and the resampling."""
     command = [
-        _ffmpeg_exe(), "-nostdin", "-v", "error",
+        media.ffmpeg_exe(), "-nostdin", "-v", "error",
         # "file:" keeps a path with a colon in it from being read as a protocol ("a:b.wav").
         "-i", "file:" + os.path.abspath(path),
         "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-",

@@ -26,9 +26,10 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
-from speech2face import audio
+from speech2face import audio, media
+from speech2face.evaluation import figures
 from speech2face.models import export
 
 # Extensions a directory is searched for (files named explicitly are tried whatever theirs).
@@ -37,6 +38,7 @@ MEDIA_EXTENSIONS = frozenset({
     ".wma", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 SHEET_NAME = "contact_sheet.png"
 SHEET_TILE = 128  # pixels per face on the contact sheet
+SHEET_COLUMNS = 6
 MAX_SHEET_FACES = 120  # the sheet shows the first ones only
 
 
@@ -128,30 +130,6 @@ def predict_faces(encoder, decoder, waveforms: Sequence[np.ndarray], batch_size:
     return np.concatenate(features), np.concatenate(faces)
 
 
-def _to_image(face: np.ndarray, size: int) -> Image.Image:
-    face = (np.clip(face, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    return Image.fromarray(face).resize((size, size), Image.LANCZOS)
-
-
-def contact_sheet(images: Sequence[Image.Image], labels: Sequence[str], path: str,
-                  columns: int = 6) -> None:
-    """The predicted faces in a grid, each labelled with its input's name."""
-    size = images[0].width
-    columns = min(columns, len(images))
-    rows = -(-len(images) // columns)
-    try:
-        font = ImageFont.load_default(size=12)
-    except (TypeError, OSError):
-        font = ImageFont.load_default()
-    sheet = Image.new("RGB", (columns * (size + 6), rows * (size + 24)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (image, label) in enumerate(zip(images, labels)):
-        x, y = (i % columns) * (size + 6), (i // columns) * (size + 24)
-        sheet.paste(image, (x, y))
-        draw.text((x + size // 2, y + size + 4), label[:40], fill="black", font=font, anchor="mt")
-    sheet.save(path)
-
-
 def predict_files(model_dir: str, paths: Sequence[str], output: str,
                   save_features: bool = False, decoder_dir: Optional[str] = None,
                   image_size: int = 256, batch_size: int = 16) -> Predictions:
@@ -200,17 +178,19 @@ def predict_files(model_dir: str, paths: Sequence[str], output: str,
         for path, v_s, face in zip(chunk, features, faces):
             target = targets[path]
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-            image = _to_image(face, image_size)
+            image = Image.fromarray(media.to_uint8(face)).resize((image_size, image_size),
+                                                                 Image.LANCZOS)
             image.save(target)
             if save_features:
                 np.save(os.path.splitext(target)[0] + ".npy", v_s.astype(np.float32))
             outcome[path] = target
             logging.info("%s -> %s", path, target)
             if sheet and len(tiles) < MAX_SHEET_FACES:
-                tiles.append((image.resize((SHEET_TILE, SHEET_TILE), Image.LANCZOS),
-                              os.path.basename(path)))
+                tiles.append((np.asarray(image), os.path.basename(path)))
     if sheet and tiles:
-        contact_sheet([t for t, _ in tiles], [label for _, label in tiles], sheet)
+        rows = [tiles[i:i + SHEET_COLUMNS] for i in range(0, len(tiles), SHEET_COLUMNS)]
+        figures.image_rows([[image for image, _ in row] for row in rows], sheet, SHEET_TILE,
+                           captions=[[label for _, label in row] for row in rows])
         logging.info("Contact sheet of %d faces%s: %s", len(tiles),
                      f" (the first {MAX_SHEET_FACES})" if len(tiles) == MAX_SHEET_FACES else "",
                      sheet)

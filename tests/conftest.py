@@ -16,10 +16,10 @@ tf.config.set_logical_device_configuration(
 # -- shared fixtures ----------------------------------------------------------------------------
 import pytest  # noqa: E402
 
-from data_prep import toy_world_lib  # noqa: E402
+from speech2face.datasets.toy import world as toy_world  # noqa: E402
 
 # The tiny toy world most end-to-end tests share: 6 speakers (5 train, 1 test), 12 clips.
-TINY = toy_world_lib.ToyWorldConfig(num_speakers=6, clips_per_speaker=2, faces_per_speaker=1,
+TINY = toy_world.ToyWorldConfig(num_speakers=6, clips_per_speaker=2, faces_per_speaker=1,
                                     min_seconds=1.0, max_seconds=7.0, seed=3)
 
 
@@ -27,7 +27,7 @@ TINY = toy_world_lib.ToyWorldConfig(num_speakers=6, clips_per_speaker=2, faces_p
 def tiny_world(tmp_path_factory):
     """(directory, dataset_info) of a tiny toy world built once per test session."""
     directory = str(tmp_path_factory.mktemp("toy"))
-    return directory, toy_world_lib.build_toy_world(TINY, directory)
+    return directory, toy_world.build_toy_world(TINY, directory)
 
 
 @pytest.fixture(scope="session")

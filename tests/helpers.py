@@ -6,11 +6,14 @@ fixtures on disk and no network.
 """
 
 import functools
+import glob
+import os
 import pathlib
 import subprocess
 
 import numpy as np
 import soundfile
+import tensorflow as tf
 
 SAMPLE_RATE = 16000
 
@@ -131,3 +134,23 @@ def write_video_without_audio(dst_path, seconds=1.0):
     run_ffmpeg(["-f", "lavfi", "-i", f"color=c=gray:s=64x64:d={seconds:.3f}",
                 *_VIDEO_CODECS[ext], "-an", dst_path])
     return dst_path
+
+
+def scalars(event_dir, tag):
+    """[(step, value)] of a scalar summary in a TensorBoard event directory."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(event_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    out.append((event.step, float(tf.make_ndarray(value.tensor))))
+    return sorted(out)
+
+
+def summary_tags(event_dir):
+    """Every summary tag written in a TensorBoard event directory."""
+    tags = set()
+    for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags

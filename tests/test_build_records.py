@@ -1,6 +1,6 @@
 """The real-data builder (issue 6): manifests, faces, the Beam pipeline end to end, the CLI.
 
-Media are made at test time (tests/media.py): mp4/mkv videos of a real face photo with a
+Media are made at test time (tests/fake_media.py): mp4/mkv videos of a real face photo with a
 synthesised voice, plus every kind of bad input. The pipeline runs in-process on the DirectRunner
 (`in_memory`, one worker) with dlib's HOG detector for speed; the CLI test runs the defaults
 (multi-processing DirectRunner, CNN detector). VGG-Face weights are seeded random (one file per
@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep import build_records_lib as lib
-from data_prep import dataset_files, faces, manifests, runners
-from data_prep.manifests import Reason
-from speech2face import audio, records
+from speech2face.datasets.real import build as lib
+from speech2face.datasets.real import faces, manifests, runners, shards
+from speech2face.datasets.real.manifests import Reason
+from speech2face import audio, media, records
+from speech2face.records import dataset_info
 from speech2face.models import vggface
-from tests import helpers, media
+from tests import fake_media, helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -37,7 +38,7 @@ IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 def weights(tiny_world):
     """The session's one full random-weight VGG-Face file (~580 MB): the tiny world's."""
     world, info = tiny_world
-    return os.path.join(world, info["vggface_weights"]["path"])
+    return info.weights_path(world)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def _read_examples(directory):
 
 
 def _read_rejects(directory):
-    with open(os.path.join(directory, dataset_files.REJECTS)) as f:
+    with open(os.path.join(directory, shards.REJECTS)) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -83,7 +84,7 @@ def _check_example(example, hog):
     expected = linear(audio.spectrogram_np(wav))
     np.testing.assert_allclose(linear(example.spectrogram), expected,
                                atol=2e-3 * np.abs(expected).max())
-    crop = faces.decode_jpeg(example.face_jpeg)
+    crop = media.decode_jpeg(example.face_jpeg)
     assert crop.shape == (224, 224, 3)
     assert example.landmarks.shape == (68, 2)
     assert np.all(example.landmarks >= -0.5) and np.all(example.landmarks <= 223.5)
@@ -171,13 +172,13 @@ def test_weights_are_checked_before_any_work(tmp_path):
 
 def test_output_dir_must_be_empty_unless_overwrite(tmp_path):
     out = tmp_path / "out"
-    dataset_files.prepare_output_dir(str(out), overwrite=False)  # created
+    shards.prepare_output_dir(str(out), overwrite=False)  # created
     for name in ("train-00000-of-00001-00000.tfrecord", "test-00000-of-00001-00000.tfrecord.tmp",
                  "rejects.jsonl", "dataset_info.json", "notes.txt"):
         (out / name).write_text("x")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        dataset_files.prepare_output_dir(str(out), overwrite=False)
-    dataset_files.prepare_output_dir(str(out), overwrite=True)
+        shards.prepare_output_dir(str(out), overwrite=False)
+    shards.prepare_output_dir(str(out), overwrite=True)
     assert os.listdir(out) == ["notes.txt"]  # only our own outputs are removed
 
 
@@ -202,7 +203,7 @@ def test_only_shards_of_finished_bundles_are_committed(tmp_path, remote):
     # TensorFlow's in-memory file system stands in for gs://: written locally, then copied.
     out = f"ram://{tmp_path.name}" if remote else str(tmp_path)
     # ~27 kB per example against a 30 kB target: shards of two examples.
-    writer = dataset_files.WriteShards(out, 30_000, "float16")
+    writer = shards.WriteShards(out, 30_000, "float16")
     writer.start_bundle()  # a bundle that dies before finishing: nothing of it may be committed
     writer.process(("train", example(99, "x")))
     writer.start_bundle()
@@ -213,11 +214,11 @@ def test_only_shards_of_finished_bundles_are_committed(tmp_path, remote):
     assert sorted((s["split"], s["examples"]) for s in summaries) == [
         ("test", 1), ("train", 1), ("train", 2), ("train", 2)]
     if not remote:  # the dead bundle's unfinished shard: a .tmp file, never globbed
-        incomplete = tf.io.gfile.listdir(os.path.join(out, dataset_files.INCOMPLETE_DIR))
+        incomplete = tf.io.gfile.listdir(os.path.join(out, shards.INCOMPLETE_DIR))
         assert sum(name.endswith(".tfrecord.tmp") for name in incomplete) == 1
-    for planned in dataset_files.plan_names(summaries):
-        dataset_files.commit_shard(planned, out)
-        dataset_files.commit_shard(planned, out)  # a retry: no-op
+    for planned in shards.plan_names(summaries):
+        shards.commit_shard(planned, out)
+        shards.commit_shard(planned, out)  # a retry: no-op
     assert sorted(f for f in tf.io.gfile.listdir(out) if f.endswith(".tfrecord")) == [
         "test-00000-of-00001.tfrecord", "train-00000-of-00003.tfrecord",
         "train-00001-of-00003.tfrecord", "train-00002-of-00003.tfrecord"]
@@ -230,7 +231,7 @@ def test_only_shards_of_finished_bundles_are_committed(tmp_path, remote):
 
 def test_cnn_detector_crop_and_landmarks():
     finder = faces.FaceFinder("cnn")
-    face = finder.find(media.face_frame())
+    face = finder.find(fake_media.face_frame())
     x0, y0, side = face.crop_box
     cx, cy, w, h, _ = face.box
     assert 80 < w < 120 and x0 < cx < x0 + side and y0 < cy < y0 + side
@@ -254,21 +255,21 @@ def test_dlib_model_files_are_found_without_pkg_resources(monkeypatch):
 
 
 def test_face_nearest_the_hint_is_chosen(hog):
-    frame = media.two_face_frame()
+    frame = fake_media.two_face_frame()
     assert len(hog.detect(frame)) == 2
-    assert not media.is_blue_face(hog.find(frame, hint=(0.2, 0.4)).crop)
-    assert media.is_blue_face(hog.find(frame, hint=(0.8, 0.4)).crop)
+    assert not fake_media.is_blue_face(hog.find(frame, hint=(0.2, 0.4)).crop)
+    assert fake_media.is_blue_face(hog.find(frame, hint=(0.8, 0.4)).crop)
     # Without a hint, the surest face: in the JPEG-compressed photo HOG also "finds" the
     # mission patch on the astronaut's suit, bigger than her face but with a far lower score.
-    photo = faces.decode_jpeg(faces.encode_jpeg(media.astronaut(), quality=75))
+    photo = media.decode_jpeg(media.encode_jpeg(fake_media.astronaut(), quality=75))
     assert len(hog.detect(photo)) == 2
     assert hog.find(photo).box.cy < 200
     with pytest.raises(faces.FaceError) as e:
-        hog.find(media.no_face_frame())
+        hog.find(fake_media.no_face_frame())
     assert e.value.reason == Reason.NO_FACE
     small = faces.FaceFinder("hog", min_face_size=80)
     with pytest.raises(faces.FaceError, match="below the minimum of 80") as e:
-        small.find(media.small_face_frame(320))
+        small.find(fake_media.small_face_frame(320))
     assert e.value.reason == Reason.FACE_TOO_SMALL
 
 
@@ -286,7 +287,7 @@ def test_crop_geometry():
 
 
 def test_unexpected_error_becomes_a_processing_error_reject(tmp_path, weights):
-    video = media.write_talking_video(tmp_path / "v.mp4", media.face_frame(), media.voice(2.0))
+    video = fake_media.write_talking_video(tmp_path / "v.mp4", fake_media.face_frame(), fake_media.voice(2.0))
     config = lib.BuildConfig(None, "voxceleb2", str(tmp_path), str(tmp_path / "out"), weights)
     clip = manifests.Clip("v", "s", "voxceleb2", str(video), str(video))
 
@@ -311,17 +312,17 @@ def avspeech(tmp_path_factory, weights):
     videos = root / "videos"
     videos.mkdir()
     train_id, test_id = _ids_in_each_split("yt")
-    media.write_talking_video(videos / f"{train_id}.mp4", media.two_face_frame(), media.voice(5.0))
-    media.write_talking_video(videos / f"{test_id}.mkv", media.face_frame(), media.voice(4.0, 1))
-    media.write_talking_video(videos / "noface.mp4", media.no_face_frame(), media.voice(3.0, 2))
-    media.write_talking_video(videos / "smallface.mp4", media.small_face_frame(320),
-                              media.voice(3.0, 3))
-    media.write_talking_video(videos / "silent.mp4", media.face_frame(),
+    fake_media.write_talking_video(videos / f"{train_id}.mp4", fake_media.two_face_frame(), fake_media.voice(5.0))
+    fake_media.write_talking_video(videos / f"{test_id}.mkv", fake_media.face_frame(), fake_media.voice(4.0, 1))
+    fake_media.write_talking_video(videos / "noface.mp4", fake_media.no_face_frame(), fake_media.voice(3.0, 2))
+    fake_media.write_talking_video(videos / "smallface.mp4", fake_media.small_face_frame(320),
+                              fake_media.voice(3.0, 3))
+    fake_media.write_talking_video(videos / "silent.mp4", fake_media.face_frame(),
                               np.zeros(3 * 16000, np.float32))
-    full = media.write_talking_video(root / "full.mp4", media.face_frame(), media.voice(4.0, 4),
+    full = fake_media.write_talking_video(root / "full.mp4", fake_media.face_frame(), fake_media.voice(4.0, 4),
                                      faststart=True)
-    media.write_truncated_copy(full, videos / "truncated.mp4", 0.5)
-    media.write_corrupt_file(videos / "corrupt.mp4")
+    fake_media.write_truncated_copy(full, videos / "truncated.mp4", 0.5)
+    fake_media.write_corrupt_file(videos / "corrupt.mp4")
     helpers.write_video_without_audio(videos / "mute.mp4", 2.0)
     rows = {
         f"{train_id}_0.500_4.500": f"{train_id},0.5,4.5,0.75,0.4",  # right (blue) face
@@ -363,9 +364,9 @@ def test_avspeech_rejects_every_bad_item_with_its_reason(avspeech):
     assert all(r["detail"] for r in rejects)
     info = avspeech["result"].info
     expected = collections.Counter(reason for _, reason in avspeech["bad"].values())
-    assert info["rejects"]["by_reason"] == {r: expected.get(r, 0) for r in manifests.REASONS}
-    assert info["rejects"]["total"] == len(avspeech["bad"])
-    assert info["items_read"] == len(avspeech["bad"]) + len(avspeech["good"])
+    assert info.details["rejects"]["by_reason"] == {r: expected.get(r, 0) for r in manifests.REASONS}
+    assert info.details["rejects"]["total"] == len(avspeech["bad"])
+    assert info.details["items_read"] == len(avspeech["bad"]) + len(avspeech["good"])
     # Beam's counters mirror the file.
     counters = avspeech["result"].counters
     for reason, n in expected.items():
@@ -383,8 +384,8 @@ def test_avspeech_shards_hold_the_faces_and_voices(avspeech, hog):
         crops[clip_id] = _check_example(example, hog)
     train_id, test_id = avspeech["train_id"], avspeech["test_id"]
     # The face nearest the (x, y) hint: right (channel-swapped) for 0.75, left for 0.25.
-    assert media.is_blue_face(crops[f"{train_id}_0.500_4.500"])
-    assert not media.is_blue_face(crops[f"{train_id}_1.000_3.500"])
+    assert fake_media.is_blue_face(crops[f"{train_id}_0.500_4.500"])
+    assert not fake_media.is_blue_face(crops[f"{train_id}_1.000_3.500"])
     # 4 s and 2.5 s of audio, stored tiled to 6 s.
     assert examples[f"{train_id}_1.000_3.500"][1].waveform.size == audio.SEGMENT_SAMPLES
     # Speaker-disjoint split by the stable hash, shards named by split.
@@ -397,22 +398,23 @@ def test_avspeech_shards_hold_the_faces_and_voices(avspeech, hog):
 def test_avspeech_dataset_info_and_shard_files(avspeech, weights):
     out = avspeech["config"].output_dir
     info = avspeech["result"].info
-    with open(os.path.join(out, dataset_files.DATASET_INFO)) as f:
-        assert json.load(f) == info
-    assert info["schema_version"] == records.SCHEMA_VERSION
-    assert info["counts"]["train"] == {"clips": 2, "speakers": 1, "by_source": {"avspeech": 2}}
-    assert info["counts"]["test"] == {"clips": 1, "speakers": 1, "by_source": {"avspeech": 1}}
-    assert info["vggface_weights"]["random_init"] is True
-    assert info["vggface_weights"]["sha256"] == lib.sha256_of(weights)
-    assert info["spectrogram"]["shape"] == [598, 257, 2]
+    with open(os.path.join(out, dataset_info.FILENAME)) as f:
+        assert json.load(f) == info.to_dict()
+    assert info.schema_version == records.SCHEMA_VERSION
+    assert (info.info_version, info.builder) == (dataset_info.VERSION, "build_records")
+    assert info.counts["train"] == {"clips": 2, "speakers": 1, "by_source": {"avspeech": 2}}
+    assert info.counts["test"] == {"clips": 1, "speakers": 1, "by_source": {"avspeech": 1}}
+    assert info.vggface_weights["random_init"] is True
+    assert info.vggface_weights["sha256"] == lib.sha256_of(weights)
+    assert info.spectrogram["shape"] == [598, 257, 2]
     # Examples of ~0.85 MB against a 0.5 MiB target: a shard each (closed once past the target).
-    assert info["files"] == {"train": ["train-00000-of-00002.tfrecord",
+    assert info.files == {"train": ["train-00000-of-00002.tfrecord",
                                        "train-00001-of-00002.tfrecord"],
                              "test": ["test-00000-of-00001.tfrecord"]}
     on_disk = sorted(f for f in os.listdir(out) if f.endswith(".tfrecord"))
-    assert on_disk == sorted(info["files"]["train"] + info["files"]["test"])
+    assert on_disk == sorted(info.files["train"] + info.files["test"])
     leftovers = [f for f in os.listdir(out) if f.endswith(".tmp") or f.startswith("beam-temp")
-                 or f == dataset_files.INCOMPLETE_DIR]
+                 or f == shards.INCOMPLETE_DIR]
     assert not leftovers
     records.read_spec(os.path.join(out, on_disk[0]))  # readable by the training input pipeline
 
@@ -425,11 +427,11 @@ def test_avspeech_dataset_info_and_shard_files(avspeech, weights):
 def test_pairs_manifest(tmp_path, weights, hog):
     (tmp_path / "voices").mkdir()
     (tmp_path / "faces").mkdir()
-    helpers.write_wav(tmp_path / "voices" / "a.wav", media.voice(3.0))
-    helpers.write_wav(tmp_path / "voices" / "b.flac", media.voice(7.0, 1))
-    media.write_image(tmp_path / "faces" / "a.png", media.face_frame())
-    media.write_image(tmp_path / "faces" / "b.jpg", media.astronaut())
-    media.write_talking_video(tmp_path / "faces" / "c.mp4", media.face_frame(), media.voice(2.0))
+    helpers.write_wav(tmp_path / "voices" / "a.wav", fake_media.voice(3.0))
+    helpers.write_wav(tmp_path / "voices" / "b.flac", fake_media.voice(7.0, 1))
+    fake_media.write_image(tmp_path / "faces" / "a.png", fake_media.face_frame())
+    fake_media.write_image(tmp_path / "faces" / "b.jpg", fake_media.astronaut())
+    fake_media.write_talking_video(tmp_path / "faces" / "c.mp4", fake_media.face_frame(), fake_media.voice(2.0))
     manifest = tmp_path / "pairs.csv"
     manifest.write_text("audio_path,image_path,speaker_id\n"
                         "voices/a.wav,faces/a.png,alice\n"
@@ -448,7 +450,7 @@ def test_pairs_manifest(tmp_path, weights, hog):
         _check_example(example, hog)
     # 7 s of audio is kept whole (under max_seconds), 3 s is tiled to 6 s.
     assert examples[f"voices/b.flac|{tmp_path}/faces/b.jpg"][1].waveform.size == 7 * 16000
-    assert info["counts"]["train"]["speakers"] == 3 and info["counts"]["test"]["clips"] == 0
+    assert info.counts["train"]["speakers"] == 3 and info.counts["test"]["clips"] == 0
     assert sorted(r["reason"] for r in _read_rejects(config.output_dir)) == [
         Reason.MALFORMED_ROW, Reason.MISSING_MEDIA]
 
@@ -472,21 +474,21 @@ def test_cli_voxceleb2_tree_with_defaults(tmp_path, hog):
     tree = tmp_path / "mp4"
     for speaker, video, seed in (("id00001", "vidA", 0), ("id00002", "vidB", 1)):
         (tree / speaker / video).mkdir(parents=True)
-        media.write_talking_video(tree / speaker / video / "00001.mp4", media.face_frame(),
-                                  media.voice(2.0, seed))
+        fake_media.write_talking_video(tree / speaker / video / "00001.mp4", fake_media.face_frame(),
+                                  fake_media.voice(2.0, seed))
     helpers.write_video_without_audio(tree / "id00002" / "vidB" / "00002.mp4", 2.0)
     out = tmp_path / "out"
     result = _run_cli("--manifest_format=voxceleb2", "--media_dir", tree, "--output_dir", out,
                       "--allow_random_weights_for_tests", "--test_fraction=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "WARNING: random VGG-Face weights" in result.stdout
-    info = json.loads((out / dataset_files.DATASET_INFO).read_text())
-    assert info["config"]["detector"] == "cnn"
-    assert info["beam"]["runner"] == "DirectRunner"
-    assert info["beam"]["direct_running_mode"] == "multi_processing"
-    assert info["beam"]["direct_num_workers"] == os.cpu_count()
-    assert "--allow_random_weights_for_tests" in info["command_line"]
-    assert info["vggface_weights"]["random_init"] is True
+    info = dataset_info.read(str(out))
+    assert info.config["detector"] == "cnn"
+    assert info.details["beam"]["runner"] == "DirectRunner"
+    assert info.details["beam"]["direct_running_mode"] == "multi_processing"
+    assert info.details["beam"]["direct_num_workers"] == os.cpu_count()
+    assert "--allow_random_weights_for_tests" in info.details["command_line"]
+    assert info.vggface_weights["random_init"] is True
     examples = _read_examples(str(out))
     assert set(examples) == {"id00001/vidA/00001", "id00002/vidB/00001"}
     for clip_id, (filename, example) in examples.items():

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from speech2face import craniofacial
+from speech2face.evaluation import craniofacial
 
 
 def _hand_made_face():

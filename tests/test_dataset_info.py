@@ -5,14 +5,14 @@ import os
 
 import pytest
 
-from speech2face import dataset_info
+from speech2face.records import dataset_info
 
 
 def _write(directory, info):
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, dataset_info.FILENAME), "w") as f:
         json.dump(info, f)
-    return [os.path.join(directory, "train-00000.tfrecord")]
+    return [os.path.join(directory, "train-00000-of-00001.tfrecord")]
 
 
 def test_counts_and_weights(tmp_path):
@@ -25,7 +25,7 @@ def test_counts_and_weights(tmp_path):
 
 
 def test_missing_and_incomplete_are_clear_errors(tmp_path):
-    files = [str(tmp_path / "none" / "train-00000.tfrecord")]
+    files = [str(tmp_path / "none" / "train-00000-of-00001.tfrecord")]
     with pytest.raises(dataset_info.DatasetInfoError, match="dataset_info.json not found"):
         dataset_info.num_examples(files, "train")
     assert dataset_info.vggface_weights(files) is None
@@ -37,3 +37,31 @@ def test_missing_and_incomplete_are_clear_errors(tmp_path):
     (tmp_path / "bad" / dataset_info.FILENAME).write_text("{")
     with pytest.raises(dataset_info.DatasetInfoError, match="not valid JSON"):
         dataset_info.read(str(tmp_path / "bad"))
+
+
+def test_typed_round_trip_and_versions(tmp_path):
+    info = dataset_info.DatasetInfo(
+        name="a", builder="toy_world", counts={"train": {"clips": 4, "speakers": 2}},
+        files={"train": ["train-00000-of-00001.tfrecord"]}, bytes={"train": 10},
+        vggface_weights={"path": "w.h5", "random_init": True}, details={"seed": 3})
+    path = info.write(str(tmp_path))
+    assert path == str(tmp_path / dataset_info.FILENAME) and not os.path.exists(path + ".tmp")
+    again = dataset_info.read(str(tmp_path))
+    assert again == info and again.info_version == dataset_info.VERSION
+    assert again.weights_path(str(tmp_path)) == str(tmp_path / "w.h5")
+    with open(path) as f:
+        content = json.load(f)
+    content["info_version"] = dataset_info.VERSION + 1
+    with pytest.raises(dataset_info.DatasetInfoError, match="info_version 2 is not supported"):
+        dataset_info.DatasetInfo.from_dict(content)
+
+
+def test_files_from_before_the_version_are_read(tmp_path):
+    """A file without info_version (the builder's own keys at the top) still reads: those keys
+    land in `details`."""
+    files = _write(tmp_path, {"name": "old", "seed": 0, "self_check": {},
+                              "counts": {"train": {"clips": 5}}, "attributes": []})
+    info = dataset_info.read(str(tmp_path))
+    assert info.builder == "toy_world" and info.details == {"seed": 0, "self_check": {},
+                                                           "attributes": []}
+    assert dataset_info.num_examples(files, "train") == 5

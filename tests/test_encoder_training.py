@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from speech2face.models import export, vggface
 from speech2face.training import decoder_task, encoder_task, loop
-from tests.test_training import _scalars, _tags
+from tests import helpers
 from tests.trained_fixtures import trainer_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,7 +61,7 @@ def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
     for a, b in zip(fresh_fc8.weights, task.fc8.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
-    tags = _tags(os.path.join(model_dir, "train"))
+    tags = helpers.summary_tags(os.path.join(model_dir, "train"))
     assert {"losses/total", "losses/decoder_l1", "losses/feature_l2", "losses/distill", "lr",
             "grad_norm", "perf/examples_per_sec", "faces/true_vs_from_vf_vs_from_vs",
             "audio/input"} <= tags
@@ -114,7 +114,7 @@ def test_mirrored_equals_one_device(tiny_world, decoder_dir, tmp_path, mirrored)
         task.input_options = lambda training: __import__("dataclasses").replace(
             deterministic(training), deterministic=True)
         loop.Trainer(task, **config, strategy=strategy).train()
-        totals[name] = [v for _, v in _scalars(os.path.join(model_dir, "train"), "losses/total")]
+        totals[name] = [v for _, v in helpers.scalars(os.path.join(model_dir, "train"), "losses/total")]
     assert len(totals["one"]) == 3
     np.testing.assert_allclose(totals["mirrored"], totals["one"], rtol=2e-4)
 

@@ -10,10 +10,11 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from speech2face import attributes, audio, craniofacial, data, evaluation, records, report
+from speech2face.datasets.toy import attributes as toy_attributes
+from speech2face.evaluation import attributes, craniofacial, encode, report
+from speech2face import audio, data, evaluation, records
 from speech2face.models import export
 from tests import helpers, trained_fixtures
-from tests.test_training import _tags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("1", "2", "5", "10")
@@ -31,8 +32,8 @@ def evaluated(tiny_world, models, tmp_path_factory):
     world, _ = tiny_world
     out = str(tmp_path_factory.mktemp("evaluation"))
     result = evaluation.run_evaluation(
-        models.encoder_dir, os.path.join(world, "*.tfrecord"), out,
-        train_records=os.path.join(world, "train-*.tfrecord"), num_shuffles=50)
+        models.encoder_dir, os.path.join(world, "*.tfrecord"), out, num_shuffles=50,
+        attribute_classifiers=toy_attributes.toy_attribute_classifiers(world))
     return out, result
 
 
@@ -41,22 +42,27 @@ def test_three_seconds_are_the_first_298_frames():
     assert audio.num_frames(audio.SEGMENT_SAMPLES // 2) == 298
     np.testing.assert_array_equal(audio.spectrogram_np(waveform[:48000]),
                                   audio.spectrogram_np(waveform)[:298])
-    assert evaluation.duration_frames(3, 598) == 298
-    assert evaluation.duration_frames(6, 598) == 598
-    assert evaluation.duration_key(6.0) == "6" and evaluation.duration_key(4.5) == "4.5"
+    assert encode.duration_frames(3, 598) == 298
+    assert encode.duration_frames(6, 598) == 598
+    assert encode.duration_key(6.0) == "6" and encode.duration_key(4.5) == "4.5"
     with pytest.raises(ValueError, match="at most 6 s"):
-        evaluation.duration_frames(8, 598)
+        encode.duration_frames(8, 598)
 
 
 def test_encoded_three_seconds_match_the_audio(tiny_world, models):
     """v_s at 3 s from the stored spectrogram = v_s of the first 3 s of the stored clip."""
     world, _ = tiny_world
-    encoder, _ = export.load_encoder(models.encoder_dir)
+    encoder, info = export.load_encoder(models.encoder_dir)
+    decoder = export.load_decoder(info["decoder_dir"])
     files = data.list_files(os.path.join(world, "test-*.tfrecord"))
-    encoded = evaluation.encode_records(encoder, files, (6, 3), limit=2, batch_size=2)
+    encoded = encode.encode(encoder, decoder, files, (6, 3), limit=2, batch_size=2)
     assert encoded.frames == {"6": 598, "3": 298}
     assert encoded.v_s["6"].shape == encoded.v_s["3"].shape == (2, 4096)
     assert encoded.landmarks.shape == (2, 68, 2) and np.isfinite(encoded.landmarks).all()
+    # One decoding per feature set: landmarks of every row, faces of the figure sample.
+    assert encoded.decoded_landmarks.keys() == {encode.V_F, "6", "3"}
+    assert all(m.shape == (2, 68, 2) for m in encoded.decoded_landmarks.values())
+    assert all(faces.keys() == set(encoded.sample) for faces in encoded.decoded_faces.values())
     first = records.decode_example(next(iter(tf.data.TFRecordDataset(files[0]))).numpy())
     assert encoded.clip_ids[0] == first.clip_id
     clip = first.waveform[:audio.SEGMENT_SAMPLES // 2].astype(np.float32) / 32768.0
@@ -97,9 +103,9 @@ def test_metrics_json(evaluated):
             assert entry["n"] == 12
             if entry["r"] is not None:
                 assert -1 <= entry["r"] <= 1 and 0 <= entry["p_value"] <= 1
-        assert numbers["attributes"].keys() == set(attributes.TOY_ATTRIBUTES)
+        assert numbers["attributes"].keys() == set(toy_attributes.TOY_ATTRIBUTES)
         for name, entry in numbers["attributes"].items():
-            assert entry["classes"] == list(attributes.TOY_ATTRIBUTES[name])
+            assert entry["classes"] == list(toy_attributes.TOY_ATTRIBUTES[name])
             assert np.sum(entry["confusion"]) == 12
             for field in ("agreement", "chance_agreement", "true_face_vs_truth",
                           "reconstruction_vs_truth"):
@@ -158,7 +164,7 @@ def test_tensorboard_summaries(evaluated, models):
     _, result = evaluated
     directory = os.path.join(models.encoder_dir, "eval")
     assert result["files"]["summaries"] == directory
-    tags = _tags(directory)
+    tags = helpers.summary_tags(directory)
     for tag in ("eval/retrieval_cos_r10_6s", "eval/retrieval_l1_r1_3s", "eval/chance_r1_6s",
                 "eval/distance_cos_deg_6s", "eval/craniofacial_r_nasal_index_6s",
                 "eval/attribute_agreement_masculinity_3s", "eval/faces_true_vf_vs",

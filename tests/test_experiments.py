@@ -72,7 +72,7 @@ def test_steps_from_epochs():
 
 def test_epochs_come_from_dataset_info_and_the_run_is_recorded(tiny_world, tmp_path):
     world, info = tiny_world
-    num_train = info["counts"]["train"]["clips"]
+    num_train = info.counts["train"]["clips"]
     model_dir = str(tmp_path / "run")
     task = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(preset="small",
                                                                    perceptual_weight=0.0))

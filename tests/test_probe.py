@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from speech2face import probe
+from speech2face.evaluation import probe
 
 
 def test_recovers_a_linear_target_and_not_noise():

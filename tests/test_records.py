@@ -85,10 +85,11 @@ def test_writer_shards_and_renames(tmp_path):
         for i in range(5):
             writer.write(fake_records.make_example(i))
     assert [os.path.basename(p) for p in writer.paths] == [
-        "train-00000.tfrecord",
-        "train-00001.tfrecord",
-        "train-00002.tfrecord",
+        "train-00000-of-00003.tfrecord",
+        "train-00001-of-00003.tfrecord",
+        "train-00002-of-00003.tfrecord",
     ]
+    assert os.path.basename(writer.paths[1]) == records.shard_name("train", 1, 3)
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in writer.paths)
     assert writer.num_examples == 5
     counts = [sum(1 for _ in tf.data.TFRecordDataset(p)) for p in writer.paths]

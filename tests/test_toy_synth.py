@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from data_prep import toy_face, toy_speakers, toy_voice
+from speech2face.datasets.toy import face as toy_face, speakers as toy_speakers, voice as toy_voice
+from speech2face.datasets.toy import voice_stats
 
 SR = toy_voice.SAMPLE_RATE
-F0 = toy_voice.VOICE_STAT_NAMES.index("log_f0_median")
+F0 = voice_stats.VOICE_STAT_NAMES.index("log_f0_median")
 
 
 def _speaker(**latents):
@@ -78,7 +79,7 @@ def test_measured_f0_tracks_the_speakers_f0():
     rng = np.random.default_rng(12)
     for speaker in speakers:
         clip = toy_voice.synthesize_clip(speaker, rng, 3.0)
-        f0 = np.exp(toy_voice.voice_statistics(clip)[F0])
+        f0 = np.exp(voice_stats.voice_statistics(clip)[F0])
         assert abs(f0 / speaker.f0_hz - 1.0) < 0.15, (speaker.f0_hz, f0)
 
 
@@ -86,26 +87,26 @@ def test_masculinity_lowers_f0():
     speakers = toy_speakers.sample_speakers(12, np.random.default_rng(5))
     rng = np.random.default_rng(6)
     masc = [s.latents["masculinity"] for s in speakers]
-    f0 = [toy_voice.voice_statistics(toy_voice.synthesize_clip(s, rng, 2.0))[F0] for s in speakers]
+    f0 = [voice_stats.voice_statistics(toy_voice.synthesize_clip(s, rng, 2.0))[F0] for s in speakers]
     assert stats.spearmanr(masc, f0)[0] < -0.8
 
 
 def test_head_size_lowers_formants_and_centroid():
-    names = toy_voice.VOICE_STAT_NAMES
+    names = voice_stats.VOICE_STAT_NAMES
     formant_cols = [names.index(n) for n in ("log_f1", "log_f2", "log_f3")]
     centroid_col = names.index("spectral_centroid_khz")
     head_sizes = np.linspace(-2.0, 2.0, 5)
     # The same rng seed for every speaker: same words, vowels and noise; only the tract differs.
-    st = np.array([toy_voice.voice_statistics(toy_voice.synthesize_clip(
+    st = np.array([voice_stats.voice_statistics(toy_voice.synthesize_clip(
         _speaker(head_size=h), np.random.default_rng(21), 3.0)) for h in head_sizes])
     assert stats.spearmanr(head_sizes, st[:, formant_cols].mean(axis=1))[0] < -0.8
     assert stats.spearmanr(head_sizes, st[:, centroid_col])[0] < -0.8
 
 
 def test_nasality_moves_energy_to_the_nasal_band():
-    low = toy_voice.VOICE_STAT_NAMES.index("band_80_300")
+    low = voice_stats.VOICE_STAT_NAMES.index("band_80_300")
     values = np.linspace(-2.0, 2.0, 5)
-    st = np.array([toy_voice.voice_statistics(toy_voice.synthesize_clip(
+    st = np.array([voice_stats.voice_statistics(toy_voice.synthesize_clip(
         _speaker(nasality=v), np.random.default_rng(22), 3.0)) for v in values])
     assert stats.spearmanr(values, st[:, low])[0] > 0.8
 
@@ -115,8 +116,8 @@ def test_voice_statistics_are_finite_on_odd_input(signal):
     rng = np.random.default_rng(0)
     x = {"zeros": np.zeros(SR), "noise": 0.1 * rng.standard_normal(SR),
          "tiny": 0.1 * rng.standard_normal(100), "empty": np.zeros(0)}[signal]
-    out = toy_voice.voice_statistics(x.astype(np.float32))
-    assert out.shape == (len(toy_voice.VOICE_STAT_NAMES),) and out.dtype == np.float32
+    out = voice_stats.voice_statistics(x.astype(np.float32))
+    assert out.shape == (len(voice_stats.VOICE_STAT_NAMES),) and out.dtype == np.float32
     assert np.all(np.isfinite(out))
 
 

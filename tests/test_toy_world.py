@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep import toy_world_lib
+from speech2face.datasets.toy import world as toy_world
 from speech2face import data, records
+from speech2face.records import dataset_info
 from speech2face.models import vggface
 
-TINY = toy_world_lib.ToyWorldConfig(
+TINY = toy_world.ToyWorldConfig(
     num_speakers=6,
     clips_per_speaker=2,
     faces_per_speaker=1,
@@ -39,13 +40,14 @@ def test_layout_counts_and_info(tiny_world):
     assert "vggface_random_seed3.h5" in files
     assert any(f.startswith("train-") for f in files) and any(f.startswith("test-") for f in files)
     with open(os.path.join(directory, "dataset_info.json")) as f:
-        assert json.load(f) == json.loads(json.dumps(info))
-    assert info["schema_version"] == records.SCHEMA_VERSION
-    assert info["counts"]["train"]["speakers"] + info["counts"]["test"]["speakers"] == 6
-    assert info["counts"]["train"]["clips"] + info["counts"]["test"]["clips"] == 12
-    assert info["vggface_weights"]["random_init"] is True
-    assert {a["name"] for a in info["attributes"]} >= {"head_size", "masculinity", "nasality"}
-    assert 1.0 <= info["clip_seconds"]["min"] <= info["clip_seconds"]["max"] <= 7.0
+        assert json.load(f) == json.loads(json.dumps(info.to_dict()))
+    assert info.schema_version == records.SCHEMA_VERSION
+    assert (info.info_version, info.builder) == (dataset_info.VERSION, "toy_world")
+    assert info.counts["train"]["speakers"] + info.counts["test"]["speakers"] == 6
+    assert info.counts["train"]["clips"] + info.counts["test"]["clips"] == 12
+    assert info.vggface_weights["random_init"] is True
+    assert {a["name"] for a in info.details["attributes"]} >= {"head_size", "masculinity", "nasality"}
+    assert 1.0 <= info.details["clip_seconds"]["min"] <= info.details["clip_seconds"]["max"] <= 7.0
 
 
 def test_records_are_speaker_disjoint_and_complete(tiny_world):
@@ -96,7 +98,7 @@ def test_records_feed_the_input_pipeline(tiny_world):
 @pytest.mark.slow
 def test_same_seed_same_world_other_seed_other_world(tiny_world, tmp_path):
     directory, info = tiny_world
-    again = toy_world_lib.build_toy_world(TINY, str(tmp_path / "again"))
+    again = toy_world.build_toy_world(TINY, str(tmp_path / "again"))
     first, second = _read_all(directory), _read_all(str(tmp_path / "again"))
     assert first.keys() == second.keys()
     for clip_id, (split, a) in first.items():
@@ -107,10 +109,10 @@ def test_same_seed_same_world_other_seed_other_world(tiny_world, tmp_path):
         np.testing.assert_array_equal(a.landmarks, b.landmarks)
         assert a.face_jpeg == b.face_jpeg
         np.testing.assert_allclose(a.face_feature, b.face_feature, rtol=1e-5, atol=1e-6)
-    assert info["counts"] == again["counts"]
-    assert info["clip_seconds"] == again["clip_seconds"]
+    assert info.counts == again.counts
+    assert info.details["clip_seconds"] == again.details["clip_seconds"]
 
-    other = toy_world_lib.ToyWorldConfig(
+    other = toy_world.ToyWorldConfig(
         **{
             **TINY.__dict__,
             "seed": 4,
@@ -118,7 +120,7 @@ def test_same_seed_same_world_other_seed_other_world(tiny_world, tmp_path):
         }
     )
     third = _read_all(
-        toy_world_lib.build_toy_world(other, str(tmp_path / "other")) and str(tmp_path / "other")
+        toy_world.build_toy_world(other, str(tmp_path / "other")) and str(tmp_path / "other")
     )
     a = first[sorted(first)[0]][1]
     b = third[sorted(third)[0]][1]
@@ -128,12 +130,12 @@ def test_same_seed_same_world_other_seed_other_world(tiny_world, tmp_path):
 def test_refuses_a_directory_with_records(tiny_world):
     directory, _ = tiny_world
     with pytest.raises(FileExistsError, match="already holds"):
-        toy_world_lib.build_toy_world(TINY, directory)
+        toy_world.build_toy_world(TINY, directory)
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="num_speakers"):
-        toy_world_lib.build_toy_world(toy_world_lib.ToyWorldConfig(num_speakers=1), str(tmp_path))
+        toy_world.build_toy_world(toy_world.ToyWorldConfig(num_speakers=1), str(tmp_path))
 
 
 @pytest.mark.slow

@@ -15,26 +15,8 @@ import tensorflow as tf
 from speech2face import data, records
 from speech2face.models import export
 from speech2face.training import decoder_task, loop
+from tests import helpers
 from tests.trained_fixtures import trainer_kwargs
-
-
-def _scalars(event_dir, tag):
-    """[(step, value)] of a scalar summary in a TensorBoard event directory."""
-    out = []
-    for path in sorted(glob.glob(os.path.join(event_dir, "events.out.tfevents.*"))):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    out.append((event.step, float(tf.make_ndarray(value.tensor))))
-    return sorted(out)
-
-
-def _tags(event_dir):
-    tags = set()
-    for path in glob.glob(os.path.join(event_dir, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(v.tag for v in event.summary.value)
-    return tags
 
 
 def _config(world, model_dir, **kwargs):
@@ -61,14 +43,14 @@ def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-30")
     assert os.path.exists(os.path.join(model_dir, "config.json"))
 
-    totals = _scalars(os.path.join(model_dir, "train"), "losses/total")
+    totals = helpers.scalars(os.path.join(model_dir, "train"), "losses/total")
     assert [s for s, _ in totals] == [5, 10, 15, 20, 25, 30]
     assert totals[-1][1] < totals[0][1]
-    tags = _tags(os.path.join(model_dir, "train"))
+    tags = helpers.summary_tags(os.path.join(model_dir, "train"))
     assert {"losses/landmark_mse", "losses/texture_l1", "losses/perceptual", "lr",
             "perf/steps_per_sec", "perf/examples_per_sec", "grad_norm",
             "faces/true_vs_decoded"} <= tags
-    assert "losses/total" in _tags(os.path.join(model_dir, "eval"))
+    assert "losses/total" in helpers.summary_tags(os.path.join(model_dir, "eval"))
 
     decoder = export.load_decoder(model_dir)
     out = decoder(tf.zeros([1, 4096]))

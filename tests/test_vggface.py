@@ -7,7 +7,6 @@ group `fc6`, subgroup `relu`) and datasets at nested paths `conv1_1/conv1_1/kern
 """
 
 import gc
-import os
 
 import h5py
 import keras
@@ -272,9 +271,9 @@ def test_random_full_weights_load_and_give_features(tiny_world, tmp_path):
     # The tiny world's file (random_vggface_weights with the world's seed): one ~580 MB full
     # file per test session instead of one per test.
     world, info = tiny_world
-    path = os.path.join(world, info["vggface_weights"]["path"])
+    path = info.weights_path(world)
     notop = _all_datasets(vggface.random_vggface_weights(tmp_path / "notop.h5",
-                                                         seed=info["seed"],
+                                                         seed=info.details["seed"],
                                                          include_top=False))
     with h5py.File(path, "r") as f:
         assert [n.decode() for n in f.attrs["layer_names"]] == FULL_NAMES
@@ -301,7 +300,7 @@ def test_face_feature_extractor(model, files):
     x = vggface.preprocess_input(images)
     fc7 = keras.Model(model.input, model.get_layer("fc7_relu").output)(x).numpy()
     np.testing.assert_allclose(features, fc7, rtol=1e-5, atol=1e-5 * np.abs(fc7).max())
-    logits = extractor.logits(features)
+    logits = extractor.fc8(features).numpy()  # fc8 is the teacher's head
     expected_logits = model(x).numpy()
     np.testing.assert_allclose(logits, expected_logits, rtol=1e-4,
                                atol=1e-4 * np.abs(expected_logits).max())

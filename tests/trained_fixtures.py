@@ -46,7 +46,7 @@ def tiny_models(tiny_world, tmp_path_factory, steps: int = 4) -> TinyModels:
     loop.Trainer(
         encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(
             preset="small", decoder_dir=decoder_dir, random_crops=False,
-            vggface_weights=os.path.join(world, info["vggface_weights"]["path"]))),
+            vggface_weights=info.weights_path(world))),
         **trainer_kwargs(encoder_dir, train, global_batch_size=4, train_steps=steps,
                          steps_per_loop=2, summary_every=2, checkpoint_every=100,
                          image_summary_every=100)).train()

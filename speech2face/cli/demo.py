@@ -19,7 +19,6 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
 
 import collections
 import glob
-import json
 import os
 import shutil
 import sys
@@ -27,17 +26,22 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
+
+from speech2face.cli import flags as config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 import soundfile  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from data_prep import toy_world_lib  # noqa: E402
-from speech2face import audio, data, dataset_info, evaluation, prediction, records  # noqa: E402
+from speech2face.datasets.toy import attributes as toy_attributes  # noqa: E402
+from speech2face.datasets.toy import world as toy_world  # noqa: E402
+from speech2face import audio, data, evaluation, media, prediction, records  # noqa: E402
+from speech2face.evaluation import figures, report  # noqa: E402
+from speech2face.records import dataset_info  # noqa: E402
 from speech2face.models import export  # noqa: E402
 from speech2face.training import encoder_task, experiments  # noqa: E402
 
-_DEFAULTS = toy_world_lib.ToyWorldConfig()
+_DEFAULTS = toy_world.ToyWorldConfig()
 _TOY_DECODER = experiments.get("toy_decoder")
 _TOY_ENCODER = experiments.get("toy_encoder")
 flags.DEFINE_string("workdir", None, "Directory for everything the demo writes.")
@@ -70,19 +74,17 @@ THUMB = 112
 def build_world(workdir: str, num_speakers: int, seed: int, rebuild: bool) -> str:
     """Stage 1: the toy world in `workdir/toy_world`; reused when already built."""
     world = os.path.join(workdir, "toy_world")
-    info_path = os.path.join(world, toy_world_lib.DATASET_INFO)
-    if os.path.exists(info_path) and not rebuild:
-        with open(info_path) as f:
-            config = json.load(f)["config"]
-        if config["num_speakers"] == num_speakers and config["seed"] == seed:
+    info = dataset_info.read_if_present(world)
+    if info is not None and not rebuild:
+        if info.config["num_speakers"] == num_speakers and info.config["seed"] == seed:
             logging.info("Stage 1: reusing the toy world in %s (--rebuild to redo it).", world)
             return world
         logging.info("Stage 1: %s was built with other settings; rebuilding.", world)
     if os.path.exists(world):
         shutil.rmtree(world)
     logging.info("Stage 1: building the toy world in %s.", world)
-    toy_world_lib.build_toy_world(
-        toy_world_lib.ToyWorldConfig(num_speakers=num_speakers, seed=seed), world
+    toy_world.build_toy_world(
+        toy_world.ToyWorldConfig(num_speakers=num_speakers, seed=seed), world
     )
     return world
 
@@ -108,31 +110,18 @@ def _faces_by_speaker(world: str, split: str, max_speakers: int):
     return faces
 
 
-def _decode_jpeg(data: bytes) -> Image.Image:
-    return Image.open(__import__("io").BytesIO(data)).convert("RGB")
-
-
 def contact_sheet(groups, path: str) -> None:
     """One row per speaker: a label, then each of the speaker's faces."""
     rows = [(split, spk, entry) for split, faces in groups for spk, entry in faces.items()]
-    columns = max(len(entry["jpegs"]) for _, _, entry in rows)
-    label_w = 150
-    sheet = Image.new("RGB", (label_w + columns * (THUMB + 4), len(rows) * (THUMB + 4)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, (split, spk, entry) in enumerate(rows):
-        y = r * (THUMB + 4)
-        draw.text((6, y + THUMB // 2 - 12), f"{spk}\n{split}", fill="black")
-        for c, jpeg in enumerate(entry["jpegs"]):
-            sheet.paste(
-                _decode_jpeg(jpeg).resize((THUMB, THUMB), Image.LANCZOS),
-                (label_w + c * (THUMB + 4), y),
-            )
-    sheet.save(path)
+    figures.image_rows([[media.decode_jpeg(j) for j in entry["jpegs"]] for _, _, entry in rows],
+                       path, THUMB, row_labels=[f"{spk}\n{split}" for split, spk, _ in rows],
+                       label_width=150)
 
 
 def landmark_figure(jpeg: bytes, landmarks: np.ndarray, path: str, scale: int = 2) -> None:
     """One face at 2x with its 68 landmarks numbered (dlib's order)."""
-    image = _decode_jpeg(jpeg).resize((records.FACE_SIZE * scale,) * 2, Image.LANCZOS)
+    image = Image.fromarray(media.decode_jpeg(jpeg)).resize((records.FACE_SIZE * scale,) * 2,
+                                                         Image.LANCZOS)
     draw = ImageDraw.Draw(image)
     for i, (x, y) in enumerate(landmarks * scale):
         draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(255, 0, 0))
@@ -165,7 +154,7 @@ def preview_world(world: str, workdir: str, sheet_speakers: int, num_wavs: int) 
         wav_paths.append(path)
 
     info = dataset_info.read(world)
-    summary = toy_world_lib.format_summary(info)
+    summary = toy_world.format_summary(info)
     with open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(summary + "\n")
     print(summary)
@@ -183,7 +172,7 @@ def _toy_experiment(name: str, world: str, **changes) -> experiments.ExperimentC
     return experiments.override(experiments.get(name), {
         "data.train_records": os.path.join(world, "train-*.tfrecord"),
         "data.eval_records": os.path.join(world, "test-*.tfrecord"),
-        "task.vggface_weights": os.path.join(world, info["vggface_weights"]["path"]),
+        "task.vggface_weights": info.weights_path(world),
         **{k: v for k, v in changes.items() if v is not None}})
 
 
@@ -220,7 +209,8 @@ def train_decoder(world: str, workdir: str, steps=None, batch_size=None) -> str:
     true = batch["face_image"].numpy()[rows]
     decoded = decoder(tf.gather(batch["face_feature"], rows), training=False)["image"].numpy()
     path = os.path.join(model_dir, "decoded_faces.png")
-    face_grid([true, decoded], ["true face", "decoded from its feature"], path)
+    figures.image_rows([true, decoded], path, 2 * decoded.shape[1],
+                       row_labels=["true face", "decoded from its feature"], label_width=160)
     numbers = result.get("final_evaluation") or {}
     if numbers:
         print("\nFace decoder on held-out speakers (lower is better):")
@@ -258,9 +248,10 @@ def train_encoder(world: str, workdir: str, decoder_dir: str, steps=None,
 def evaluate_and_predict(world: str, workdir: str, encoder_dir: str, wav_paths) -> None:
     """Stage 5: the paper's evaluation on held-out speakers, and faces predicted from WAVs."""
     logging.info("Stage 5: evaluating %s on the held-out speakers.", encoder_dir)
-    result = evaluation.run_evaluation(encoder_dir, os.path.join(world, "test-*.tfrecord"),
-                                       os.path.join(workdir, "eval"))
-    print("\n" + evaluation.format_retrieval_table(result))
+    result = evaluation.run_evaluation(
+        encoder_dir, os.path.join(world, "test-*.tfrecord"), os.path.join(workdir, "eval"),
+        attribute_classifiers=toy_attributes.toy_attribute_classifiers(world))
+    print("\n" + report.format_retrieval_table(result))
     predictions = prediction.predict_files(encoder_dir, list(wav_paths),
                                            os.path.join(workdir, "predictions") + os.sep)
     print("\nEvaluation and predictions:")
@@ -269,21 +260,6 @@ def evaluate_and_predict(world: str, workdir: str, encoder_dir: str, wav_paths) 
         print(f"  {path}")
     for item in predictions:
         print(f"  {item.path} -> {item.output}")
-
-
-def face_grid(rows, labels, path: str, scale: int = 2) -> None:
-    """Rows of [n, S, S, 3] images in [0, 1], each row labelled on the left."""
-    n, size = rows[0].shape[0], rows[0].shape[1] * scale
-    label_w = 160
-    sheet = Image.new("RGB", (label_w + n * (size + 4), len(rows) * (size + 4)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, (images, label) in enumerate(zip(rows, labels)):
-        y = r * (size + 4)
-        draw.text((6, y + size // 2 - 6), label, fill="black")
-        for c, image in enumerate(images):
-            tile = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
-            sheet.paste(tile.resize((size, size), Image.LANCZOS), (label_w + c * (size + 4), y))
-    sheet.save(path)
 
 
 def main(argv):
@@ -302,7 +278,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    sys.modules["__main__"].__doc__ = __doc__
+    config_flags.as_main_module(__name__, __doc__)
     app.run(main)
 
 

@@ -15,7 +15,7 @@ and TensorBoard scalars (eval/retrieval_cos_r10_6s, ...) into --model_dir/eval.
 Attributes: in a toy world its latent attributes are used (probes fitted on --train_records,
 default the train-*.tfrecord beside --records). Any other classifier plugs in with
 --attribute_classifier=package.module:factory, a callable returning one
-`speech2face.attributes.AttributeClassifier` or a list of them (repeat the flag for several).
+`speech2face.evaluation.attributes.AttributeClassifier` or a list of them (repeat the flag for several).
 """
 
 import importlib
@@ -26,7 +26,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from speech2face.cli import flags as config_flags  # noqa: E402
+
 from speech2face import data, evaluation  # noqa: E402
+from speech2face.datasets.toy import attributes as toy_attributes  # noqa: E402
+from speech2face.evaluation import report  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "A stage-2 run directory (with export/voice_encoder.keras).")
 flags.DEFINE_string("records", None, "Glob (or comma-separated globs) of held-out TFRecords.")
@@ -41,7 +45,7 @@ flags.DEFINE_string("decoder_dir", None, "Stage-1 run to decode faces with (defa
 flags.DEFINE_string("train_records", None, "Records the toy world's attribute probes are fitted "
                     "on (default: train-*.tfrecord beside --records).")
 flags.DEFINE_multi_string("attribute_classifier", [], "module:callable returning an attribute "
-                          "classifier or a list of them (see speech2face.attributes).")
+                          "classifier or a list of them (see speech2face.evaluation.attributes).")
 flags.DEFINE_integer("num_sample", 8, "Test speakers shown in the face figure.")
 flags.DEFINE_bool("summaries", True, "Write TensorBoard summaries into --model_dir/eval.")
 FLAGS = flags.FLAGS
@@ -65,6 +69,15 @@ def _load_classifiers(specs):
     return out
 
 
+def _classifiers():
+    """--attribute_classifier's, else the toy world's when --records sit in one, else none."""
+    given = _load_classifiers(FLAGS.attribute_classifier)
+    if given is not None:
+        return given
+    return toy_attributes.classifiers_for(os.path.dirname(data.list_files(FLAGS.records)[0]),
+                                          FLAGS.train_records)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -78,9 +91,7 @@ def main(argv):
     try:
         result = evaluation.run_evaluation(
             FLAGS.model_dir, FLAGS.records, FLAGS.output_dir, gallery_size=FLAGS.gallery_size,
-            durations=durations, attribute_classifiers=_load_classifiers(
-                FLAGS.attribute_classifier),
-            train_records=FLAGS.train_records, decoder_dir=FLAGS.decoder_dir,
+            durations=durations, attribute_classifiers=_classifiers(), decoder_dir=FLAGS.decoder_dir,
             batch_size=FLAGS.batch_size, num_sample=FLAGS.num_sample,
             write_summaries=FLAGS.summaries)
     except (FileNotFoundError, data.NoRecordsError, ValueError, TypeError) as e:
@@ -88,7 +99,7 @@ def main(argv):
         logging.debug("evaluation failed", exc_info=True)
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         sys.exit(1)
-    print(evaluation.format_retrieval_table(result))
+    print(report.format_retrieval_table(result))
     if result["all_test_examples_used"]:
         print(f"(the test set has {result['gallery_size']} clips, fewer than --gallery_size="
               f"{FLAGS.gallery_size}: all of them are used)")
@@ -101,7 +112,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    sys.modules["__main__"].__doc__ = __doc__
+    config_flags.as_main_module(__name__, __doc__)
     app.run(main)
 
 

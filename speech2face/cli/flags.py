@@ -7,6 +7,7 @@ own default (for the training configs, the paper's).
 
 import dataclasses
 import re
+import sys
 import typing
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -46,6 +47,9 @@ def define_from(cls, names: Optional[Mapping[str, str]] = None, skip: Sequence[s
     """Defines one flag per field of dataclass `cls` (unless in `skip` or already defined);
     `names` renames fields (field -> flag name); `choices` makes enums. Returns flag -> field."""
     names, choices, docs = dict(names or {}), dict(choices or {}), field_docs(cls)
+    # The flags belong to the calling tool, so that its --help lists them (absl's own rule).
+    module = sys._getframe(1).f_globals.get("__name__")  # pylint: disable=protected-access
+    module = sys.argv[0] if module == "__main__" else module
     hints = typing.get_type_hints(cls)
     defined = {}
     for field in dataclasses.fields(cls):
@@ -61,15 +65,15 @@ def define_from(cls, names: Optional[Mapping[str, str]] = None, skip: Sequence[s
         kind = _base_type(hints[field.name])
         if field.name in choices:
             flags.DEFINE_enum(flag, None, list(choices[field.name]), help_text,
-                              flag_values=flag_values)
+                              flag_values=flag_values, module_name=module)
         elif kind is bool:
-            flags.DEFINE_bool(flag, None, help_text, flag_values=flag_values)
+            flags.DEFINE_bool(flag, None, help_text, flag_values=flag_values, module_name=module)
         elif kind is int:
-            flags.DEFINE_integer(flag, None, help_text, flag_values=flag_values)
+            flags.DEFINE_integer(flag, None, help_text, flag_values=flag_values, module_name=module)
         elif kind is float:
-            flags.DEFINE_float(flag, None, help_text, flag_values=flag_values)
+            flags.DEFINE_float(flag, None, help_text, flag_values=flag_values, module_name=module)
         else:
-            flags.DEFINE_string(flag, None, help_text, flag_values=flag_values)
+            flags.DEFINE_string(flag, None, help_text, flag_values=flag_values, module_name=module)
     return defined
 
 
@@ -80,6 +84,22 @@ def set_values(section: str, defined: Mapping[str, str],
             if flag_values[flag].value is not None}
 
 
+def kwargs_given(defined: Mapping[str, str], flag_values=flags.FLAGS) -> Dict[str, object]:
+    """{field: value} for the flags of `defined` given on the command line (to build the config
+    with; the fields not given keep their dataclass defaults)."""
+    return {field: flag_values[flag].value for flag, field in defined.items()
+            if flag_values[flag].value is not None}
+
+
 def given(defined: Mapping[str, str], flag_values=flags.FLAGS) -> Tuple[str, ...]:
     """The flags of `defined` given on the command line."""
     return tuple(flag for flag in defined if flag_values[flag].value is not None)
+
+
+def as_main_module(module_name: str, doc: str) -> None:
+    """Makes the tool `module_name` the one `--help` describes when it runs from a forwarding
+    script (`train.py`, `python -m data_prep.build_records`) or a console script: its docstring
+    and its flags, which absl otherwise files under the module's import name."""
+    sys.modules["__main__"].__doc__ = doc
+    for flag in flags.FLAGS.flags_by_module_dict().get(module_name, []):
+        flags.FLAGS.register_flag_by_module(sys.argv[0], flag)

@@ -22,6 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from speech2face.cli import flags as config_flags  # noqa: E402
+
 from speech2face import prediction  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "A stage-2 run directory (with export/voice_encoder.keras).")
@@ -64,7 +66,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    sys.modules["__main__"].__doc__ = __doc__
+    config_flags.as_main_module(__name__, __doc__)
     app.run(main)
 
 

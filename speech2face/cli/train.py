@@ -21,13 +21,13 @@ When --vggface_weights is not given, the weights the records' dataset_info.json 
 
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from speech2face import data, dataset_info  # noqa: E402
+from speech2face import data  # noqa: E402
+from speech2face.records import dataset_info  # noqa: E402
 from speech2face.cli import flags as config_flags  # noqa: E402
 from speech2face.models import face_decoder, voice_encoder  # noqa: E402
 from speech2face.training import config, decoder_task, encoder_task, experiments  # noqa: E402
@@ -136,7 +136,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    sys.modules["__main__"].__doc__ = __doc__
+    config_flags.as_main_module(__name__, __doc__)
     app.run(main)
 
 

@@ -12,13 +12,8 @@ Nothing is downloaded here: the user passes a local path (URLs in `WEIGHTS_URLS`
 In Speech2Face the face feature v_f is fc7 after its ReLU (4096-D, the input of fc8), and the
 distillation term of the loss needs fc8's logits, so this model ends in fc8 logits.
 
-File layout (what `load_rcmalli_weights` reads and `save_rcmalli_weights` writes), as written by
-Keras 2's `save_weights`: root attribute `layer_names` (bytes, every layer including weightless ones
-such as `pool1`, `flatten`, `fc6/relu`, `fc8/softmax`); one group per layer with attribute
-`weight_names` (e.g. `[b'conv1_1/kernel:0', b'conv1_1/bias:0']`) and datasets at those paths inside
-the layer group. Kernels are TF layout: Conv2D HWIO, Dense [in, out]; fc6's input is the
-channels-last flatten of pool5 (7x7x512). A full-model Keras-2 file (`model.save`) has the same
-under the group `model_weights`.
+The HDF5 layout that `load_rcmalli_weights` reads and `save_rcmalli_weights` writes is described
+in docs/vggface.md.
 """
 
 import os
@@ -400,15 +395,3 @@ class FaceFeatureExtractor:
                 logging.info("VGG-Face features: %d/%d images (batch %d/%d).", start + m, n, b + 1,
                              num_batches)
         return out
-
-    def logits(self, features):
-        """fc8 applied to v_f: [N, 4096] -> np.float32 [N, 2622] logits."""
-        features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[1] != FEATURE_DIM:
-            raise ValueError(f"logits expects face features [N, {FEATURE_DIM}]; got "
-                             f"{features.shape}.")
-        chunks = [keras.ops.convert_to_numpy(self.fc8(features[i:i + 1024]))
-                  for i in range(0, features.shape[0], 1024)]
-        if not chunks:
-            return np.zeros((0, NUM_IDENTITIES), np.float32)
-        return np.concatenate(chunks).astype(np.float32)

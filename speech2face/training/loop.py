@@ -30,7 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speech2face import audio, data, dataset_info
+from speech2face import audio, data
+from speech2face.records import dataset_info
 from speech2face.training import checkpoints
 from speech2face.training import config as config_lib
 from speech2face.training import strategy as strategy_lib

@@ -20,7 +20,6 @@ loaded once per `FaceFinder` (in Beam: once per worker, in `DoFn.setup`).
 """
 
 import dataclasses
-import functools
 import importlib.util
 import io
 import math
@@ -31,8 +30,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageOps
 
-from data_prep.manifests import Reason, SkipClip
-from speech2face import records
+from speech2face.datasets.real.manifests import Reason, SkipClip
+from speech2face import media, records
 
 FACE_SIZE = records.FACE_SIZE  # 224
 CROP_SCALE = 1.5  # crop side / longer side of the landmarks' bounding box
@@ -93,13 +92,6 @@ class Face:
     crop_box: Tuple[int, int, int]
 
 
-@functools.lru_cache(maxsize=1)
-def ffmpeg_exe():
-    """Path of the ffmpeg binary that imageio-ffmpeg ships."""
-    import imageio_ffmpeg  # pylint: disable=import-outside-toplevel
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def last_line(text: str) -> str:
     """The last non-blank line of an ffmpeg error output (the one that says what failed)."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -113,7 +105,7 @@ def read_frame(path: str, seconds: float) -> Optional[np.ndarray]:
       FaceError: no video stream (NO_VIDEO_STREAM) or a file ffmpeg cannot open
         (UNREADABLE_MEDIA).
     """
-    command = [ffmpeg_exe(), "-nostdin", "-v", "error",
+    command = [media.ffmpeg_exe(), "-nostdin", "-v", "error",
                # -ss before -i seeks by index, then decodes up to the exact time (cheap and exact).
                "-ss", f"{max(seconds, 0.0):.3f}", "-i", "file:" + os.path.abspath(path),
                "-map", "0:v:0", "-frames:v", "1", "-f", "image2pipe", "-c:v", "bmp", "-"]
@@ -150,16 +142,6 @@ def frame_times(start: float, end: float, tries: int, step: float = 0.5) -> List
         times += [middle - k * step, middle + k * step]
         k += 1
     return times[:max(tries, 1)]
-
-
-def encode_jpeg(crop: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(crop).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def decode_jpeg(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def pick_face(boxes: Sequence[Box], frame_shape, hint: Optional[Tuple[float, float]]) -> int:

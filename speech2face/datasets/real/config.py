@@ -1,12 +1,12 @@
 """The real-data builder's configuration: one dataclass, read by every stage of the pipeline
-(`build_records_lib`, `clip_lib`, `dataset_files`) and written into dataset_info.json."""
+(`build`, `clips`, `shards`) and written into dataset_info.json."""
 
 import dataclasses
 from typing import Optional
 
 import tensorflow as tf
 
-from data_prep import faces, manifests
+from speech2face.datasets.real import faces, manifests
 from speech2face import records
 
 
@@ -19,9 +19,11 @@ class BuildConfig:
       manifest_format: "avspeech", "voxceleb2" or "pairs".
       media_dir: where the manifest's relative paths point (local, or gs:// etc. on a runner).
       output_dir: the records' directory; must be empty unless `overwrite`.
-      vggface_weights: rcmalli_vggface_tf_vgg16.h5 (required unless `random_weights_for_tests`).
-      random_weights_for_tests: allow seeded random VGG-Face weights: with vggface_weights None
-        they are written to output_dir; either way dataset_info.json marks the features random.
+      vggface_weights: rcmalli_vggface_tf_vgg16.h5 (required unless `random_weights_for_tests`;
+        download it yourself: docs/vggface.md).
+      random_weights_for_tests: FOR TESTS ONLY: allow seeded random VGG-Face weights: with
+        vggface_weights None they are written to output_dir; either way dataset_info.json
+        marks the features random.
       test_fraction: share of speakers (by hash) in the test split, in [0, 1]; 0.08 is the
         paper's 0.15 M test / 1.85 M pairs.
       detector, upsample, max_detect_side, min_face_size, face_tries: see `faces.FaceFinder`;

@@ -4,28 +4,27 @@ Apache Beam, on one machine (DirectRunner, several processes) or on any Beam run
     manifest lines (or the VoxCeleb2 tree)
       -> Clip | Reject             manifests.parse_or_reject
       -> Reshuffle                 spreads the clips over the workers
-      -> Prepared | Reject         _PrepareClip -> clip_lib.prepare_clip: probe, audio segment
+      -> Prepared | Reject         _PrepareClip -> clips.prepare_clip: probe, audio segment
                                    -> 6 s -> spectrogram; frame -> dlib face -> 224 crop, 68
                                    landmarks, JPEG
       -> batches of <= vgg_batch_size
       -> (split, Example)          _FaceFeatures: VGG-Face fc7 of the stored JPEGs; the split
-      -> shard files               dataset_files.WriteShards: per split per bundle, ~150 MB
+      -> shard files               shards.WriteShards: per split per bundle, ~150 MB
                                    each, in output_dir/.incomplete/
-      -> committed shards          named, then renamed into output_dir (dataset_files)
+      -> committed shards          named, then renamed into output_dir (shards)
     rejects -> rejects.jsonl;  shard summaries + rejects -> dataset_info.json (written last)
 
 Everything up to the shard files is one fused stage: examples (~0.9 MB each) are never
 shuffled or held in memory by the runner, so a local run's memory does not grow with the data.
-The output directory's files are described in `dataset_files`.
+The output directory's files are described in `shards`.
 
 Bad input never stops the job: every per-clip failure becomes a `Reject` with a reason from
 `manifests.REASONS` (an unexpected exception too, as `processing_error`), counted in Beam
-metrics (namespace `dataset_files.METRICS_NAMESPACE`) and in dataset_info.json.
+metrics (namespace `shards.METRICS_NAMESPACE`) and in dataset_info.json.
 """
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -38,11 +37,12 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from data_prep import clip_lib, dataset_files, faces, manifests, runners
-from data_prep.build_config import BuildConfig
-from data_prep.dataset_files import DATASET_INFO, METRICS_NAMESPACE
-from data_prep.manifests import Reason, SkipClip
-from speech2face import records
+from speech2face.datasets.real import clips, faces, manifests, runners, shards
+from speech2face.datasets.real.config import BuildConfig
+from speech2face.datasets.real.shards import METRICS_NAMESPACE
+from speech2face.records import dataset_info
+from speech2face.datasets.real.manifests import Reason, SkipClip
+from speech2face import media, records
 from speech2face.models import vggface
 
 _REJECTS_TAG = "rejects"
@@ -133,7 +133,7 @@ class _PrepareClip(beam.DoFn):
 
     def process(self, clip: manifests.Clip):
         try:
-            prepared = clip_lib.prepare_clip(clip, self._finder, self._config)
+            prepared = clips.prepare_clip(clip, self._finder, self._config)
         except SkipClip as e:
             _reject_counter(e.reason).inc()
             yield beam.pvalue.TaggedOutput(_REJECTS_TAG, manifests.Reject(
@@ -176,7 +176,7 @@ class _FaceFeatures(beam.DoFn):
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def process(self, batch):
-        features = self._extractor(np.stack([faces.decode_jpeg(p.face_jpeg) for p in batch]))
+        features = self._extractor(np.stack([media.decode_jpeg(p.face_jpeg) for p in batch]))
         for p, feature in zip(batch, features):
             split = split_for(p.clip.speaker_id, self._test_fraction)
             beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"examples_{split}").inc()
@@ -218,36 +218,36 @@ def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
                 | "FaceFeatures" >> beam.ParDo(_FaceFeatures(weights, config.vgg_batch_size,
                                                              config.test_fraction,
                                                              tf_threads)))
-    shards = (examples
-              | "WriteShards" >> beam.ParDo(dataset_files.WriteShards(config.output_dir,
+    committed = (examples
+              | "WriteShards" >> beam.ParDo(shards.WriteShards(config.output_dir,
                                                          config.target_shard_bytes,
                                                          config.spectrogram_dtype))
               | "AllShards" >> beam.combiners.ToList()
-              | "NameShards" >> beam.FlatMap(dataset_files.plan_names)
+              | "NameShards" >> beam.FlatMap(shards.plan_names)
               | "SpreadCommits" >> beam.Reshuffle()
-              | "CommitShards" >> beam.Map(dataset_files.commit_shard, config.output_dir))
+              | "CommitShards" >> beam.Map(shards.commit_shard, config.output_dir))
     rejects = ((parsed[_REJECTS_TAG], prepared[_REJECTS_TAG])
                | "AllRejects" >> beam.Flatten())
     rejects_files = (rejects
                      | "RejectJson" >> beam.Map(lambda r: r.to_json())
                      | "WriteRejects" >> beam.io.WriteToText(
-                         os.path.join(config.output_dir, dataset_files.REJECTS), num_shards=1,
+                         os.path.join(config.output_dir, shards.REJECTS), num_shards=1,
                          shard_name_template=""))
-    _ = ((shards, rejects)
+    _ = ((committed, rejects)
          | "Outcomes" >> beam.Flatten()
-         | "Count" >> beam.CombineGlobally(dataset_files.InfoCombineFn())
+         | "Count" >> beam.CombineGlobally(shards.InfoCombineFn())
          # The rejects file as a side input makes this step wait until it is complete.
-         | "WriteInfo" >> beam.Map(dataset_files.write_dataset_info, beam.pvalue.AsList(rejects_files),
+         | "WriteInfo" >> beam.Map(shards.write_dataset_info, beam.pvalue.AsList(rejects_files),
                                    config, run_info, start_time))
 
 
 @dataclasses.dataclass
 class BuildResult:
-    """What a finished build reports: dataset_info.json's content, and the Beam metric counters
+    """What a finished build reports: its `DatasetInfo` (dataset_info.json), and the Beam metric counters
     of namespace METRICS_NAMESPACE summed over steps (`rejected_<reason>`, `examples_<split>`,
     `shards_written`; empty where the runner does not report metrics)."""
 
-    info: dict
+    info: dataset_info.DatasetInfo
     counters: dict
 
 
@@ -264,7 +264,7 @@ def build_records(config: BuildConfig, options=None) -> BuildResult:
         check_weights(None)
     if weights is not None:
         check_weights(weights)
-    dataset_files.prepare_output_dir(config.output_dir, config.overwrite)
+    shards.prepare_output_dir(config.output_dir, config.overwrite)
     if weights is None:
         weights = os.path.join(config.output_dir, "vggface_random_seed0.h5")
         vggface.random_vggface_weights(weights, seed=0)
@@ -290,5 +290,5 @@ def build_records(config: BuildConfig, options=None) -> BuildResult:
     build_pipeline(pipeline, config, weights, run_info, start_time, tf_threads)
     result = pipeline.run()
     result.wait_until_finish()
-    with tf.io.gfile.GFile(os.path.join(config.output_dir, DATASET_INFO)) as f:
-        return BuildResult(info=json.load(f), counters=runners.counters(result, METRICS_NAMESPACE))
+    return BuildResult(info=dataset_info.read(config.output_dir),
+                       counters=runners.counters(result, METRICS_NAMESPACE))

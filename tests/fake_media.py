@@ -11,7 +11,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from data_prep import toy_speakers, toy_voice
+from speech2face.datasets.toy import speakers as toy_speakers, voice as toy_voice
 from tests import helpers
 
 # Where the astronaut's face sits in skimage.data.astronaut() (dlib CNN box, x0, y0, x1, y1).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import re
 import shutil
@@ -29,13 +28,13 @@ from typing import TYPE_CHECKING
 import apache_beam as beam
 import tensorflow as tf
 
-from data_prep import faces, manifests
-from speech2face import audio, dataset_info, records
+from speech2face.datasets.real import faces, manifests
+from speech2face import audio, records
+from speech2face.records import dataset_info
 
 if TYPE_CHECKING:
-    from data_prep.build_config import BuildConfig
+    from speech2face.datasets.real.config import BuildConfig
 
-DATASET_INFO = dataset_info.FILENAME
 REJECTS = "rejects.jsonl"
 INCOMPLETE_DIR = ".incomplete"  # shards being written, inside output_dir; never globbed
 METRICS_NAMESPACE = "speech2face.build_records"
@@ -147,7 +146,7 @@ def plan_names(summaries):
     for split, shards in by_split.items():
         shards.sort(key=lambda s: s["file"])
         for i, summary in enumerate(shards):
-            yield dict(summary, final=f"{split}-{i:05d}-of-{len(shards):05d}.tfrecord")
+            yield dict(summary, final=records.shard_name(split, i, len(shards)))
 
 
 def commit_shard(summary, output_dir: str):
@@ -206,11 +205,8 @@ def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
         files[split], num_bytes[split] = sorted(s["files"]), s["bytes"]
     rejected = sum(acc["rejects"].values())
     examples = sum(c["clips"] for c in counts.values())
-    info = {
-        "name": f"speech2face records ({config.manifest_format})",
-        "schema_version": records.SCHEMA_VERSION,
+    details = {
         "manifest_format": config.manifest_format,
-        "counts": counts,
         "items_read": examples + rejected,
         "rejects": {
             "total": rejected,
@@ -222,9 +218,6 @@ def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
         "split": {"method": "test if sha1(speaker_id)[:8] / 2^64 < test_fraction (stable, "
                             "speaker-disjoint; AVSpeech speaker = YouTube id)",
                   "test_fraction": config.test_fraction},
-        "spectrogram": {"dtype": config.spectrogram_dtype,
-                        "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
-                        "content": "first 6 s of the clip, tiled if shorter (docs/data.md)"},
         "waveform": {"stored": config.store_waveform,
                      "content": f"int16 16 kHz, the clip's first {config.max_seconds:g} s, "
                                 "tiled to at least 6 s"},
@@ -234,36 +227,37 @@ def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
                  "size": faces.FACE_SIZE, "jpeg_quality": faces.JPEG_QUALITY,
                  "crop": "square, centred on the 68 landmarks' box, side crop_scale × its "
                          "longer side; v_f is VGG-Face fc7 of the stored JPEG"},
-        "vggface_weights": run_info["vggface_weights"],
-        "files": files,
-        "bytes": num_bytes,
-        "config": dataclasses.asdict(config),
         "command_line": config.command_line,
         "beam": run_info["beam"],
-        "build_seconds": round(time.time() - start_time, 1),
     }
+    info = dataset_info.DatasetInfo(
+        name=f"speech2face records ({config.manifest_format})", builder="build_records",
+        counts=counts, files=files, bytes=num_bytes,
+        spectrogram={"dtype": config.spectrogram_dtype,
+                     "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
+                     "content": "first 6 s of the clip, tiled if shorter (docs/data.md)"},
+        vggface_weights=run_info["vggface_weights"], config=dataclasses.asdict(config),
+        build_seconds=round(time.time() - start_time, 1), details=details)
     incomplete = os.path.join(config.output_dir, INCOMPLETE_DIR)
     if tf.io.gfile.exists(incomplete):  # what is left there: files of failed bundle attempts
         tf.io.gfile.rmtree(incomplete)
-    path = os.path.join(config.output_dir, DATASET_INFO)
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(json.dumps(info, indent=2, ensure_ascii=False))
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    info.write(config.output_dir)
 
 
-def format_summary(info: dict) -> str:
+def format_summary(info: dataset_info.DatasetInfo) -> str:
     """A few lines for the console: examples per split, rejects per reason, where things are."""
-    counts, rejects = info["counts"], info["rejects"]
-    lines = [f"{info['name']}: {info['items_read']} items read, "
+    counts, rejects = info.counts, info.details["rejects"]
+    lines = [f"{info.name}: {info.details['items_read']} items read, "
              f"{sum(c['clips'] for c in counts.values())} examples, {rejects['total']} rejected"]
     for split, c in counts.items():
         lines.append(f"  {split:<5} {c['clips']:>8} clips  {c['speakers']:>7} speakers  "
-                     f"{len(info['files'][split]):>4} shards  "
-                     f"{info['bytes'][split] / 2**20:8.1f} MiB")
+                     f"{len(info.files[split]):>4} shards  "
+                     f"{info.bytes[split] / 2**20:8.1f} MiB")
     for reason, n in rejects["by_reason"].items():
         if n:
             lines.append(f"  rejected {reason:<22} {n:>8}")
-    if info["vggface_weights"]["random_init"]:
+    if info.vggface_weights["random_init"]:
         lines.append("  WARNING: random VGG-Face weights (test build)")
-    lines.append(f"  built in {info['build_seconds']:.0f} s; see {REJECTS} and {DATASET_INFO}")
+    lines.append(f"  built in {info.build_seconds:.0f} s; see {REJECTS} and "
+                 f"{dataset_info.FILENAME}")
     return "\n".join(lines)

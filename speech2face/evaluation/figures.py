@@ -12,6 +12,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from speech2face import media, records
+
+FACE_SIZE = records.FACE_SIZE
+
 # Colour per series: durations in order, then a grey for chance/mismatched references.
 COLORS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189), (140, 86, 75))
 GREY = (128, 128, 128)
@@ -222,31 +226,72 @@ def distance_figure(distances: Dict[str, Tuple[dict, Optional[dict]]], path: str
     return _save(_side_by_side(panels), path)
 
 
+def image_rows(rows: Sequence[Sequence[np.ndarray]], path: str, tile: int = 112,
+               row_labels: Optional[Sequence[str]] = None,
+               column_titles: Optional[Sequence[str]] = None,
+               captions: Optional[Sequence[Sequence[str]]] = None,
+               label_width: int = 110) -> np.ndarray:
+    """The one image grid of the project: rows of tiles, optionally labelled on the left, titled
+    on top and captioned under each tile.
+
+    Args:
+      rows: rows of images, float [S, S, 3] in [0, 1] or uint8 (any S, resized to `tile`);
+        rows may differ in length.
+      path: PNG to write.
+      tile: side of each tile in pixels.
+      row_labels: one label per row (e.g. the speaker id), drawn left of it.
+      column_titles: one title per column, drawn above the first row.
+      captions: one caption per tile (rows of str), drawn under it.
+      label_width: pixels left of the tiles for the row labels.
+    """
+    gap, font = 4, _font(12)
+    label_w = 0 if row_labels is None else label_width
+    head_h = 24 if column_titles else 0
+    caption_h = 18 if captions else 0
+    columns = max([len(r) for r in rows] + [len(column_titles or ())] + [1])
+    row_h = tile + caption_h + gap
+    sheet = Image.new("RGB", (label_w + columns * (tile + gap), head_h + max(len(rows), 1) * row_h),
+                      "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, title in enumerate(column_titles or ()):
+        draw.text((label_w + c * (tile + gap) + tile // 2, 6), title, fill="black", font=font,
+                  anchor="mt")
+    for r, images in enumerate(rows):
+        y = head_h + r * row_h
+        if row_labels is not None:
+            draw.multiline_text((6, y + tile // 2), str(row_labels[r]), fill="black", font=font,
+                                anchor="lm")
+        for c, image in enumerate(images):
+            image = np.asarray(image)
+            tile_image = Image.fromarray(image if image.dtype == np.uint8 else media.to_uint8(image))
+            x = label_w + c * (tile + gap)
+            sheet.paste(tile_image.resize((tile, tile), Image.LANCZOS), (x, y))
+            if captions:
+                draw.text((x + tile // 2, y + tile + 3), captions[r][c][:40], fill="black",
+                          font=font, anchor="mt")
+    return _save(sheet, path)
+
+
 def face_grid(row_labels: Sequence[str], columns: Sequence[Tuple[str, Sequence[np.ndarray]]],
               path: str, tile: int = 112) -> np.ndarray:
-    """A grid of faces: one row per example, one labelled column per kind of face.
+    """One row per example, one titled column per kind of face (`image_rows`).
 
     Args:
       row_labels: one label per row (e.g. the speaker id).
-      columns: (title, images) pairs; images are float [S, S, 3] in [0, 1] (any S, resized to
-        `tile`), one per row.
+      columns: (title, images) pairs; images float [S, S, 3] in [0, 1], one per row.
       path: PNG to write.
     """
-    label_w, head_h, gap = 110, 24, 4
-    width = label_w + len(columns) * (tile + gap)
-    height = head_h + max(len(row_labels), 1) * (tile + gap)
-    sheet = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(sheet)
-    font = _font(12)
-    for c, (title, _) in enumerate(columns):
-        draw.text((label_w + c * (tile + gap) + tile // 2, 6), title, fill="black", font=font,
-                  anchor="mt")
-    for r, label in enumerate(row_labels):
-        y = head_h + r * (tile + gap)
-        draw.text((6, y + tile // 2), label, fill="black", font=font, anchor="lm")
-        for c, (_, images) in enumerate(columns):
-            face = np.clip(np.asarray(images[r], np.float32), 0.0, 1.0)
-            tile_image = Image.fromarray((face * 255 + 0.5).astype(np.uint8))
-            sheet.paste(tile_image.resize((tile, tile), Image.LANCZOS),
-                        (label_w + c * (tile + gap), y))
-    return _save(sheet, path)
+    rows = [[images[r] for _, images in columns] for r in range(len(row_labels))]
+    return image_rows(rows, path, tile, row_labels, [title for title, _ in columns])
+
+
+def faces_figure(enc, path: str) -> np.ndarray:
+    """The face grid of an `encode.Encoded`'s sample: the true face, the face decoded from v_f,
+    and from v_s at each duration."""
+    rows = enc.sample
+    columns = [("true face", media.decode_jpegs([enc.jpegs[r] for r in rows], FACE_SIZE)
+                if rows else []),
+               ("from v_f", [enc.decoded_faces["v_f"][r] for r in rows])]
+    columns += [(f"from v_s, {key} s", [enc.decoded_faces[key][r] for r in rows])
+                for key in enc.durations]
+    return face_grid([enc.speaker_ids[r] for r in rows], columns, path)

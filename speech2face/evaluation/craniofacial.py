@@ -205,3 +205,19 @@ def correlate(true_landmarks, predicted_landmarks, num_shuffles=1000, seed=0):
             extreme = np.sum(np.abs(row) >= abs(entry["r"]) - 1e-12)
             entry["permutation_p"] = float((extreme + 1) / (num_shuffles + 1))
     return results
+
+
+def correlations_of(enc, num_shuffles: int = 1000, seed: int = 0) -> dict:
+    """{feature set: `landmark_correlations`} of an `encode.Encoded`: the faces decoded from v_f
+    (key "v_f": the decoder's own ceiling) and from v_s at each duration."""
+    return {key: landmark_correlations(enc.landmarks, decoded, num_shuffles, seed)
+            for key, decoded in enc.decoded_landmarks.items()}
+
+
+def landmark_correlations(true_px, predicted_px, num_shuffles: int = 1000, seed: int = 0):
+    """`correlate` over the examples whose true landmarks are known (finite); None when fewer
+    than 3 are."""
+    valid = np.isfinite(true_px).all(axis=(1, 2))
+    if valid.sum() < 3:
+        return None
+    return correlate(true_px[valid], predicted_px[valid], num_shuffles, seed)

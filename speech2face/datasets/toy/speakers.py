@@ -13,6 +13,8 @@ from typing import Dict, List, Mapping, Tuple
 import numpy as np
 from scipy import special
 
+SPEAKERS_FILE = "speakers.json"  # per speaker of a toy world: split and latents
+
 CARRIERS = ("both", "voice", "face")
 
 

@@ -25,7 +25,6 @@ NumPy-side reader for tests and tools.
 """
 
 import dataclasses
-import os
 from typing import Dict, Optional
 
 import numpy as np
@@ -314,70 +313,3 @@ def read_spec(path: str) -> RecordSpec:
     return RecordSpec(
         num_frames=example.spectrogram.shape[0], spectrogram_dtype=str(example.spectrogram.dtype)
     )
-
-
-class ShardedWriter:
-    """Writes examples to `{prefix}-NNNNN.tfrecord` shards of about `max_shard_bytes` each.
-
-    A shard is written under a `.tmp` name and renamed when complete, so a crash never leaves a
-    half-written shard that a `*.tfrecord` glob would pick up. Use as a context manager.
-    """
-
-    def __init__(
-        self,
-        prefix: str,
-        max_shard_bytes: int = 150 * 2**20,
-        spectrogram_dtype: str = DEFAULT_SPECTROGRAM_DTYPE,
-    ):
-        self.prefix = prefix
-        self.max_shard_bytes = max_shard_bytes
-        self.spectrogram_dtype = spectrogram_dtype
-        self.paths = []
-        self.num_examples = 0
-        self.num_bytes = 0
-        self._writer = None
-        self._tmp_path = None
-        self._shard_bytes = 0
-        self._num_frames = None
-
-    def write(self, example: Example) -> None:
-        num_frames = np.shape(example.spectrogram)[0]
-        if self._num_frames is None:
-            self._num_frames = num_frames
-        elif num_frames != self._num_frames:
-            raise RecordError(
-                f"clip {example.clip_id}: {num_frames} spectrogram frames, but this "
-                f"data set has {self._num_frames}; fit clips to one length first"
-            )
-        data = encode_example(example, self.spectrogram_dtype)
-        if self._writer is None or self._shard_bytes + len(data) > self.max_shard_bytes:
-            self._close_shard()
-            path = f"{self.prefix}-{len(self.paths):05d}.tfrecord"
-            self._tmp_path = path + ".tmp"
-            self._writer = tf.io.TFRecordWriter(self._tmp_path)
-            self.paths.append(path)
-            self._shard_bytes = 0
-        self._writer.write(data)
-        self._shard_bytes += len(data)
-        self.num_bytes += len(data)
-        self.num_examples += 1
-
-    def _close_shard(self):
-        if self._writer is not None:
-            self._writer.close()
-            os.replace(self._tmp_path, self.paths[-1])
-            self._writer = None
-
-    def close(self):
-        self._close_shard()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        elif self._writer is not None:  # Leave the unfinished shard as .tmp for inspection.
-            self._writer.close()
-            self._writer = None
-            self.paths.pop()

@@ -10,7 +10,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from speech2face import craniofacial, losses, metrics
+from speech2face.evaluation import craniofacial
+from speech2face import losses, metrics
 
 KS = metrics.DEFAULT_KS
 METRIC_NAMES = {"cos": "cosine", "l2": "L2", "l1": "L1"}

@@ -15,7 +15,6 @@ Output directory:
 """
 
 import dataclasses
-import io
 import json
 import os
 import time
@@ -23,15 +22,18 @@ from typing import Dict, List, Optional
 
 from absl import logging
 import numpy as np
-from PIL import Image
 import tensorflow as tf
 
-from data_prep import toy_face, toy_speakers, toy_voice
-from speech2face import audio, dataset_info, probe, records
+from speech2face.datasets.toy import face as toy_face, speakers as toy_speakers, voice as toy_voice
+from speech2face.datasets.toy import voice_stats as toy_voice_stats
+from speech2face.datasets.toy.speakers import SPEAKERS_FILE
+from speech2face import audio, media, records
+from speech2face.records import dataset_info
+from speech2face.evaluation import probe
 from speech2face.models import vggface
 
-DATASET_INFO = dataset_info.FILENAME
-SPEAKERS_FILE = "speakers.json"
+JPEG_QUALITY = 92  # of the stored face renders
+
 MIN_PROBE_SPEAKERS = 5
 
 
@@ -95,12 +97,6 @@ def split_speakers(num_speakers: int, test_fraction: float, seed: int) -> Dict[s
     return {"train": sorted(order[num_test:].tolist()), "test": sorted(order[:num_test].tolist())}
 
 
-def _jpeg(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
-
-
 def _render_faces(speakers, config):
     images, landmarks = [], []
     for i, speaker in enumerate(speakers):
@@ -149,7 +145,7 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
     """Held-out linear-probe R² of every latent attribute from faces and from voices.
 
     Face probe: VGG-Face features of train speakers' faces -> their latents, scored on test
-    speakers' faces. Voice probe: `toy_voice.voice_statistics` of train clips -> latents,
+    speakers' faces. Voice probe: `toy_voice_stats.voice_statistics` of train clips -> latents,
     scored on test clips. An attribute the voice carries should score well above 0 from voices;
     one it does not carry should sit near 0.
     """
@@ -189,7 +185,7 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
     return {
         "method": "ridge regression (strength by 5-fold cross-validation over speakers) fitted on train speakers, R^2 on "
         "held-out test speakers; face input: VGG-Face fc7 of the face crops; voice "
-        "input: toy_voice.voice_statistics (" + ", ".join(toy_voice.VOICE_STAT_NAMES) + ")",
+        "input: toy_voice_stats.voice_statistics (" + ", ".join(toy_voice_stats.VOICE_STAT_NAMES) + ")",
         "attributes": {
             n: {
                 "carried_by": carriers[n],
@@ -201,11 +197,11 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
     }
 
 
-def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
+def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
     """Builds the toy world into `output_dir` (created; must not hold records yet).
 
     Returns:
-      The `dataset_info.json` content.
+      The `dataset_info.DatasetInfo` written to `dataset_info.json`.
     """
     config.validate()
     start = time.perf_counter()
@@ -255,7 +251,7 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
     clips = _synthesize_clips(speakers, config)
     flat_clips = [w for row in clips for w in row]
     spectrograms = _spectrograms(flat_clips)
-    voice_stats = np.stack([toy_voice.voice_statistics(w, audio.SAMPLE_RATE) for w in flat_clips])
+    voice_stats = np.stack([toy_voice_stats.voice_statistics(w, audio.SAMPLE_RATE) for w in flat_clips])
     logging.info(
         "Synthesised %d clips with spectrograms in %.1f s.",
         len(flat_clips),
@@ -269,7 +265,7 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
             os.path.join(output_dir, split), config.max_shard_bytes, config.spectrogram_dtype
         ) as writer:
             for i in members:
-                jpegs = [_jpeg(image) for image in images[i]]
+                jpegs = [media.encode_jpeg(image, JPEG_QUALITY) for image in images[i]]
                 for c, waveform in enumerate(clips[i]):
                     f = c % config.faces_per_speaker
                     writer.write(
@@ -296,25 +292,17 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
     logging.info("Wrote records in %.1f s.", time.perf_counter() - t)
 
     lengths = np.array([len(w) for w in flat_clips]) / audio.SAMPLE_RATE
-    info = {
-        "name": "speech2face toy world",
-        "schema_version": records.SCHEMA_VERSION,
-        "seed": config.seed,
-        "config": dataclasses.asdict(config),
-        "counts": counts,
-        "spectrogram": {
+    info = dataset_info.DatasetInfo(
+        name="speech2face toy world",
+        builder="toy_world",
+        config=dataclasses.asdict(config),
+        counts=counts,
+        spectrogram={
             "dtype": config.spectrogram_dtype,
             "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
             "content": "first 6 s of the clip, tiled if shorter (docs/data.md)",
         },
-        "clip_seconds": {
-            "min": round(float(lengths.min()), 3),
-            "max": round(float(lengths.max()), 3),
-            "mean": round(float(lengths.mean()), 3),
-            "shorter_than_6s": int((lengths < audio.SEGMENT_SECONDS).sum()),
-        },
-        "attributes": [dataclasses.asdict(a) for a in toy_speakers.ATTRIBUTES],
-        "vggface_weights": {
+        vggface_weights={
             "path": os.path.basename(weights) if random_teacher else os.path.abspath(weights),
             "random_init": random_teacher,
             "note": (
@@ -325,13 +313,23 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
                 else "user-supplied weights"
             ),
         },
-        "files": files,
-        "bytes": num_bytes,
-        "self_check": _self_check(
-            speakers, splits, features.reshape(-1, vggface.FEATURE_DIM), voice_stats, config
-        ),
-    }
-    info["build_seconds"] = round(time.perf_counter() - start, 1)
+        files=files,
+        bytes=num_bytes,
+        details={
+            "seed": config.seed,
+            "clip_seconds": {
+                "min": round(float(lengths.min()), 3),
+                "max": round(float(lengths.max()), 3),
+                "mean": round(float(lengths.mean()), 3),
+                "shorter_than_6s": int((lengths < audio.SEGMENT_SECONDS).sum()),
+            },
+            "attributes": [dataclasses.asdict(a) for a in toy_speakers.ATTRIBUTES],
+            "self_check": _self_check(
+                speakers, splits, features.reshape(-1, vggface.FEATURE_DIM), voice_stats, config
+            ),
+        },
+    )
+    info.build_seconds = round(time.perf_counter() - start, 1)
     with open(os.path.join(output_dir, SPEAKERS_FILE), "w") as f:
         split_of = {i: s for s, members in splits.items() for i in members}
         json.dump(
@@ -342,18 +340,17 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dict:
             f,
             indent=1,
         )
-    with open(os.path.join(output_dir, DATASET_INFO), "w") as f:
-        json.dump(info, f, indent=2)
-    logging.info("Toy world built in %.1f s: %s.", info["build_seconds"], output_dir)
+    info.write(output_dir)
+    logging.info("Toy world built in %.1f s: %s.", info.build_seconds, output_dir)
     return info
 
 
-def format_summary(info: dict) -> str:
+def format_summary(info: dataset_info.DatasetInfo) -> str:
     """A human-readable summary of `dataset_info.json`: sizes, clip lengths, self-check."""
-    counts, secs = info["counts"], info["clip_seconds"]
-    total_bytes = sum(info["bytes"].values())
+    counts, secs = info.counts, info.details["clip_seconds"]
+    total_bytes = sum(info.bytes.values())
     lines = [
-        f"Toy world (seed {info['seed']}, schema v{info['schema_version']}):",
+        f"Toy world (seed {info.details['seed']}, schema v{info.schema_version}):",
         f"  speakers  {counts['train']['speakers'] + counts['test']['speakers']:>6}  "
         f"(train {counts['train']['speakers']}, test {counts['test']['speakers']}; disjoint)",
         f"  clips     {counts['train']['clips'] + counts['test']['clips']:>6}  "
@@ -362,18 +359,18 @@ def format_summary(info: dict) -> str:
         f"  clip length {secs['min']:.1f}-{secs['max']:.1f} s, mean {secs['mean']:.1f} s; "
         f"{secs['shorter_than_6s']} clips shorter than 6 s (tiled)",
         f"  records   {total_bytes / 2**20:.0f} MiB in "
-        f"{sum(len(v) for v in info['files'].values())} files "
-        f"({info['spectrogram']['dtype']} spectrograms {info['spectrogram']['shape']})",
-        f"  VGG-Face  {info['vggface_weights']['path']}"
-        f"{' (seeded random weights)' if info['vggface_weights']['random_init'] else ''}",
+        f"{sum(len(v) for v in info.files.values())} files "
+        f"({info.spectrogram['dtype']} spectrograms {info.spectrogram['shape']})",
+        f"  VGG-Face  {info.vggface_weights['path']}"
+        f"{' (seeded random weights)' if info.vggface_weights['random_init'] else ''}",
         "  self-check: held-out linear-probe R^2 of each latent attribute",
         f"    {'attribute':<14} {'carried by':<10} {'from face':>9} {'from voice':>10}",
     ]
-    for name, row in info["self_check"]["attributes"].items():
+    for name, row in info.details["self_check"]["attributes"].items():
         face, voice = (
             "-" if v is None else f"{v:.2f}" for v in (row["r2_from_face"], row["r2_from_voice"])
         )
         lines.append(f"    {name:<14} {row['carried_by']:<10} {face:>9} {voice:>10}")
-    if "build_seconds" in info:
-        lines.append(f"  built in {info['build_seconds']:.0f} s")
+    if info.build_seconds:
+        lines.append(f"  built in {info.build_seconds:.0f} s")
     return "\n".join(lines)

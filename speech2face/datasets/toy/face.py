@@ -27,7 +27,7 @@ from speech2face import records
 from PIL import Image, ImageChops, ImageDraw
 from scipy import special
 
-from data_prep import toy_speakers
+from speech2face.datasets.toy import speakers as toy_speakers
 
 FACE_SIZE = records.FACE_SIZE  # 224
 _REF = 224.0  # geometry is designed in pixels of a 224×224 image and scaled to `size`

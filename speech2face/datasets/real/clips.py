@@ -3,7 +3,7 @@
     probe_media           ffmpeg (imageio-ffmpeg): duration, audio and video streams
     _read_segment         the segment's audio at 16 kHz mono, checked: outside the media, too
                           short, truncated, silent
-    _face_in_video        frames around the segment's middle -> dlib face (data_prep.faces)
+    _face_in_video        frames around the segment's middle -> dlib face (speech2face.datasets.real.faces)
     prepare_clip          -> Prepared: spectrogram, int16 waveform, face JPEG, 68 landmarks
 
 Every reason a clip cannot become an example is a `manifests.SkipClip` naming the file.
@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 import tensorflow as tf
 
-from data_prep import faces, manifests
-from data_prep.manifests import Reason, SkipClip
-from speech2face import audio
+from speech2face.datasets.real import faces, manifests
+from speech2face.datasets.real.manifests import Reason, SkipClip
+from speech2face import audio, media
 
 if TYPE_CHECKING:  # the builder's config; only its clip fields are read here
-    from data_prep.build_config import BuildConfig
+    from speech2face.datasets.real.config import BuildConfig
 
 SEGMENT_TOLERANCE = 0.5  # s a segment may run past the media end (rounding in manifests)
 
@@ -45,7 +45,7 @@ class MediaInfo:
 
 def probe_media(path: str) -> MediaInfo:
     """Duration and streams of a media file; SkipClip(UNREADABLE_MEDIA) if ffmpeg cannot open it."""
-    command = [faces.ffmpeg_exe(), "-hide_banner", "-nostdin", "-i",
+    command = [media.ffmpeg_exe(), "-hide_banner", "-nostdin", "-i",
                "file:" + os.path.abspath(path)]
     stderr = subprocess.run(command, capture_output=True, check=False).stderr.decode(
         "utf-8", errors="replace")
@@ -72,7 +72,7 @@ def decode_audio_segment(path: str, start: float, seconds: Optional[float]):
       (float32 [n] waveform, ffmpeg's error output: "" for a clean decode; a truncated file
       decodes part-way and says "partial file" or similar here).
     """
-    command = [faces.ffmpeg_exe(), "-nostdin", "-v", "error"]
+    command = [media.ffmpeg_exe(), "-nostdin", "-v", "error"]
     if start > 0:
         command += ["-ss", f"{start:.3f}"]  # before -i: seek, then decode from there (fast)
     command += ["-i", "file:" + os.path.abspath(path)]
@@ -217,5 +217,5 @@ def prepare_clip(clip: manifests.Clip, finder: faces.FaceFinder, config: BuildCo
         tiled = audio.fit_to_length(waveform, max(waveform.size, audio.SEGMENT_SAMPLES))
         stored = np.round(np.clip(tiled, -1.0, 1.0) * 32767.0).astype(np.int16)
     return Prepared(clip=clip, spectrogram=spectrogram.astype(config.spectrogram_dtype),
-                    waveform=stored, face_jpeg=faces.encode_jpeg(face.crop),
+                    waveform=stored, face_jpeg=media.encode_jpeg(face.crop, faces.JPEG_QUALITY),
                     landmarks=face.landmarks, frame_seconds=frame_seconds)

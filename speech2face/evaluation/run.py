@@ -1,0 +1,144 @@
+"""Evaluation of a trained Speech2Face model on held-out clips (docs/evaluation.md).
+
+    records ─► encode.encode (one pass: v_s per duration, v_f, decoded faces and landmarks)
+            ─► metrics.feature_metrics   feature distances; S2F → face retrieval beside chance
+            ─► craniofacial              landmark correlations of true and reconstructed faces
+            ─► attributes                agreement of attribute classifiers on both faces
+            ─► report, figures           metrics.json, report.md, PNGs, TensorBoard scalars
+
+`run_evaluation` does all of it into `output_dir` (and `model_dir/eval` for TensorBoard). Every
+gallery row is also a query, matched with its own face's v_f. With fewer examples than
+`gallery_size`, all are used and the report says so. Chance is reported for the gallery used.
+
+Attributes: any `attributes.AttributeClassifier` plugs in (the paper used a commercial one,
+Face++); `speech2face.datasets.toy.attributes` has the toy world's.
+"""
+
+import datetime
+import json
+import os
+from typing import Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from speech2face import data, metrics
+from speech2face.evaluation import attributes, craniofacial, encode, figures, report
+from speech2face.models import export
+from speech2face.records import dataset_info
+
+KS = metrics.DEFAULT_KS
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+FIGURE_FILES = {"recall": "recall_at_k.png", "distances": "distance_histograms.png",
+                "faces": "faces_true_vf_vs.png"}
+
+
+def _trained_step(model_dir):
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, export.CHECKPOINT_DIR))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+def run_evaluation(model_dir: str, records: str, output_dir: str,
+                   gallery_size: int = 5000, durations: Sequence[float] = (6, 3),
+                   attribute_classifiers=None, decoder_dir=None, batch_size: int = 32,
+                   num_sample: int = 8, num_shuffles: int = 1000, seed: int = 0,
+                   write_summaries: bool = True) -> dict:
+    """Evaluates the voice encoder exported in `model_dir` on held-out records (docs/evaluation.md).
+
+    Args:
+      model_dir: a stage-2 run (its `export/` holds the encoder, which names its decoder).
+      records: glob (or comma-separated globs) of the held-out records.
+      output_dir: where metrics.json, report.md and the figures go (created).
+      gallery_size: gallery = queries = the first this many examples (all if fewer).
+      durations: input lengths in seconds (the paper: 6 and 3), each at most the stored 6 s.
+      attribute_classifiers: an `attributes.AttributeClassifier`, a sequence of them, or None.
+      decoder_dir: the stage-1 run to decode faces with (default: the one the encoder names).
+      batch_size: clips per encoder/decoder call.
+      num_sample: test speakers in the face figure.
+      num_shuffles: random pairings of the craniofacial baseline.
+      seed: of the random pairings.
+      write_summaries: also write TensorBoard scalars and images to `model_dir/eval`.
+
+    Returns:
+      The dict written to metrics.json (docs/evaluation.md); `["files"]` holds the paths of what
+      was written.
+
+    Raises:
+      FileNotFoundError: no exported encoder or decoder; data.NoRecordsError: nothing matches
+      `records`; ValueError: bad durations or gallery size; TypeError: not a classifier.
+    """
+    if gallery_size < 1:
+        raise ValueError(f"gallery_size must be at least 1; got {gallery_size}")
+    durations = list(dict.fromkeys(float(d) for d in durations))
+    if not durations:
+        raise ValueError("give at least one duration, e.g. durations=(6, 3)")
+    files = data.list_files(records)
+    encoder, info = export.load_encoder(model_dir)
+    decoder_dir = decoder_dir or info["decoder_dir"]
+    decoder = export.load_decoder(decoder_dir)
+    classifiers = attributes.check_classifiers(attribute_classifiers)
+
+    enc = encode.encode(encoder, decoder, files, durations, gallery_size, batch_size,
+                        num_sample, [c for c in classifiers if attributes.input_kind(c) == "image"])
+    n = len(enc.v_f)
+    if n < gallery_size:
+        logging.warning("The records hold %d examples, fewer than the gallery size %d: using "
+                        "all of them.", n, gallery_size)
+    result = {
+        "model_dir": os.path.abspath(model_dir), "decoder_dir": os.path.abspath(decoder_dir),
+        "encoder": info, "step": _trained_step(model_dir), "records": records,
+        "record_files": len(files), "gallery_size_requested": int(gallery_size),
+        "gallery_size": n, "all_test_examples_used": n < gallery_size,
+        "num_speakers": len(set(enc.speaker_ids)),
+        "distinct_gallery_faces": int(len(np.unique(enc.v_f, axis=0))),
+        "dataset": _dataset_summary(os.path.dirname(files[0])), "durations": {},
+        "written": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    # Each protocol reads the one encoded value, in turn.
+    ranks, distances = {}, {}
+    for key in enc.durations:
+        numbers, ranks[key], *distances[key] = metrics.feature_metrics(
+            enc.v_s[key], enc.v_f, enc.speaker_ids, seed)
+        result["durations"][key] = dict(numbers, num_frames=int(enc.frames[key]))
+    cranio = craniofacial.correlations_of(enc, num_shuffles, seed)
+    # The decoder's own ceiling: faces decoded from the true features.
+    result["craniofacial_from_v_f"] = cranio.pop(encode.V_F)
+    tables = attributes.tables_of(enc, classifiers, batch_size)
+    for key, numbers in result["durations"].items():
+        numbers["craniofacial"], numbers["attributes"] = cranio[key], tables[key]
+    result["attribute_classifiers"] = {
+        c.name: getattr(c, "description", type(c).__name__) for c in classifiers}
+    _write(result, enc, ranks, distances, model_dir, output_dir, write_summaries)
+    return result
+
+
+def _write(result, enc, ranks, distances, model_dir, output_dir, write_summaries):
+    """metrics.json, report.md, the figures and (optionally) TensorBoard summaries."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {name: os.path.join(output_dir, file) for name, file in FIGURE_FILES.items()}
+    figures.recall_figure(ranks, result["gallery_size"], KS, paths["recall"])
+    figures.distance_figure(distances, paths["distances"])
+    grid = figures.faces_figure(enc, paths["faces"])
+    result["files"] = {"metrics": os.path.join(output_dir, METRICS_FILE),
+                       "report": os.path.join(output_dir, REPORT_FILE), "figures": paths}
+    if write_summaries:
+        result["files"]["summaries"] = os.path.join(model_dir, "eval")
+    text = report.format_report(result)
+    with open(result["files"]["report"], "w") as f:
+        f.write(text)
+    with open(result["files"]["metrics"], "w") as f:
+        json.dump(result, f, indent=2)
+    if write_summaries:
+        report.write_eval_summaries(model_dir, result, grid, text)
+    logging.info("Evaluation written to %s.", output_dir)
+
+
+def _dataset_summary(directory):
+    info = dataset_info.read_if_present(directory)
+    if not info:
+        return None
+    return {"name": info.name, "seed": info.details.get("seed"), "counts": info.counts,
+            "vggface_weights": info.vggface_weights.get("path"),
+            "vggface_random": info.vggface_weights.get("random_init")}
