@@ -19,6 +19,7 @@ default the train-*.tfrecord beside --records). Any other classifier plugs in wi
 """
 
 import importlib
+import inspect
 import os
 import sys
 
@@ -32,22 +33,26 @@ from speech2face import data, evaluation  # noqa: E402
 from speech2face.datasets.toy import attributes as toy_attributes  # noqa: E402
 from speech2face.evaluation import report  # noqa: E402
 
+# Defaults are run_evaluation's own (the paper's gallery of 5,000 and 6 s / 3 s): one copy.
+_DEFAULTS = {name: p.default for name, p in inspect.signature(
+    evaluation.run_evaluation).parameters.items()}
+
 flags.DEFINE_string("model_dir", None, "A stage-2 run directory (with export/voice_encoder.keras).")
 flags.DEFINE_string("records", None, "Glob (or comma-separated globs) of held-out TFRecords.")
 flags.DEFINE_string("output_dir", None, "Where metrics.json, report.md and figures go.")
-flags.DEFINE_integer("gallery_size", 5000, "Gallery (= queries): the first this many test clips; "
+flags.DEFINE_integer("gallery_size", _DEFAULTS["gallery_size"], "Gallery (= queries): the first this many test clips; "
                      "all of them when the test set is smaller (the report says so).")
-flags.DEFINE_list("durations", ["6", "3"], "Input lengths in seconds, each at most the 6 s the "
+flags.DEFINE_list("durations", [f"{d:g}" for d in _DEFAULTS["durations"]], "Input lengths in seconds, each at most the 6 s the "
                   "records store.")
-flags.DEFINE_integer("batch_size", 32, "Clips per encoder and decoder call.")
+flags.DEFINE_integer("batch_size", _DEFAULTS["batch_size"], "Clips per encoder and decoder call.")
 flags.DEFINE_string("decoder_dir", None, "Stage-1 run to decode faces with (default: the one "
                     "the encoder was trained against, as its export records).")
 flags.DEFINE_string("train_records", None, "Records the toy world's attribute probes are fitted "
                     "on (default: train-*.tfrecord beside --records).")
 flags.DEFINE_multi_string("attribute_classifier", [], "module:callable returning an attribute "
                           "classifier or a list of them (see speech2face.evaluation.attributes).")
-flags.DEFINE_integer("num_sample", 8, "Test speakers shown in the face figure.")
-flags.DEFINE_bool("summaries", True, "Write TensorBoard summaries into --model_dir/eval.")
+flags.DEFINE_integer("num_sample", _DEFAULTS["num_sample"], "Test speakers shown in the face figure.")
+flags.DEFINE_bool("summaries", _DEFAULTS["write_summaries"], "Write TensorBoard summaries into --model_dir/eval.")
 FLAGS = flags.FLAGS
 
 
