@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from speech2face import media, records
+from speech2face.evaluation import encode
 
 FACE_SIZE = records.FACE_SIZE
 
@@ -291,7 +292,7 @@ def faces_figure(enc, path: str) -> np.ndarray:
     rows = enc.sample
     columns = [("true face", media.decode_jpegs([enc.jpegs[r] for r in rows], FACE_SIZE)
                 if rows else []),
-               ("from v_f", [enc.decoded_faces["v_f"][r] for r in rows])]
+               ("from v_f", [enc.decoded_faces[encode.V_F][r] for r in rows])]
     columns += [(f"from v_s, {key} s", [enc.decoded_faces[key][r] for r in rows])
                 for key in enc.durations]
     return face_grid([enc.speaker_ids[r] for r in rows], columns, path)

@@ -221,7 +221,7 @@ def _attribute_section(result, keys):
     if not classifiers:
         return lines + ["No attribute classifier given. The paper used a commercial one "
                         "(Face++); plug any classifier in with `run_evaluation("
-                        "attribute_classifiers=[...])` (see `evaluation.AttributeClassifier`)"
+                        "attribute_classifiers=[...])` (see `speech2face.evaluation.attributes.AttributeClassifier`)"
                         " or `evaluate.py --attribute_classifier=module:factory`.", ""]
     lines += ["Agreement (%) between the class of the true face and that of the reconstruction "
               "from speech; chance = agreement of independent labels with the same class "

@@ -145,7 +145,7 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
     """Held-out linear-probe R² of every latent attribute from faces and from voices.
 
     Face probe: VGG-Face features of train speakers' faces -> their latents, scored on test
-    speakers' faces. Voice probe: `toy_voice_stats.voice_statistics` of train clips -> latents,
+    speakers' faces. Voice probe: `voice_stats.voice_statistics` of train clips -> latents,
     scored on test clips. An attribute the voice carries should score well above 0 from voices;
     one it does not carry should sit near 0.
     """
@@ -185,7 +185,7 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
     return {
         "method": "ridge regression (strength by 5-fold cross-validation over speakers) fitted on train speakers, R^2 on "
         "held-out test speakers; face input: VGG-Face fc7 of the face crops; voice "
-        "input: toy_voice_stats.voice_statistics (" + ", ".join(toy_voice_stats.VOICE_STAT_NAMES) + ")",
+        "input: voice_stats.voice_statistics (" + ", ".join(toy_voice_stats.VOICE_STAT_NAMES) + ")",
         "attributes": {
             n: {
                 "carried_by": carriers[n],
