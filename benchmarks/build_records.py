@@ -3,7 +3,7 @@ time goes per clip.
 
     python benchmarks/build_records.py [--num_clips=16] [--detector=cnn] [--workers=1,2]
 
-Makes `num_clips` AVSpeech-like clips at test time (tests/fake_media.py: 640×360 H.264/AAC videos,
+Makes `num_clips` AVSpeech-like clips at test time (tests/support/fake_media.py: 640×360 H.264/AAC videos,
 25 fps, a keyframe every 2 s, of the astronaut photo's face at a varying place, 8 s of
 synthesised speech, a 6 s segment each; one AVSpeech CSV with face hints) and seeded random
 VGG-Face weights (speed does not depend on their values), then prints:
@@ -33,7 +33,7 @@ from speech2face.datasets.real import build as lib  # noqa: E402
 from speech2face.datasets.real import clips, faces, manifests, runners  # noqa: E402
 from speech2face import audio, media, records  # noqa: E402
 from speech2face.models import vggface  # noqa: E402
-from tests import fake_media, helpers  # noqa: E402
+from tests.support import fake_media, helpers  # noqa: E402
 
 flags.DEFINE_integer("num_clips", 16, "Clips of the big pipeline run.")
 flags.DEFINE_integer("stage_clips", 8, "Clips timed stage by stage.")

@@ -1,4 +1,9 @@
-"""Test-session setup shared by every test module."""
+"""Test-session setup shared by every test module, and the session fixtures.
+
+The fixtures build what many modules need once per session: the tiny toy world (with the one
+random VGG-Face file every in-process build links to, see tests/support/weights.py), the tiny
+trained models, and one MirroredStrategy. What they are made of lives in tests/support/.
+"""
 
 import os
 
@@ -13,21 +18,46 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
-# -- shared fixtures ----------------------------------------------------------------------------
 import pytest  # noqa: E402
 
 from speech2face.datasets.toy import world as toy_world  # noqa: E402
-
-# The tiny toy world most end-to-end tests share: 6 speakers (5 train, 1 test), 12 clips.
-TINY = toy_world.ToyWorldConfig(num_speakers=6, clips_per_speaker=2, faces_per_speaker=1,
-                                    min_seconds=1.0, max_seconds=7.0, seed=3)
+from tests.support import tiny, weights  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory):
-    """(directory, dataset_info) of a tiny toy world built once per test session."""
+def weights_cache(tmp_path_factory):
+    """The directory of the session's random VGG-Face files (one per seed)."""
+    return str(tmp_path_factory.mktemp("vggface_cache"))
+
+
+@pytest.fixture
+def shared_random_weights(weights_cache):
+    """Within the test, random VGG-Face files are links to the session's copy."""
+    with weights.shared_random_weights(weights_cache) as cached:
+        yield cached
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory, weights_cache):
+    """(directory, dataset_info) of the tiny toy world (tests/support/tiny.py)."""
     directory = str(tmp_path_factory.mktemp("toy"))
-    return directory, toy_world.build_toy_world(TINY, directory)
+    with weights.shared_random_weights(weights_cache):
+        return directory, toy_world.build_toy_world(tiny.WORLD, directory)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_world):
+    """The tiny world's full random-weight VGG-Face file (~553 MiB, written once)."""
+    world, info = tiny_world
+    return info.weights_path(world)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_world, tiny_weights, tmp_path_factory):
+    """The decoder and encoder trained on the tiny world (tests/support/tiny.py)."""
+    world, _ = tiny_world
+    return tiny.train_models(world, tiny_weights, str(tmp_path_factory.mktemp("tiny_decoder")),
+                             str(tmp_path_factory.mktemp("tiny_encoder")))
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from speech2face import audio
-from tests import helpers
+from tests.support import helpers
 
 
 def _inverse_power_law(y):

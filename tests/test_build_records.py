@@ -1,6 +1,6 @@
 """The real-data builder (issue 6): manifests, faces, the Beam pipeline end to end, the CLI.
 
-Media are made at test time (tests/fake_media.py): mp4/mkv videos of a real face photo with a
+Media are made at test time (tests/support/fake_media.py): mp4/mkv videos of a real face photo with a
 synthesised voice, plus every kind of bad input. The pipeline runs in-process on the DirectRunner
 (`in_memory`, one worker) with dlib's HOG detector for speed; the CLI test runs the defaults
 (multi-processing DirectRunner, CNN detector). VGG-Face weights are seeded random (one file per
@@ -24,7 +24,7 @@ from speech2face.datasets.real.manifests import Reason
 from speech2face import audio, media, records
 from speech2face.records import dataset_info
 from speech2face.models import vggface
-from tests import fake_media, helpers
+from tests.support import fake_media, helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -35,10 +35,9 @@ IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
 @pytest.fixture(scope="module")
-def weights(tiny_world):
-    """The session's one full random-weight VGG-Face file (~580 MB): the tiny world's."""
-    world, info = tiny_world
-    return info.weights_path(world)
+def weights(tiny_weights):
+    """The session's one full random-weight VGG-Face file (~553 MiB): the tiny world's."""
+    return tiny_weights
 
 
 @pytest.fixture(scope="module")
@@ -346,12 +345,25 @@ def avspeech(tmp_path_factory, weights):
     manifest = root / "avspeech.csv"
     manifest.write_text("# a comment\n\n" + "\n".join(list(rows.values()) +
                                                       [line for line, _ in bad.values()]) + "\n")
+    # No weights given: the builder writes random ones beside the records. What it asks
+    # random_vggface_weights for is recorded, and the file is a link to the session's (the
+    # writer itself is tested in test_vggface.py), not another 553 MiB.
+    asked = []
+
+    def random_weights(path, seed):
+        asked.append((path, seed))
+        os.link(weights, path)
+        return path
+
     config = lib.BuildConfig(manifest=str(manifest), manifest_format="avspeech",
                              media_dir=str(videos), output_dir=str(root / "out"),
-                             vggface_weights=weights, random_weights_for_tests=True,
+                             vggface_weights=None, random_weights_for_tests=True,
                              test_fraction=0.5, detector="hog", min_face_size=80,
                              target_shard_bytes=2**19)
-    result = lib.build_records(config, runners.pipeline_options(IN_PROCESS))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vggface, "random_vggface_weights", random_weights)
+        result = lib.build_records(config, runners.pipeline_options(IN_PROCESS))
+    assert asked == [(os.path.join(config.output_dir, "vggface_random_seed0.h5"), 0)]
     return {"config": config, "result": result, "good": rows, "bad": bad,
             "train_id": train_id, "test_id": test_id}
 
@@ -405,7 +417,10 @@ def test_avspeech_dataset_info_and_shard_files(avspeech, weights):
     assert info.counts["train"] == {"clips": 2, "speakers": 1, "by_source": {"avspeech": 2}}
     assert info.counts["test"] == {"clips": 1, "speakers": 1, "by_source": {"avspeech": 1}}
     assert info.vggface_weights["random_init"] is True
+    assert info.vggface_weights["path"] == "vggface_random_seed0.h5"  # beside the records
     assert info.vggface_weights["sha256"] == lib.sha256_of(weights)
+    assert info.weights_path(out) == os.path.join(out, "vggface_random_seed0.h5")
+    assert "WARNING: random VGG-Face weights" in shards.format_summary(info)
     assert info.spectrogram["shape"] == [598, 257, 2]
     # Examples of ~0.85 MB against a 0.5 MiB target: a shard each (closed once past the target).
     assert info.files == {"train": ["train-00000-of-00002.tfrecord",
@@ -470,7 +485,7 @@ def test_cli_refuses_to_start_without_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_voxceleb2_tree_with_defaults(tmp_path, hog):
+def test_cli_voxceleb2_tree_with_defaults(tmp_path, hog, weights):
     tree = tmp_path / "mp4"
     for speaker, video, seed in (("id00001", "vidA", 0), ("id00002", "vidB", 1)):
         (tree / speaker / video).mkdir(parents=True)
@@ -478,17 +493,19 @@ def test_cli_voxceleb2_tree_with_defaults(tmp_path, hog):
                                   fake_media.voice(2.0, seed))
     helpers.write_video_without_audio(tree / "id00002" / "vidB" / "00002.mp4", 2.0)
     out = tmp_path / "out"
+    # Weights named by path (the session's random file, where a user names the real one; the
+    # builder writing random ones itself is tested with the AVSpeech build above).
     result = _run_cli("--manifest_format=voxceleb2", "--media_dir", tree, "--output_dir", out,
-                      "--allow_random_weights_for_tests", "--test_fraction=0.5")
+                      "--vggface_weights", weights, "--test_fraction=0.5")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "WARNING: random VGG-Face weights" in result.stdout
+    assert "WARNING: random VGG-Face weights" not in result.stdout
     info = dataset_info.read(str(out))
     assert info.config["detector"] == "cnn"
     assert info.details["beam"]["runner"] == "DirectRunner"
     assert info.details["beam"]["direct_running_mode"] == "multi_processing"
     assert info.details["beam"]["direct_num_workers"] == os.cpu_count()
-    assert "--allow_random_weights_for_tests" in info.details["command_line"]
-    assert info.vggface_weights["random_init"] is True
+    assert f"--vggface_weights {weights}" in info.details["command_line"]
+    assert info.vggface_weights["random_init"] is False and info.weights_path(str(out)) == weights
     examples = _read_examples(str(out))
     assert set(examples) == {"id00001/vidA/00001", "id00002/vidB/00001"}
     for clip_id, (filename, example) in examples.items():
@@ -499,5 +516,5 @@ def test_cli_voxceleb2_tree_with_defaults(tmp_path, hog):
         ("id00002/vidB/00002", Reason.NO_AUDIO_STREAM)]
     # A second run into the same directory is refused unless --overwrite.
     again = _run_cli("--manifest_format=voxceleb2", "--media_dir", tree, "--output_dir", out,
-                     "--allow_random_weights_for_tests")
+                     "--vggface_weights", weights)
     assert again.returncode != 0 and "--overwrite" in again.stderr

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from speech2face import data
-from tests import fake_records
+from tests.support import fake_records
 
 
 def _clip_ids(dataset, num_batches=None):

@@ -11,23 +11,16 @@ import pytest
 import tensorflow as tf
 
 from speech2face.models import export, vggface
-from speech2face.training import decoder_task, encoder_task, loop
-from tests import helpers
-from tests.trained_fixtures import trainer_kwargs
+from speech2face.training import encoder_task, loop
+from tests.support import helpers
+from tests.support.tiny import trainer_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def decoder_dir(tiny_world, tmp_path_factory):
-    world, _ = tiny_world
-    model_dir = str(tmp_path_factory.mktemp("decoder"))
-    task = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(preset="small",
-                                                                   perceptual_weight=0.0))
-    loop.Trainer(task, **trainer_kwargs(
-        model_dir, os.path.join(world, "train-*.tfrecord"), global_batch_size=4, train_steps=4,
-        steps_per_loop=2, summary_every=2)).train()
-    return model_dir
+def decoder_dir(tiny_models):
+    return tiny_models.decoder_dir
 
 
 def _task(world, decoder_dir, **kwargs):
@@ -45,18 +38,17 @@ def _config(world, model_dir, **kwargs):
     return trainer_kwargs(model_dir, os.path.join(world, "train-*.tfrecord"), **defaults)
 
 
-def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
-    world, _ = tiny_world
-    model_dir = str(tmp_path / "encoder")
-    task = _task(world, decoder_dir)
-    trainer = loop.Trainer(task, **_config(world, model_dir))
-    decoder_before = [w.numpy().copy() for w in export.load_decoder(decoder_dir).weights]
-    result = trainer.train()
-    assert result["status"] == "finished" and result["step"] == 6
+def test_encoder_training_end_to_end(tiny_models):
+    """The session's tiny encoder run (tests/support/tiny.py): random crops, a held-out
+    evaluation and image summaries at its last step."""
+    model_dir, task, result = tiny_models.encoder_dir, tiny_models.encoder_task, tiny_models.encoder_result
+    assert result["status"] == "finished" and result["step"] == tiny_models.steps
+    assert task.cfg.random_crops
     # The teachers did not move: the decoder used in training equals the exported one, and
     # fc8 equals the weights file.
-    for before, after in zip(decoder_before, task.decoder.weights):
-        np.testing.assert_array_equal(before, after.numpy())
+    exported = export.load_decoder(tiny_models.decoder_dir)
+    for before, after in zip(exported.weights, task.decoder.weights):
+        np.testing.assert_array_equal(before.numpy(), after.numpy())
     fresh_fc8 = vggface.build_vggface(weights=task.cfg.vggface_weights).get_layer("fc8")
     for a, b in zip(fresh_fc8.weights, task.fc8.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -66,7 +58,7 @@ def test_encoder_training_end_to_end(tiny_world, decoder_dir, tmp_path):
             "grad_norm", "perf/examples_per_sec", "faces/true_vs_from_vf_vs_from_vs",
             "audio/input"} <= tags
     encoder, info = export.load_encoder(model_dir)
-    assert info["decoder_dir"] == os.path.abspath(decoder_dir)
+    assert info["decoder_dir"] == os.path.abspath(tiny_models.decoder_dir)
     assert encoder(tf.zeros([1, 298, 257, 2])).shape == (1, 4096)
     numbers = json.load(open(os.path.join(model_dir, "encoder_eval.json")))
     assert set(numbers["retrieval_cos"]) == {"1", "2", "5", "10"}

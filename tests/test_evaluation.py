@@ -14,25 +14,20 @@ from speech2face.datasets.toy import attributes as toy_attributes
 from speech2face.evaluation import attributes, craniofacial, encode, report
 from speech2face import audio, data, evaluation, records
 from speech2face.models import export
-from tests import helpers, trained_fixtures
+from tests.support import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("1", "2", "5", "10")
 
 
 @pytest.fixture(scope="module")
-def models(tiny_world, tmp_path_factory):
-    return trained_fixtures.tiny_models(tiny_world, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def evaluated(tiny_world, models, tmp_path_factory):
+def evaluated(tiny_world, tiny_models, tmp_path_factory):
     """The default evaluation of all 12 tiny-world clips (the 2 test clips alone are too few
     for correlations), attributes from probes fitted on the train split."""
     world, _ = tiny_world
     out = str(tmp_path_factory.mktemp("evaluation"))
     result = evaluation.run_evaluation(
-        models.encoder_dir, os.path.join(world, "*.tfrecord"), out, num_shuffles=50,
+        tiny_models.encoder_dir, os.path.join(world, "*.tfrecord"), out, num_shuffles=50,
         attribute_classifiers=toy_attributes.toy_attribute_classifiers(world))
     return out, result
 
@@ -49,10 +44,10 @@ def test_three_seconds_are_the_first_298_frames():
         encode.duration_frames(8, 598)
 
 
-def test_encoded_three_seconds_match_the_audio(tiny_world, models):
+def test_encoded_three_seconds_match_the_audio(tiny_world, tiny_models):
     """v_s at 3 s from the stored spectrogram = v_s of the first 3 s of the stored clip."""
     world, _ = tiny_world
-    encoder, info = export.load_encoder(models.encoder_dir)
+    encoder, info = export.load_encoder(tiny_models.encoder_dir)
     decoder = export.load_decoder(info["decoder_dir"])
     files = data.list_files(os.path.join(world, "test-*.tfrecord"))
     encoded = encode.encode(encoder, decoder, files, (6, 3), limit=2, batch_size=2)
@@ -160,9 +155,9 @@ def test_figures(evaluated):
         assert faces.size == (110 + 4 * 116, 24 + 6 * 116)
 
 
-def test_tensorboard_summaries(evaluated, models):
+def test_tensorboard_summaries(evaluated, tiny_models):
     _, result = evaluated
-    directory = os.path.join(models.encoder_dir, "eval")
+    directory = os.path.join(tiny_models.encoder_dir, "eval")
     assert result["files"]["summaries"] == directory
     tags = helpers.summary_tags(directory)
     for tag in ("eval/retrieval_cos_r10_6s", "eval/retrieval_l1_r1_3s", "eval/chance_r1_6s",
@@ -172,12 +167,13 @@ def test_tensorboard_summaries(evaluated, models):
         assert tag in tags, tag
 
 
-def test_gallery_size_and_cli(tiny_world, models, tmp_path):
+@pytest.mark.slow
+def test_gallery_size_and_cli(tiny_world, tiny_models, tmp_path):
     """The CLI with a gallery smaller than the records: the first 5 clips, one duration."""
     world, _ = tiny_world
     out = tmp_path / "eval"
     proc = subprocess.run(
-        [sys.executable, "evaluate.py", f"--model_dir={models.encoder_dir}",
+        [sys.executable, "evaluate.py", f"--model_dir={tiny_models.encoder_dir}",
          f"--records={world}/test-*.tfrecord,{world}/train-*.tfrecord", f"--output_dir={out}",
          "--gallery_size=5", "--durations=6", "--batch_size=2", "--nosummaries"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -231,11 +227,11 @@ class _FeatureSign:
         return (features[:, 0] > np.median(features[:, 0])).astype(np.int64)
 
 
-def test_plugged_in_classifiers(tiny_world, models, tmp_path):
+def test_plugged_in_classifiers(tiny_world, tiny_models, tmp_path):
     world, _ = tiny_world
     brightness = _Brightness()
     result = evaluation.run_evaluation(
-        models.encoder_dir, os.path.join(world, "*.tfrecord"), str(tmp_path), gallery_size=6,
+        tiny_models.encoder_dir, os.path.join(world, "*.tfrecord"), str(tmp_path), gallery_size=6,
         durations=(6,), attribute_classifiers=[brightness, _FeatureSign()],
         write_summaries=False, num_shuffles=10)
     assert all(shape[1:] == (224, 224, 3) for shape in brightness.shapes)

@@ -10,7 +10,7 @@ import pytest
 
 from speech2face import losses
 from speech2face.training import config, decoder_task, encoder_task, experiments, loop
-from tests.trained_fixtures import trainer_kwargs
+from tests.support.tiny import trainer_kwargs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,36 +107,38 @@ def test_precision_is_set_by_the_runtime_config_and_restored(tiny_world, tmp_pat
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def _resolve(*args):
-    """The experiment train.py resolves from `args`, as a dict (in a subprocess: train.py's flags
-    would collide with evaluate.py's in this one)."""
+def _resolve(*arg_lists):
+    """The experiment train.py resolves from each list of arguments, as dicts (in one
+    subprocess, flags reset between lists: train.py's flags would collide with evaluate.py's
+    in this one)."""
     code = ("import json, sys; from speech2face.cli import train; "
-            "from speech2face.training import experiments; "
-            "train.FLAGS(['train.py'] + sys.argv[1:]); "
-            "print(json.dumps(experiments.to_dict(train.resolve_experiment())))")
-    result = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True,
-                            text=True, timeout=300,
+            "from speech2face.training import experiments\n"
+            "for args in json.loads(sys.argv[1]):\n"
+            "    train.FLAGS.unparse_flags(); train.FLAGS(['train.py'] + args)\n"
+            "    print(json.dumps(experiments.to_dict(train.resolve_experiment())))")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(arg_lists)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in result.stdout.strip().splitlines()[-len(arg_lists):]]
 
 
 def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
-    enc = _resolve("--train_records=r-*", "--model_dir=m", "--decoder_dir=d")
+    recorded = tmp_path / "config.json"
+    enc, dec, toy = _resolve(
+        ["--train_records=r-*", "--model_dir=m", "--decoder_dir=d"],
+        ["--stage=decoder", "--train_records=r-*", "--model_dir=m", "--train_steps=1"],
+        ["--experiment=toy_encoder", "--train_records=r-*", "--lambda1=5",
+         "--nomean_feature_init"])
     assert enc["stage"] == "encoder"
     assert enc["task"]["preset"] == "paper" and enc["task"]["lambda1"] == 0.025
     assert enc["task"]["lambda2"] == 200.0 and enc["task"]["temperature"] == 2.0
     assert enc["task"]["mean_feature_init"] is False
     assert enc["trainer"]["global_batch_size"] == 8 and enc["trainer"]["train_steps"] is None
-    dec = _resolve("--stage=decoder", "--train_records=r-*", "--model_dir=m",
-                   "--train_steps=1")
     assert dec["task"]["preset"] == "paper" and dec["trainer"]["global_batch_size"] == 8
     assert dec["trainer"]["train_steps"] == 1
-    toy = _resolve("--experiment=toy_encoder", "--train_records=r-*", "--lambda1=5",
-                   "--nomean_feature_init")
     assert toy["task"]["preset"] == "small" and toy["task"]["lambda1"] == 5.0
     assert toy["task"]["mean_feature_init"] is False and toy["trainer"]["train_steps"] == 800
-    recorded = tmp_path / "config.json"
     recorded.write_text(json.dumps({"experiment": toy}))
-    again = _resolve(f"--from_config={recorded}", "--train_steps=9")
+    (again,) = _resolve([f"--from_config={recorded}", "--train_steps=9"])
     assert again["task"] == toy["task"] and again["trainer"]["train_steps"] == 9

@@ -11,14 +11,9 @@ import tensorflow as tf
 
 from speech2face import audio, prediction, records
 from speech2face.models import export
-from tests import helpers, trained_fixtures
+from tests.support import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def models(tiny_world, tmp_path_factory):
-    return trained_fixtures.tiny_models(tiny_world, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +59,10 @@ def test_output_paths():
     assert sheet == os.path.join("faces/", "contact_sheet.png")
 
 
-def test_predict_files(models, media, tmp_path):
+def test_predict_files(tiny_models, media, tmp_path):
     paths = [media / "voice.wav", media / "video.mp4", media / "corrupted.mp3",
              media / "missing.wav"]
-    results = prediction.predict_files(models.encoder_dir, paths, str(tmp_path / "face.png"),
+    results = prediction.predict_files(tiny_models.encoder_dir, paths, str(tmp_path / "face.png"),
                                        save_features=True)
     assert [r.path for r in results] == [str(p) for p in paths]
     assert [r.ok for r in results] == [True, True, False, False]
@@ -87,9 +82,9 @@ def test_predict_files(models, media, tmp_path):
         assert prediction.SHEET_TILE < height < 2 * prediction.SHEET_TILE
 
 
-def test_prediction_matches_the_stored_spectrogram(models, test_clip):
+def test_prediction_matches_the_stored_spectrogram(tiny_models, test_clip):
     """A clip through predict_faces gives the v_s that evaluation computes from the records."""
-    encoder, info = export.load_encoder(models.encoder_dir)
+    encoder, info = export.load_encoder(tiny_models.encoder_dir)
     decoder = export.load_decoder(info["decoder_dir"])
     waveform = test_clip.waveform.astype(np.float32) / 32768.0
     v_s, faces = prediction.predict_faces(encoder, decoder, [waveform, waveform[:20000]])
@@ -100,11 +95,11 @@ def test_prediction_matches_the_stored_spectrogram(models, test_clip):
     assert cos > 0.999
 
 
-def test_directory_input(models, media, tmp_path):
+def test_directory_input(tiny_models, media, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "faces"
-    results = prediction.predict_files(models.encoder_dir, [media, empty], str(out) + "/")
+    results = prediction.predict_files(tiny_models.encoder_dir, [media, empty], str(out) + "/")
     by_name = {os.path.basename(r.path): r for r in results}
     assert set(by_name) == {"chirp.flac", "corrupted.mp3", "video.mp4", "voice.wav", "empty"}
     assert not by_name["corrupted.mp3"].ok
@@ -118,10 +113,10 @@ def test_directory_input(models, media, tmp_path):
         prediction.predict_files(str(tmp_path), [media / "voice.wav"], str(tmp_path / "x.png"))
 
 
-def test_cli(models, media, tmp_path):
+def test_cli(tiny_models, media, tmp_path):
     output = tmp_path / "face.png"
     proc = subprocess.run(
-        [sys.executable, "predict.py", f"--model_dir={models.encoder_dir}",
+        [sys.executable, "predict.py", f"--model_dir={tiny_models.encoder_dir}",
          f"--audio={media / 'voice.wav'}", f"--audio={media / 'corrupted.mp3'}",
          f"--output={output}", "--image_size=128"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -130,8 +125,12 @@ def test_cli(models, media, tmp_path):
     assert "1 of 2 inputs failed" in proc.stderr and "Traceback" not in proc.stderr
     assert f"-> {tmp_path / 'face_voice.png'}" in proc.stdout
     _check_png(tmp_path / "face_voice.png", size=128)
+
+
+@pytest.mark.slow
+def test_cli_one_input(tiny_models, media, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "predict.py", f"--model_dir={models.encoder_dir}",
+        [sys.executable, "predict.py", f"--model_dir={tiny_models.encoder_dir}",
          f"--audio={media / 'voice.wav'}", f"--output={tmp_path / 'one.png'}"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from speech2face import records
-from tests import fake_records
+from tests.support import fake_records
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,15 +16,16 @@ import tensorflow as tf
 from speech2face import data, records
 from speech2face.models import export
 from speech2face.training import decoder_task, loop
-from tests import helpers
-from tests.trained_fixtures import trainer_kwargs
+from tests.support import helpers
+from tests.support.tiny import trainer_kwargs
 
 
 def _config(world, model_dir, **kwargs):
     """loop.Trainer's keyword arguments for a short run on the tiny world."""
     defaults = dict(eval_records=os.path.join(world, "test-*.tfrecord"), global_batch_size=4,
                     train_steps=30, steps_per_loop=5, checkpoint_every=10, summary_every=5,
-                    image_summary_every=15, eval_every=15, eval_batches=2, num_images=2)
+                    image_summary_every=15, eval_every=15, eval_batches=2, num_images=2,
+                    keep_checkpoints=1)
     defaults.update(kwargs)
     return trainer_kwargs(model_dir, os.path.join(world, "train-*.tfrecord"), **defaults)
 
@@ -78,11 +80,12 @@ def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
     assert again["start_step"] == 30 and again["step"] == 40
 
 
-def test_incompatible_model_dir_is_refused(tiny_world, tmp_path):
+def test_incompatible_model_dir_is_refused(tiny_world, tiny_models, tmp_path):
     world, _ = tiny_world
+    # A model_dir holding the session's small decoder run (what the check reads: config.json).
     model_dir = str(tmp_path / "decoder")
-    loop.Trainer(_task(world), **_config(world, model_dir, train_steps=5,
-                                         eval_records=None)).train()
+    os.makedirs(model_dir)
+    shutil.copy(os.path.join(tiny_models.decoder_dir, loop.CONFIG_FILE), model_dir)
     paper = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
         preset="paper", perceptual_weight=0.0))
     with pytest.raises(loop.TrainingError, match="new --model_dir"):
@@ -104,16 +107,16 @@ class _PoisonableTask(decoder_task.DecoderTask):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path):
     world, _ = tiny_world
     model_dir = str(tmp_path / "decoder")
-    config = _config(world, model_dir, train_steps=10, eval_records=None)
+    short = dict(eval_records=None, steps_per_loop=2, checkpoint_every=2, summary_every=2)
     loop.Trainer(_PoisonableTask(decoder_task.DecoderTaskConfig(
-        preset="small", perceptual_weight=0.0)), **config).train()
+        preset="small", perceptual_weight=0.0)), **_config(world, model_dir, train_steps=4,
+                                                           **short)).train()
     task = _PoisonableTask(decoder_task.DecoderTaskConfig(preset="small", perceptual_weight=0.0))
     task.poison = True
-    with pytest.raises(loop.TrainingError, match="non-finite loss at step 11"):
-        loop.Trainer(task, **_config(world, model_dir, train_steps=20,
-                                     eval_records=None)).train()
+    with pytest.raises(loop.TrainingError, match="non-finite loss at step 5"):
+        loop.Trainer(task, **_config(world, model_dir, train_steps=8, **short)).train()
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    assert latest.endswith("ckpt-10")
+    assert latest.endswith("ckpt-4")
 
 
 @pytest.mark.slow
@@ -130,10 +133,11 @@ def test_mirrored_strategy_runs_the_decoder_stage(tiny_world, tmp_path, mirrored
 def test_sigterm_saves_a_checkpoint_and_a_rerun_resumes(tiny_world, tmp_path):
     world, _ = tiny_world
     model_dir = tmp_path / "killed"
-    cmd = [sys.executable, "train.py", "--stage=decoder",
+    cmd = [sys.executable, "train.py", "--stage=decoder", "--experiment=toy_decoder",
            f"--train_records={world}/train-*.tfrecord", f"--model_dir={model_dir}",
            "--train_steps=100000", "--steps_per_loop=2", "--summary_every=2",
            "--checkpoint_every=100000", "--image_summary_every=100000", "--global_batch_size=2",
+           "--keep_checkpoints=1",
            "--perceptual_weight=0"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -47,6 +47,12 @@ def _layer_arrays(name, shape, rng):
     return kernel, bias
 
 
+# Rows of fc6's 25088 x 4096 kernel that the full test file fills (the first 4 of pool5's 49
+# positions, all 512 channels); the rest hold the HDF5 fill value 0 in chunks never written,
+# which take no disk: a ~200 MB file instead of 553 MB, read by the loader like any other.
+FC6_ROWS = 2048
+
+
 def _write_rcmalli(path, include_top, seed=0, wrap=False, overrides=None):
     """Writes a Keras-2 weights file in the rcmalli layout with h5py; returns path."""
     rng = np.random.default_rng(seed)
@@ -70,10 +76,17 @@ def _write_rcmalli(path, include_top, seed=0, wrap=False, overrides=None):
             if name not in layers:
                 group.attrs["weight_names"] = np.array([])  # Keras 2 wrote [] as a float array
                 continue
-            kernel, bias = _layer_arrays(name, overrides.get(name, layers[name]), rng)
+            shape = overrides.get(name, layers[name])
             weight_names = [f"{name}/kernel:0", f"{name}/bias:0"]
             group.attrs["weight_names"] = np.array([w.encode("utf8") for w in weight_names])
-            group.create_dataset(weight_names[0], data=kernel)
+            if name == "fc6":
+                kernel, bias = _layer_arrays(name, (FC6_ROWS,) + shape[1:], rng)
+                dataset = group.create_dataset(weight_names[0], shape, np.float32,
+                                               chunks=(FC6_ROWS, 512), fillvalue=0.0)
+                dataset[:FC6_ROWS] = kernel
+            else:
+                kernel, bias = _layer_arrays(name, shape, rng)
+                group.create_dataset(weight_names[0], data=kernel)
             group.create_dataset(weight_names[1], data=bias)
     return str(path)
 
@@ -224,21 +237,24 @@ def test_preprocess_input_exact():
         vggface.preprocess_input(np.zeros((2, 224, 224, 4)))
 
 
-def test_save_rcmalli_weights_round_trip(model, tmp_path):
+def test_save_rcmalli_weights_round_trip(files, tmp_path):
+    # The no-top model (56 MB, not 553): the writer's full layout, fc6/relu and fc8/softmax
+    # included, is checked on the tiny world's file in test_random_full_weights_load_and_give_features.
+    model = vggface.build_vggface(include_top=False, weights=files["notop"])
     path = vggface.save_rcmalli_weights(model, tmp_path / "saved.h5")
     with h5py.File(path, "r") as f:
-        assert [n.decode() for n in f.attrs["layer_names"]] == FULL_NAMES
+        assert [n.decode() for n in f.attrs["layer_names"]] == NOTOP_NAMES
         assert f.attrs["backend"] == b"tensorflow" and f.attrs["keras_version"] == b"2.2.4"
-        assert len(f["fc6/relu"].attrs["weight_names"]) == 0
-        assert len(f["fc8/softmax"].attrs["weight_names"]) == 0
+        assert len(f["pool5"].attrs["weight_names"]) == 0
         assert list(f["conv1_1"].attrs["weight_names"]) == [b"conv1_1/kernel:0", b"conv1_1/bias:0"]
-    reloaded = vggface.build_vggface(weights=path)
-    for name, _ in CONVS + DENSES:
+    reloaded = vggface.build_vggface(include_top=False, weights=path)
+    for name, _ in CONVS:
         a, b = model.get_layer(name), reloaded.get_layer(name)
         np.testing.assert_array_equal(a.kernel.numpy(), b.kernel.numpy(), err_msg=name)
         np.testing.assert_array_equal(a.bias.numpy(), b.bias.numpy(), err_msg=name)
-    del reloaded
-    gc.collect()
+    with pytest.raises(ValueError, match="not a build_vggface model"):
+        vggface.save_rcmalli_weights(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]),
+                                     tmp_path / "other.h5")
 
 
 def _all_datasets(path):
@@ -277,6 +293,8 @@ def test_random_full_weights_load_and_give_features(tiny_world, tmp_path):
                                                          include_top=False))
     with h5py.File(path, "r") as f:
         assert [n.decode() for n in f.attrs["layer_names"]] == FULL_NAMES
+        assert len(f["fc6/relu"].attrs["weight_names"]) == 0
+        assert len(f["fc8/softmax"].attrs["weight_names"]) == 0
         for key in notop:  # the no-top file is the full file's prefix for the same seed
             np.testing.assert_array_equal(f[key][()], notop[key], err_msg=key)
         fc6 = f["fc6/fc6/kernel:0"][:512]

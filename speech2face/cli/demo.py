@@ -22,6 +22,7 @@ import glob
 import os
 import shutil
 import sys
+from typing import Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,6 +48,9 @@ _TOY_ENCODER = experiments.get("toy_encoder")
 flags.DEFINE_string("workdir", None, "Directory for everything the demo writes.")
 flags.DEFINE_integer("num_speakers", _DEFAULTS.num_speakers, "Speakers in the toy world.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of the toy world.")
+flags.DEFINE_string("vggface_weights", None,
+                    "An rcmalli VGG-Face .h5 (docs/vggface.md) for the toy world's face features; "
+                    "by default the world writes seeded random weights next to its records.")
 flags.DEFINE_bool("rebuild", False, "Rebuild the toy world even if WORKDIR/toy_world exists.")
 flags.DEFINE_integer("sheet_speakers", 12, "Speakers shown on the contact sheet.")
 flags.DEFINE_integer("num_wavs", 4, "WAV clips written to the preview.")
@@ -71,12 +75,14 @@ FLAGS = flags.FLAGS
 THUMB = 112
 
 
-def build_world(workdir: str, num_speakers: int, seed: int, rebuild: bool) -> str:
-    """Stage 1: the toy world in `workdir/toy_world`; reused when already built."""
+def build_world(workdir: str, num_speakers: int, seed: int, rebuild: bool,
+                vggface_weights: Optional[str] = None) -> str:
+    """Stage 1: the toy world in `workdir/toy_world`; reused when built with the same settings."""
     world = os.path.join(workdir, "toy_world")
     info = dataset_info.read_if_present(world)
+    wanted = {"num_speakers": num_speakers, "seed": seed, "vggface_weights": vggface_weights}
     if info is not None and not rebuild:
-        if info.config["num_speakers"] == num_speakers and info.config["seed"] == seed:
+        if all(info.config.get(k) == v for k, v in wanted.items()):
             logging.info("Stage 1: reusing the toy world in %s (--rebuild to redo it).", world)
             return world
         logging.info("Stage 1: %s was built with other settings; rebuilding.", world)
@@ -84,7 +90,8 @@ def build_world(workdir: str, num_speakers: int, seed: int, rebuild: bool) -> st
         shutil.rmtree(world)
     logging.info("Stage 1: building the toy world in %s.", world)
     toy_world.build_toy_world(
-        toy_world.ToyWorldConfig(num_speakers=num_speakers, seed=seed), world
+        toy_world.ToyWorldConfig(num_speakers=num_speakers, seed=seed,
+                                 vggface_weights=vggface_weights), world
     )
     return world
 
@@ -266,7 +273,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     os.makedirs(FLAGS.workdir, exist_ok=True)
-    world = build_world(FLAGS.workdir, FLAGS.num_speakers, FLAGS.seed, FLAGS.rebuild)
+    world = build_world(FLAGS.workdir, FLAGS.num_speakers, FLAGS.seed, FLAGS.rebuild,
+                        FLAGS.vggface_weights)
     preview_world(world, FLAGS.workdir, FLAGS.sheet_speakers, FLAGS.num_wavs)
     decoder_dir = train_decoder(world, FLAGS.workdir, FLAGS.decoder_steps,
                                 FLAGS.decoder_batch_size)

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from speech2face import records
-from speech2face.models import warp
+from speech2face.models import presets, warp
 
 FEATURE_DIM = records.FEATURE_DIM  # v_f: VGG-Face fc7, 4096-D
 NUM_LANDMARKS = records.NUM_LANDMARKS  # dlib's 68 points
@@ -82,14 +82,12 @@ _PRESETS = {
                            texture_base_channels=128, texture_channels=(64, 32)),
 }
 
-PRESETS = tuple(sorted(_PRESETS))
+PRESETS = presets.names(_PRESETS)
+
 
 def decoder_config(preset: str) -> DecoderConfig:
     """The `DecoderConfig` of a preset: "paper" (224×224 output) or "small" (64×64)."""
-    if preset not in _PRESETS:
-        raise ValueError(f"unknown face decoder preset {preset!r}; choose one of "
-                         f"{', '.join(sorted(_PRESETS))}.")
-    return _PRESETS[preset]
+    return presets.lookup(_PRESETS, preset, "face decoder")
 
 
 def pixels_to_normalized(landmarks, image_size):

@@ -35,6 +35,7 @@ from typing import List, Tuple
 import keras
 
 from speech2face import records
+from speech2face.models import presets
 
 # 1-based indices of the convs after which a 2×1 time pool follows, and of the stride-2 convs.
 _POOL_AFTER = (3, 4, 5, 6)
@@ -90,14 +91,12 @@ _PRESETS = {
     "small": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512),
 }
 
-PRESETS = tuple(sorted(_PRESETS))
+PRESETS = presets.names(_PRESETS)
+
 
 def encoder_config(preset: str) -> EncoderConfig:
     """The `EncoderConfig` of a preset: "paper" (Table 1) or "small" (channels ÷8, CPU-sized)."""
-    if preset not in _PRESETS:
-        raise ValueError(f"unknown voice encoder preset {preset!r}; choose one of "
-                         f"{', '.join(sorted(_PRESETS))}.")
-    return _PRESETS[preset]
+    return presets.lookup(_PRESETS, preset, "voice encoder")
 
 
 @keras.saving.register_keras_serializable(package="speech2face")

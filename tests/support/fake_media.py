@@ -3,7 +3,7 @@
 The face is the astronaut photo shipped with scikit-image (`skimage.data.astronaut()`, Eileen
 Collins, 512×512); the voice comes from the toy world's source-filter synthesiser; the "no face"
 picture is scikit-image's coffee cup. Videos are H.264 + AAC mp4 files written by the ffmpeg of
-imageio-ffmpeg (see tests/helpers.py), at a low frame rate so they encode in well under a second.
+imageio-ffmpeg (see tests/support/helpers.py), at a low frame rate so they encode in well under a second.
 """
 
 import pathlib
@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from speech2face.datasets.toy import speakers as toy_speakers, voice as toy_voice
-from tests import helpers
+from tests.support import helpers
 
 # Where the astronaut's face sits in skimage.data.astronaut() (dlib CNN box, x0, y0, x1, y1).
 ASTRONAUT_FACE_BOX = (168, 69, 263, 164)
