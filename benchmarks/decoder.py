@@ -19,7 +19,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from speech2face.models import face_decoder, vggface  # noqa: E402
+from speech2face.models import landmarks, vggface  # noqa: E402
 from speech2face.training import decoder_task, strategy  # noqa: E402
 
 flags.DEFINE_integer("steps", 10, "Timed steps per configuration (after 2 warm-up steps).")
@@ -37,7 +37,7 @@ def _time_step(preset, precision, perceptual_layer, weights, batch_size, steps):
         preset=preset, perceptual_layer=perceptual_layer, vggface_weights=weights,
         perceptual_weight=0.0 if perceptual_layer == "none" else 1.0))
     size = task.decoder_config.image_size
-    task.mean_landmarks = face_decoder.template_landmarks()
+    task.mean_landmarks = landmarks.template_landmarks()
     task.mean_face = np.full((size, size, 3), 0.5, np.float32)
     model = task.build_model()
     optimizer = task.build_optimizer()

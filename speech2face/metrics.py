@@ -1,9 +1,10 @@
 """Evaluation metrics (docs/evaluation.md): feature distances and S2F → face retrieval.
 
 Pure functions (NumPy; numba for L1) on feature matrices `[n, d]` (any float dtype; v_s
-and v_f are 4096-D). Rows are L2-normalised first unless `normalize=False` is passed: the paper's
-protocol, and the setting under which the numbers of this module are defined; the raw option
-exists so that the paper's L2/L1 scale can be investigated (see `feature_distances`).
+and v_f are 4096-D). Rows are L2-normalised first unless `normalize=False` is passed. The paper
+does not say which it did; its L2 retrieval row lies below its cosine row, which cannot happen
+on unit vectors (L2 then ranks exactly as cosine), so its L2 and L1 rows were computed on raw
+features. `feature_metrics` reports both (see `feature_distances`).
 
 Retrieval is exact and vectorised: cosine and L2 go through float64 matrix products over chunks
 of queries; L1, which has no matrix-product form, through the kernels of `l1_distance` (numba,
@@ -123,8 +124,7 @@ def feature_distances(pred, true, normalize=True):
     3 s: 48.43° ± 6.01, 0.19 ± 0.03, 9.81 ± 1.74). For unit vectors the L2 distance is fixed by
     the angle: 2·sin(θ/2) = 0.777 at 45.75° (0.820 at 48.43°), and the L1 distance of a dense
     4096-D difference is about √(2·4096/π) = 51.1 times its L2 (simulated: 39.7 for unit
-    Gaussian or ReLU-sparse vectors at 45.75°). So on L2-normalised rows, as the paper says it
-    did, expect L2 ≈ 0.78 and L1 ≈ 40 at the paper's angle, not 0.18 and 9.4. The paper's own
+    Gaussian or ReLU-sparse vectors at 45.75°). So on L2-normalised rows expect L2 ≈ 0.78 and L1 ≈ 40 at the paper's angle, not 0.18 and 9.4. The paper's own
     L2 and L1 are consistent with each other (L1/L2 = 52.3 at 6 s, 51.6 at 3 s, i.e. dense
     differences) and with its angles, but at a common scale factor of about 0.23 (L2: 0.18/0.777
     = 0.232 at 6 s, 0.19/0.820 = 0.232 at 3 s; L1: 0.237 and 0.234), and the L2 spread matches
@@ -132,12 +132,13 @@ def feature_distances(pred, true, normalize=True):
     like distances between vectors of norm ≈ 0.23 rather than 1: features normalised to some
     other constant, or raw features whose norms happen to average ≈ 0.23 (the paper's separate
     L2 and cosine retrieval rows, which would coincide on equal-norm vectors, point to raw
-    features). We do not rescale: compare angles directly with the paper, and our L2/L1 with
-    the paper's divided by ≈ 0.23 (or pass `normalize=False` on features of the paper's scale).
+    features). We do not rescale: compare angles directly with the paper, our normalised L2/L1
+    with the paper's divided by ≈ 0.23, and our raw ones (`normalize=False`) where the features
+    have the paper's scale (VGG-Face fc7 of real weights).
 
     Args:
       pred: [n, d] predicted features (v_s); true: [n, d] the matching ground truth (v_f).
-      normalize: L2-normalise rows first (default, the documented protocol).
+      normalize: L2-normalise rows first (default; `feature_metrics` reports both).
 
     Returns:
       {"cos_deg": (mean, std), "l2": (mean, std), "l1": (mean, std)}, Python floats.
@@ -334,6 +335,9 @@ def feature_metrics(v_s, v_f, speaker_ids, seed=0):
     """Retrieval and distance numbers of one duration, as `evaluation.run_evaluation` writes
     them to metrics.json (`durations.<d>`).
 
+    Everything on L2-normalised rows, and under "raw" the retrieval and distances again on the
+    features as they are (the paper's L2 and L1 rows: see the module docstring).
+
     Returns:
       (numbers dict, ranks {metric: int [N]}, paired distances {name: [N]}, mismatched
       distances {name: [M]} or None).
@@ -355,5 +359,13 @@ def feature_metrics(v_s, v_f, speaker_ids, seed=0):
             name: [float(d.mean()), float(d.std())] for name, d in mismatched.items()},
         # 1-based: 1 means the own face comes first.
         "median_rank": {m: float(np.median(r)) + 1 for m, r in query_ranks.items()},
+        "raw": {
+            # Cosine is scale-free: its raw ranks are the normalised ones.
+            "retrieval": {m: {str(k): v for k, v in recall_at_k(
+                query_ranks[m] if m == "cos" else ranks(v_s, v_f, metric=m, normalize=False),
+                DEFAULT_KS).items()} for m in METRICS},
+            "distances": {name: [float(d.mean()), float(d.std())] for name, d in
+                          paired_distances(v_s, v_f, normalize=False).items()},
+        },
     }
     return numbers, query_ranks, paired, mismatched

@@ -118,21 +118,25 @@ def load_models(model_dir: str, decoder_dir: Optional[str] = None):
     return encoder, export.load_decoder(decoder_dir or info["decoder_dir"])
 
 
-def predict_faces(encoder, decoder, waveforms: Sequence[np.ndarray], batch_size: int = 16):
-    """(v_s float32 [N, 4096], faces float32 [N, S, S, 3] in [0, 1]) of 16 kHz waveforms."""
+def predict_faces(encoder, decoder, waveforms: Sequence[np.ndarray], batch_size: int = 16,
+                  exaggeration: float = 0.0):
+    """(v_s float32 [N, 4096], faces float32 [N, S, S, 3] in [0, 1]) of 16 kHz waveforms; the
+    faces are decoded from `decoder.exaggerate(v_s, exaggeration)` (v_s itself at 0)."""
     features, faces = [], []
     for start in range(0, len(waveforms), batch_size):
         segments = np.stack([audio.fit_to_length(w, audio.SEGMENT_SAMPLES, offset=0)
                              for w in waveforms[start:start + batch_size]]).astype(np.float32)
         v_s = encoder(audio.spectrogram(segments), training=False)
         features.append(v_s.numpy())
-        faces.append(decoder(v_s, training=False)["image"].numpy())
+        decoded = decoder(decoder.exaggerate(v_s, exaggeration), training=False)
+        faces.append(decoded["image"].numpy())
     return np.concatenate(features), np.concatenate(faces)
 
 
 def predict_files(model_dir: str, paths: Sequence[str], output: str,
                   save_features: bool = False, decoder_dir: Optional[str] = None,
-                  image_size: int = 256, batch_size: int = 16) -> Predictions:
+                  image_size: int = 256, batch_size: int = 16,
+                  exaggeration: float = 0.0) -> Predictions:
     """Predicts a face for every media file in `paths` (directories expanded).
 
     Args:
@@ -143,6 +147,8 @@ def predict_files(model_dir: str, paths: Sequence[str], output: str,
       decoder_dir: override of the stage-1 run that decodes the faces.
       image_size: side of the PNGs in pixels (the decoder's face is upsampled).
       batch_size: clips per encoder call.
+      exaggeration: e of `FaceDecoder.exaggerate` (0: the predicted feature as it is); the saved
+        features are always v_s itself.
 
     Returns:
       `Predictions`: one `Prediction(path, output)` per input, in order; `output` is the PNG
@@ -174,7 +180,7 @@ def predict_files(model_dir: str, paths: Sequence[str], output: str,
             segments.append(audio.fit_to_length(waveform, audio.SEGMENT_SAMPLES, offset=0))
         if not chunk:
             continue
-        features, faces = predict_faces(encoder, decoder, segments, batch_size)
+        features, faces = predict_faces(encoder, decoder, segments, batch_size, exaggeration)
         for path, v_s, face in zip(chunk, features, faces):
             target = targets[path]
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)

@@ -1,4 +1,4 @@
-"""The real-data builder (issue 6): manifests, faces, the Beam pipeline end to end, the CLI.
+"""The real-data builder: manifests, faces, the Beam pipeline end to end, the CLI.
 
 Media are made at test time (tests/support/fake_media.py): mp4/mkv videos of a real face photo with a
 synthesised voice, plus every kind of bad input. The pipeline runs in-process on the DirectRunner

@@ -92,6 +92,12 @@ def test_metrics_json(evaluated):
         # For unit vectors the L2 distance is fixed by the angle (up to the spread).
         assert l2 == pytest.approx(2 * np.sin(np.radians(angle) / 2), rel=1e-2)
         assert numbers["distances_mismatched"]["cos_deg"][0] > 0
+        # The same on raw features: cosine is scale-free, L2 and L1 are not.
+        raw = numbers["raw"]
+        assert raw["retrieval"]["cos"] == numbers["retrieval"]["cos"]
+        assert raw["retrieval"].keys() == {"cos", "l1", "l2"}
+        assert raw["distances"]["cos_deg"][0] == pytest.approx(angle, abs=1e-4)
+        assert raw["distances"]["l2"][0] != pytest.approx(l2, rel=1e-3)
         cranio = numbers["craniofacial"]
         assert cranio.keys() == set(craniofacial.MEASUREMENTS)
         for entry in cranio.values():
@@ -122,7 +128,10 @@ def test_report(evaluated):
                  "| any | — | chance, 12 faces | 8.33 | 16.67 | 41.67 | 83.33 |",
                  "fewer than the 5000 requested, so all 12", "÷0.232", "norm ≈ 0.232",
                  "RANDOM VGG-Face", "nasal_index", "\\|p31 − p35\\|", "*masculinity*",
-                 "feminine", "recall_at_k.png"):
+                 "feminine", "recall_at_k.png", "| 6 s | L2 | ours, raw features |",
+                 "| 6 s | ours, raw features |", "## Settings that differ from the paper",
+                 "| encoder | `task.preset` | small | paper |",
+                 "| decoder | `trainer.length` | 4 steps | 3 epochs |"):
         assert text in report, text
     recall = result["durations"]["6"]["retrieval"]["cos"]
     assert "| 6 s | cosine | ours | " + " | ".join(f"{recall[k]:.2f}" for k in KEYS) in report

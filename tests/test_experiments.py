@@ -86,6 +86,13 @@ def test_epochs_come_from_dataset_info_and_the_run_is_recorded(tiny_world, tmp_p
         recorded = json.load(f)
     assert recorded["trainer"]["resolved_train_steps"] == expected
     assert recorded["trainer"]["epochs"] == 1.0
+    # What the run does differently from the paper, for evaluation's report.
+    differs = recorded["differs_from_paper"]
+    assert differs["task.preset"] == {"run": "small", "paper": "paper"}
+    assert differs["task.perceptual_weight"]["run"] == 0.0
+    assert differs["trainer.global_batch_size"] == {"run": 4, "paper": 8}
+    assert differs["trainer.length"] == {"run": "1 epochs", "paper": "3 epochs"}
+    assert "task.vggface_weights" not in differs and "task.image_weight" not in differs
 
 
 def test_precision_is_set_by_the_runtime_config_and_restored(tiny_world, tmp_path):

@@ -8,11 +8,12 @@ import pytest
 import tensorflow as tf
 
 from speech2face.models import face_decoder as fd
+from speech2face.models import landmarks as lm
 from speech2face.models import warp
 
 # A decoder small enough for finite differences and quick save/load (16×16 output).
 TINY = fd.DecoderConfig(landmark_hidden=(8,), image_size=16, texture_base_size=4,
-                        texture_base_channels=4, texture_channels=(4,), kernel_size=3)
+                        texture_base_channels=4, texture_channels=(4, 4), kernel_size=3)
 
 
 def smooth_image(batch, height, width, seed=0):
@@ -78,7 +79,8 @@ def test_translation_moves_a_dot():
     image = np.zeros((1, 32, 40, 1), np.float32)
     image[0, 10, 12, 0] = 1.0  # row 10, column 12
     points = random_points(8, seed=2)
-    out = warp.warp_image(image, points, points + np.float32([0.1, 0.0]))[0, ..., 0].numpy()
+    out = warp.warp_image(image, points, points + np.float32([0.1, 0.0]),
+                          pin_border=False)[0, ..., 0].numpy()
     # Content at control_from appears at control_to: 0.1 of 40 columns = 4 px to the right.
     row, col = np.unravel_index(np.argmax(out), out.shape)
     assert (row, col) == (10, 16)
@@ -94,7 +96,8 @@ def test_affine_control_points_give_the_affine_map():
     matrices = np.eye(2) + rng.uniform(-0.15, 0.15, (2, 2, 2))
     shifts = rng.uniform(-0.05, 0.05, (2, 1, 2))
     control_from = np.einsum("bij,bkj->bki", matrices, control_to) + shifts
-    out = warp.warp_image(image, control_from.astype(np.float32), control_to).numpy()
+    out = warp.warp_image(image, control_from.astype(np.float32), control_to,
+                          pin_border=False).numpy()
     gy, gx = np.meshgrid((np.arange(24) + 0.5) / 24, (np.arange(24) + 0.5) / 24, indexing="ij")
     grid = np.stack([gx.ravel(), gy.ravel()], axis=1)
     for b in range(2):
@@ -103,19 +106,59 @@ def test_affine_control_points_give_the_affine_map():
         np.testing.assert_allclose(out[b], expected.reshape(24, 24, 3), atol=1e-4)
 
 
-def test_warp_matches_numpy_twin():
+@pytest.mark.parametrize("pin_border", [False, True])
+def test_warp_matches_numpy_twin(pin_border):
     image = smooth_image(1, 24, 28, seed=6)
-    control_to = fd.template_landmarks()
+    control_to = lm.template_landmarks()
     control_from = control_to + np.random.default_rng(7).normal(0, 0.01, (68, 2)).astype(np.float32)
-    out = warp.warp_image(image, control_from, control_to, regularization=0.0).numpy()[0]
-    np.testing.assert_allclose(out, np_tps_warp(image[0].astype(np.float64),
-                                                control_from.astype(np.float64),
-                                                control_to.astype(np.float64)), atol=1e-3)
+    out = warp.warp_image(image, control_from, control_to, regularization=0.0,
+                          pin_border=pin_border).numpy()[0]
+    control_from, control_to = control_from.astype(np.float64), control_to.astype(np.float64)
+    if pin_border:  # the twin gets the pins as control points that do not move
+        pins = np_border_ring(24, 28, warp.BORDER_POINTS_PER_SIDE)
+        control_from, control_to = np.r_[control_from, pins], np.r_[control_to, pins]
+    np.testing.assert_allclose(out, np_tps_warp(image[0].astype(np.float64), control_from,
+                                                control_to), atol=1e-3)
+
+
+def np_border_ring(h, w, per_side):
+    """Evenly spaced points along the ring of border pixel centres, corners once: [4(n-1), 2]."""
+    xs = (0.5 + np.linspace(0, 1, per_side) * (w - 1)) / w
+    ys = (0.5 + np.linspace(0, 1, per_side) * (h - 1)) / h
+    ring = {(x, y) for x in xs for y in (ys[0], ys[-1])} | {(x, y) for y in ys
+                                                            for x in (xs[0], xs[-1])}
+    return np.array(sorted(ring))
+
+
+def test_border_points_lie_on_the_ring_of_border_pixels():
+    points = warp.border_points(20, 30, per_side=6).numpy()
+    assert points.shape == (20, 2)
+    np.testing.assert_allclose(np.array(sorted(map(tuple, points))), np_border_ring(20, 30, 6),
+                               atol=1e-7)
+
+
+def test_border_stays_put_while_the_face_moves():
+    """Cole et al.: zero displacement at the image boundary. Shift all 68 landmarks by a tenth
+    of the image: the face moves 6.4 px, the outer ring of pixels stays where it was."""
+    size = 64
+    image = smooth_image(1, size, size, seed=9)
+    image[0, 30:34, 30:34] = 1.0  # a bright square at the centre of the face
+    mean = lm.template_landmarks()
+    out = warp.warp_image(image, mean, mean + np.float32([0.1, 0.0])).numpy()[0]
+    ring = lambda a: np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])  # noqa: E731
+    np.testing.assert_allclose(ring(out), ring(image[0]), atol=2e-3)
+    source = warp.source_coordinates(size, size, tf.constant(mean[None]),
+                                     tf.constant(mean[None] + np.float32([0.1, 0.0])))
+    moved = (np.arange(size) + 0.5) / size - source.numpy()[0, :, 0].reshape(size, size)
+    assert abs(moved[32, 32] * size - 6.4) < 0.5  # the face: most of the 6.4 px
+    assert np.abs(np.concatenate([moved[0], moved[-1], moved[:, 0], moved[:, -1]])).max() * size < 0.05
+    unpinned = warp.warp_image(image, mean, mean + np.float32([0.1, 0.0]), pin_border=False)
+    assert np.abs(ring(unpinned.numpy()[0]) - ring(image[0])).max() > 0.02  # the plain TPS drags it
 
 
 def test_warp_under_xla_and_half_precision():
     image = smooth_image(2, 16, 16, seed=8)
-    control_to = fd.template_landmarks()
+    control_to = lm.template_landmarks()
     control_from = np.stack([control_to + 0.01, control_to * 0.95 + 0.02])
     eager = warp.warp_image(image, control_from, control_to)
     jitted = tf.function(warp.warp_image, jit_compile=True)(image, control_from, control_to)
@@ -138,6 +181,49 @@ def test_presets():
         fd.decoder_config("huge")
     with pytest.raises(ValueError, match="image_size"):
         dataclasses.replace(small, image_size=128)
+
+
+def test_paper_texture_head_is_cole_et_al():
+    """Cole et al., Sec. 3: FC → 14×14×256, 5×5 stride-2 transposed convolutions separated by
+    ReLUs with max(256/2^i, 32) channels up to 224×224×32, then a 1×1 convolution to RGB."""
+    model = fd.FaceDecoder("paper")
+    model(tf.zeros([1, 4096]))
+    assert model.texture_fc.units == 14 * 14 * 256
+    shapes = []
+    for i, deconv in enumerate(model.texture_deconvs):
+        assert isinstance(deconv, keras.layers.Conv2DTranspose)
+        assert deconv.kernel_size == (5, 5) and deconv.strides == (2, 2)
+        assert deconv.filters == max(256 // 2 ** (i + 1), 32)
+        shapes.append(tuple(deconv.kernel.shape))
+    assert [s[2] for s in shapes] == [128, 64, 32, 32]  # Conv2DTranspose kernel: [k, k, out, in]
+    rgb = model.texture_rgb
+    assert isinstance(rgb, keras.layers.Conv2D) and not isinstance(rgb, keras.layers.Conv2DTranspose)
+    assert rgb.kernel_size == (1, 1) and rgb.filters == 3 and tuple(rgb.kernel.shape) == (1, 1, 32, 3)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in model._flatten_layers())  # pylint: disable=protected-access
+    # The texture is 224×224 before the 1×1 convolution: the transposed convolutions do it all.
+    hidden = keras.ops.relu(model.texture_fc(tf.zeros([1, 1000])))
+    t = tf.reshape(hidden, [1, 14, 14, 256])
+    for deconv in model.texture_deconvs:
+        t = deconv(t)
+    assert t.shape == (1, 224, 224, 32)
+    with_bn = fd.FaceDecoder(dataclasses.replace(fd.decoder_config("small"),
+                                                 texture_batch_norm=True))
+    with_bn(tf.zeros([2, 4096]))
+    assert len(with_bn.texture_norms) == 4 and not with_bn.texture_fc.use_bias
+
+
+def test_exaggeration_pushes_away_from_the_mean_feature():
+    model = fd.FaceDecoder(TINY)
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=4096).astype(np.float32)
+    model.set_feature_normalization(1.0, mean=mean)
+    v = tf.constant(rng.normal(size=(2, 4096)).astype(np.float32))
+    np.testing.assert_allclose(model.exaggerate(v, 0.7).numpy(), mean + 1.7 * (v.numpy() - mean),
+                               rtol=1e-5, atol=1e-5)
+    assert model.exaggerate(v, 0.0) is v
+    np.testing.assert_allclose(model.exaggerate(tf.constant(mean[None]), 1.4).numpy()[0], mean,
+                               atol=1e-6)
 
 
 def test_first_layer_is_dense_4096_to_1000():
@@ -178,13 +264,13 @@ def test_mixed_precision_outputs_float32():
 def test_mean_landmarks_validation_and_pixel_conversion():
     model = fd.FaceDecoder(TINY)
     with pytest.raises(ValueError, match="pixel"):
-        model.set_mean_landmarks(fd.template_landmarks() * 224)
+        model.set_mean_landmarks(lm.template_landmarks() * 224)
     with pytest.raises(ValueError, match="shape"):
         model.set_mean_landmarks(np.zeros((5, 2)))
     pixels = np.array([[0.0, 0.0], [223.0, 111.5]])
-    norm = fd.pixels_to_normalized(pixels, 224)
+    norm = lm.pixels_to_normalized(pixels, 224)
     np.testing.assert_allclose(norm, [[0.5 / 224, 0.5 / 224], [223.5 / 224, 0.5]], rtol=1e-6)
-    np.testing.assert_allclose(fd.normalized_to_pixels(norm, 224), pixels, atol=1e-4)
+    np.testing.assert_allclose(lm.normalized_to_pixels(norm, 224), pixels, atol=1e-4)
 
 
 def test_f_dec_sees_centred_scaled_features():
@@ -206,7 +292,7 @@ def test_f_dec_sees_centred_scaled_features():
 
 
 def test_save_load_round_trip(tmp_path):
-    mean = fd.template_landmarks() * 0.9 + 0.05
+    mean = lm.template_landmarks() * 0.9 + 0.05
     model = fd.FaceDecoder(TINY, mean_landmarks=mean)
     model.set_feature_normalization(0.3, np.linspace(0.0, 1.0, 4096))
     features = np.random.default_rng(1).uniform(0, 1, (2, 4096)).astype(np.float32)
@@ -267,7 +353,7 @@ def test_gradients_reach_both_branches():
 
 def test_losses_are_zero_when_outputs_equal_targets():
     face = smooth_image(2, 16, 16, seed=9)
-    mean = fd.template_landmarks()
+    mean = lm.template_landmarks()
     true = np.stack([mean + 0.01, mean * 0.97 + 0.015]).astype(np.float32)
     target = warp.warp_image(face, true, mean)
     outputs = {"image": face, "texture": target, "landmarks": true}
@@ -280,7 +366,7 @@ def test_losses_are_zero_when_outputs_equal_targets():
 
 def test_losses_exact_values():
     face = np.full((2, 16, 16, 3), 0.5, np.float32)  # a flat face: the warp leaves it flat
-    mean = fd.template_landmarks()
+    mean = lm.template_landmarks()
     outputs = {"image": face + 0.1, "texture": face - 0.25,
                "landmarks": np.broadcast_to(mean + 0.1, (2, 68, 2))}
     weights = fd.DecoderLossWeights(landmark=10.0, texture=2.0, perceptual=3.0, image=4.0)

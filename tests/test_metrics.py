@@ -200,3 +200,18 @@ def test_bad_arguments_are_clear_errors():
         metrics.retrieval_recall(queries, np.full_like(gallery, np.inf))
     with pytest.raises(ValueError, match="gallery_size"):
         metrics.chance_recall(0)
+
+
+def test_feature_metrics_reports_raw_features_beside_normalised():
+    rng = np.random.default_rng(5)
+    v_f = rng.normal(size=(20, 16))
+    v_s = v_f * rng.uniform(0.1, 10.0, (20, 1)) + rng.normal(0, 1.5, (20, 16))  # unequal norms
+    numbers, *_ = metrics.feature_metrics(v_s, v_f, [f"s{i}" for i in range(20)])
+    raw = numbers["raw"]
+    assert raw["retrieval"]["cos"] == numbers["retrieval"]["cos"]
+    for metric in ("l1", "l2"):
+        expected = metrics.recall_at_k(metrics.ranks(v_s, v_f, metric, normalize=False))
+        assert raw["retrieval"][metric] == {str(k): v for k, v in expected.items()}
+    l2 = np.linalg.norm(v_s - v_f, axis=1)
+    np.testing.assert_allclose(raw["distances"]["l2"], [l2.mean(), l2.std()], rtol=1e-9)
+    np.testing.assert_allclose(raw["distances"]["cos_deg"], numbers["distances"]["cos_deg"])

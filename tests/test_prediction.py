@@ -93,6 +93,12 @@ def test_prediction_matches_the_stored_spectrogram(tiny_models, test_clip):
     stored = encoder(test_clip.spectrogram[None].astype(np.float32), training=False).numpy()[0]
     cos = v_s[0] @ stored / np.linalg.norm(v_s[0]) / np.linalg.norm(stored)
     assert cos > 0.999
+    # Exaggeration changes the face, not v_s; e = 0 is the plain decode.
+    v_e, exaggerated = prediction.predict_faces(encoder, decoder, [waveform], exaggeration=0.7)
+    np.testing.assert_allclose(v_e[0], v_s[0], rtol=1e-5, atol=1e-6)  # a batch of 1, not 2
+    expected = decoder(decoder.exaggerate(tf.constant(v_e), 0.7), training=False)["image"]
+    np.testing.assert_allclose(exaggerated, expected.numpy(), atol=1e-5)
+    assert np.abs(exaggerated - faces[:1]).max() > 1e-4
 
 
 def test_directory_input(tiny_models, media, tmp_path):

@@ -34,6 +34,9 @@ flags.DEFINE_bool("save_features", False, "Also save v_s as .npy beside each PNG
 flags.DEFINE_string("decoder_dir", None, "Stage-1 run to decode faces with (default: the one "
                     "the encoder was trained against).")
 flags.DEFINE_integer("image_size", 256, "Side of the face PNGs in pixels.")
+flags.DEFINE_float("exaggeration", 0.0, "Decode mean + (1 + e)(v_s - mean), mean = the decoder's "
+                   "training mean feature: e > 0 exaggerates what sets the face apart from the "
+                   "average (the paper's renders used 0.7; docs/evaluation.md).", lower_bound=-1.0)
 FLAGS = flags.FLAGS
 
 
@@ -47,7 +50,8 @@ def main(argv):
         results = prediction.predict_files(FLAGS.model_dir, paths, FLAGS.output,
                                            save_features=FLAGS.save_features,
                                            decoder_dir=FLAGS.decoder_dir,
-                                           image_size=FLAGS.image_size)
+                                           image_size=FLAGS.image_size,
+                                           exaggeration=FLAGS.exaggeration)
     except (FileNotFoundError, ValueError) as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -32,7 +32,8 @@ import tensorflow as tf
 
 from speech2face import audio, records
 from speech2face.evaluation import attributes
-from speech2face.models import face_decoder, voice_encoder
+from speech2face.models import voice_encoder
+from speech2face.models import landmarks as landmarks_lib
 
 V_F = "v_f"  # the key of the faces decoded from the true face features
 
@@ -190,7 +191,7 @@ def _decode(decoder, features, batch_size, classifiers, keep_rows):
     landmarks, labels, kept = [], {c.name: [] for c in classifiers}, {}
     for start in range(0, len(features), batch_size):
         out = decoder(tf.constant(features[start:start + batch_size]), training=False)
-        landmarks.append(face_decoder.normalized_to_pixels(out["landmarks"].numpy(),
+        landmarks.append(landmarks_lib.normalized_to_pixels(out["landmarks"].numpy(),
                                                            records.FACE_SIZE))
         images = out["image"].numpy()
         for i in keep_rows.intersection(range(start, start + len(images))):

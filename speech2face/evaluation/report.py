@@ -118,8 +118,10 @@ def format_report(result) -> str:
     about.append(("Written", result["written"]))
     lines += [_table(["", ""], [(f"**{a}**", b) for a, b in about]), ""]
 
+    lines += _deviation_section(result.get("differs_from_paper") or {})
     lines += ["## Feature similarity between v_s and v_f", "",
-              "Mean ± std over test clips, features L2-normalised first. *Mismatched*: v_s "
+              "Mean ± std over test clips, features L2-normalised first (*raw features*: as "
+              "they are, which the paper's L2 and L1 appear to be). *Mismatched*: v_s "
               "against the face of a random clip of another speaker (what no information "
               "gives).", ""]
     rows = []
@@ -134,6 +136,10 @@ def format_report(result) -> str:
                          f"{paper['l2'][0] / PAPER_FEATURE_SCALE:.2f})",
                          f"{_ms(paper['l1'])} (÷{PAPER_FEATURE_SCALE}: "
                          f"{paper['l1'][0] / PAPER_FEATURE_SCALE:.1f})"])
+        raw = numbers.get("raw", {}).get("distances")
+        if raw:
+            rows.append([f"{key} s", "ours, raw features", _ms(raw["cos_deg"]), _ms(raw["l2"], 3),
+                         _ms(raw["l1"])])
         if numbers["distances_mismatched"]:
             m = numbers["distances_mismatched"]
             rows.append([f"{key} s", "mismatched", _ms(m["cos_deg"]), _ms(m["l2"], 3),
@@ -158,6 +164,10 @@ def format_report(result) -> str:
         for metric, name in METRIC_NAMES.items():
             recall = numbers["retrieval"][metric]
             rows.append([f"{key} s", name, "ours"] + [f"{recall[str(k)]:.2f}" for k in KS])
+            raw = numbers.get("raw", {}).get("retrieval", {}).get(metric)
+            if raw and metric != "cos":
+                rows.append([f"{key} s", name, "ours, raw features"]
+                            + [f"{raw[str(k)]:.2f}" for k in KS])
             paper = PAPER["retrieval"].get(key, {}).get(metric)
             if paper:
                 rows.append([f"{key} s", name, "paper"] + [f"{v:.2f}" for v in paper])
@@ -170,7 +180,8 @@ def format_report(result) -> str:
     lines += [_table(["Input", "Distance", "Source"] + [f"R@{k}" for k in KS], rows,
                      ["---"] * 3 + ["---:"] * len(KS)), "",
               "On L2-normalised features L2 ranks exactly as cosine does, so their rows "
-              "agree; the paper's lower L2 row can only come from features of unequal norms.",
+              "agree; the paper's lower L2 row can only come from features of unequal norms, "
+              "hence the raw-feature rows (cosine is the same either way).",
               ""]
     lines += _craniofacial_section(result, keys)
     lines += _attribute_section(result, keys)
@@ -178,6 +189,23 @@ def format_report(result) -> str:
     for name, path in (result.get("files") or {}).get("figures", {}).items():
         lines.append(f"- {name}: `{os.path.basename(path)}`")
     return "\n".join(lines) + "\n"
+
+
+def _deviation_section(differs) -> list:
+    """Every recorded setting of the two training runs that is not the paper's."""
+    lines = ["## Settings that differ from the paper", "",
+             "From each training run's `config.json` (the reasons: docs/design_decisions.md). "
+             "The data set's own departures, such as random VGG-Face weights, are above.", ""]
+    rows = []
+    for stage in ("decoder", "encoder"):
+        entries = differs.get(stage)
+        if entries is None:
+            rows.append([stage, "—", "not recorded by this run", ""])
+        elif not entries:
+            rows.append([stage, "—", "none: the paper's settings", ""])
+        for name, values in sorted((entries or {}).items()):
+            rows.append([stage, f"`{name}`", f"{values['run']}", f"{values['paper']}"])
+    return lines + [_table(["Stage", "Setting", "This run", "Paper"], rows), ""]
 
 
 def _fmt(x, spec=".2f"):

@@ -40,6 +40,16 @@ def _trained_step(model_dir):
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
 
+def _differences_from_paper(run_dir):
+    """What a training run recorded as departing from the paper (its config.json), or None
+    when the run did not record it."""
+    path = os.path.join(run_dir, "config.json")
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f).get("differs_from_paper")
+
+
 def run_evaluation(model_dir: str, records: str, output_dir: str,
                    gallery_size: int = 5000, durations: Sequence[float] = (6, 3),
                    attribute_classifiers=None, decoder_dir=None, batch_size: int = 32,
@@ -93,7 +103,10 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
         "gallery_size": n, "all_test_examples_used": n < gallery_size,
         "num_speakers": len(set(enc.speaker_ids)),
         "distinct_gallery_faces": int(len(np.unique(enc.v_f, axis=0))),
-        "dataset": _dataset_summary(os.path.dirname(files[0])), "durations": {},
+        "dataset": _dataset_summary(os.path.dirname(files[0])),
+        "differs_from_paper": {"encoder": _differences_from_paper(model_dir),
+                               "decoder": _differences_from_paper(decoder_dir)},
+        "durations": {},
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     # Each protocol reads the one encoded value, in turn.

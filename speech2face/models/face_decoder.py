@@ -1,7 +1,8 @@
 """The face decoder of Cole et al. (CVPR 2017), as Speech2Face uses it (docs/design_decisions.md).
 
     v (4096) ─► f_dec: Dense 4096→1000 ─► ReLU ─┬─► landmark MLP ─► 68×2 offsets + mean landmarks
-                                                 └─► texture CNN: FC ─► s×s×c ─► transposed convs
+                                                 └─► texture CNN: FC ─► s×s×c ─► 5×5 stride-2
+                                                     transposed convs (ReLU) ─► S×S×32 ─► 1×1 conv
                                                      ─► sigmoid texture in the mean-landmark frame
     image = warp.warp_image(texture, control_from=mean landmarks, control_to=predicted landmarks)
 
@@ -11,7 +12,8 @@
 Coordinates: landmarks are (x, y) NORMALISED to the image, x, y in [0, 1] from the left/top edge
 of the image to the right/bottom edge, so one set of landmarks serves every resolution; pixel
 (row i, column j) has its centre at ((j + 0.5) / W, (i + 0.5) / H). dlib and the records store
-pixels with centres at integers: convert with `pixels_to_normalized`.
+pixels with centres at integers: convert with
+`speech2face.models.landmarks.pixels_to_normalized`.
 
 Training targets (Cole et al.): landmarks from dlib's 68-point predictor; texture = the face crop
 warped to the mean landmarks (`decoder_losses` computes it); losses in `decoder_losses`.
@@ -25,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from speech2face import records
+from speech2face.models import landmarks as landmarks_lib
 from speech2face.models import presets, warp
 
 FEATURE_DIM = records.FEATURE_DIM  # v_f: VGG-Face fc7, 4096-D
@@ -33,7 +36,7 @@ NUM_LANDMARKS = records.NUM_LANDMARKS  # dlib's 68 points
 
 @dataclasses.dataclass(frozen=True)
 class DecoderConfig:
-    """Sizes of the face decoder (both presets share the topology).
+    """Sizes of the face decoder (both presets share Cole et al.'s topology, Sec. 3).
 
     Attributes:
       feature_dim: input face-feature size (VGG-Face fc7: 4096).
@@ -41,13 +44,18 @@ class DecoderConfig:
       num_landmarks: landmarks predicted (dlib's 68).
       landmark_hidden: hidden ReLU layers of the landmark MLP (our choice; Cole et al. give a
         small MLP).
-      image_size: output side S of the texture and image, = texture_base_size * 2**(number of
-        transposed convolutions) = texture_base_size * 2**(len(texture_channels) + 1).
-      texture_base_size: side of the texture FC's output map.
+      image_size: output side S of the texture and image, = texture_base_size *
+        2**len(texture_channels).
+      texture_base_size: side of the texture FC's output map (ReLU).
       texture_base_channels: channels of the texture FC's output map.
-      texture_channels: channels of the stride-2 transposed convolutions (each + BN + ReLU); one
-        more stride-2 transposed convolution then gives the 3 RGB channels (sigmoid).
-      kernel_size: kernel of the transposed convolutions.
+      texture_channels: channels after each stride-2 transposed convolution (each followed by a
+        ReLU); Cole et al.: max(256 / 2**i, 32), i.e. 128, 64, 32, 32 up to 224×224×32. A 1×1
+        convolution then gives the 3 RGB channels, and a sigmoid maps them into [0, 1] (ours:
+        Cole et al. do not say how the RGB values are bounded).
+      kernel_size: kernel of the transposed convolutions (5 in Cole et al.).
+      texture_batch_norm: batch normalisation after the texture FC and each transposed
+        convolution, before the ReLU (ours, not in Cole et al.; off in the presets, an option
+        of the decoder task).
       tps_regularization: see `warp.DEFAULT_TPS_REGULARIZATION`.
     """
 
@@ -58,28 +66,31 @@ class DecoderConfig:
     image_size: int = 224
     texture_base_size: int = 14
     texture_base_channels: int = 256
-    texture_channels: Tuple[int, ...] = (128, 64, 32)
+    texture_channels: Tuple[int, ...] = (128, 64, 32, 32)
     kernel_size: int = 5
+    texture_batch_norm: bool = False
     tps_regularization: float = warp.DEFAULT_TPS_REGULARIZATION
 
     def __post_init__(self):
         # JSON (get_config) turns tuples into lists; frozen, hence object.__setattr__.
         object.__setattr__(self, "landmark_hidden", tuple(int(u) for u in self.landmark_hidden))
         object.__setattr__(self, "texture_channels", tuple(int(c) for c in self.texture_channels))
-        size = self.texture_base_size * 2 ** (len(self.texture_channels) + 1)
+        size = self.texture_base_size * 2 ** len(self.texture_channels)
         if size != self.image_size:
             raise ValueError(
                 f"DecoderConfig: texture_base_size {self.texture_base_size} doubled by "
-                f"{len(self.texture_channels) + 1} transposed convolutions gives {size}, not "
+                f"{len(self.texture_channels)} transposed convolutions gives {size}, not "
                 f"image_size {self.image_size}; change texture_base_size or texture_channels.")
 
 
 _PRESETS = {
-    # 14×14×256 → 28×28×128 → 56×56×64 → 112×112×32 → 224×224×3 (Cole et al., Sec. 3).
+    # 14×14×256 → 28×28×128 → 56×56×64 → 112×112×32 → 224×224×32 → 1×1 conv → 224×224×3
+    # (Cole et al., Sec. 3).
     "paper": DecoderConfig(),
-    # For CPUs and the toy world: 8×8×128 → 16×16×64 → 32×32×32 → 64×64×3.
+    # For CPUs and the toy world, the same rule from 128 channels:
+    # 8×8×128 → 16×16×64 → 32×32×32 → 64×64×32 → 1×1 conv → 64×64×3.
     "small": DecoderConfig(landmark_hidden=(256,), image_size=64, texture_base_size=8,
-                           texture_base_channels=128, texture_channels=(64, 32)),
+                           texture_base_channels=128, texture_channels=(64, 32, 32)),
 }
 
 PRESETS = presets.names(_PRESETS)
@@ -88,46 +99,6 @@ PRESETS = presets.names(_PRESETS)
 def decoder_config(preset: str) -> DecoderConfig:
     """The `DecoderConfig` of a preset: "paper" (224×224 output) or "small" (64×64)."""
     return presets.lookup(_PRESETS, preset, "face decoder")
-
-
-def pixels_to_normalized(landmarks, image_size):
-    """[..., 2] (x, y) pixels with centres at integers (dlib, the records) → normalised [0, 1].
-
-    NumPy in, NumPy out; a tf tensor in (e.g. inside tf.data), a tensor out.
-    """
-    if not tf.is_tensor(landmarks):
-        landmarks = np.asarray(landmarks, np.float32)
-    return (landmarks + 0.5) / np.float32(image_size)
-
-
-def normalized_to_pixels(landmarks, image_size):
-    """The inverse of `pixels_to_normalized`: float32 [..., 2] pixel (x, y) at `image_size`."""
-    return np.asarray(landmarks, np.float32) * np.float32(image_size) - 0.5
-
-
-def template_landmarks() -> np.ndarray:
-    """A generic frontal 68-point face in dlib's order, normalised: float32 [68, 2].
-
-    Only a starting value: set the training set's mean with `FaceDecoder.set_mean_landmarks`.
-    """
-    lm = np.zeros((NUM_LANDMARKS, 2))
-    t = np.linspace(0.0, np.pi, 17)  # jaw 0-16, image left → chin → image right
-    lm[0:17] = np.stack([0.5 - 0.36 * np.cos(t), 0.42 + 0.42 * np.sin(t)], axis=1)
-    brow_x = np.linspace(0.20, 0.44, 5)
-    brow_y = 0.34 - 0.03 * np.sin(np.linspace(0.3, 2.8, 5))
-    lm[17:22] = np.stack([brow_x, brow_y], axis=1)
-    lm[22:27] = np.stack([1.0 - brow_x[::-1], brow_y[::-1]], axis=1)
-    lm[27:31] = np.stack([np.full(4, 0.5), np.linspace(0.42, 0.58, 4)], axis=1)  # nose bridge
-    lm[31:36] = np.stack([np.linspace(0.44, 0.56, 5), [0.62, 0.63, 0.64, 0.63, 0.62]], axis=1)
-    ex = np.array([-1.0, -0.35, 0.35, 1.0, 0.35, -0.35]) * 0.06
-    ey = np.array([0.0, -1.0, -1.0, 0.0, 1.0, 1.0]) * 0.02
-    lm[36:42] = np.stack([0.32 + ex, 0.43 + ey], axis=1)
-    lm[42:48] = np.stack([0.68 + ex, 0.43 + ey], axis=1)
-    a = np.linspace(np.pi, -np.pi, 13)[:12]  # outer lip 48-59 from the left corner, clockwise
-    lm[48:60] = np.stack([0.5 + 0.11 * np.cos(a), 0.74 - 0.035 * np.sin(a)], axis=1)
-    a = np.linspace(np.pi, -np.pi, 9)[:8]
-    lm[60:68] = np.stack([0.5 + 0.08 * np.cos(a), 0.74 - 0.012 * np.sin(a)], axis=1)
-    return lm.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,7 +127,8 @@ class FaceDecoder(keras.Model):
     def __init__(self, config=None, mean_landmarks=None, **kwargs):
         """Args:
           config: a `DecoderConfig`, a preset name, or None for "paper".
-          mean_landmarks: float [68, 2] normalised (x, y), or None for `template_landmarks()`.
+          mean_landmarks: float [68, 2] normalised (x, y), or None for
+            `landmarks.template_landmarks()`.
           **kwargs: keras.Model arguments (name, dtype, trainable).
         """
         kwargs.setdefault("name", "face_decoder")
@@ -181,23 +153,26 @@ class FaceDecoder(keras.Model):
         self.landmark_offsets = keras.layers.Dense(
             2 * c.num_landmarks, name="landmark_offsets", dtype=self._head_dtype,
             kernel_initializer=keras.initializers.VarianceScaling(1e-4))
+        # A bias is redundant before batch norm; without it each layer has its own.
+        bias = not c.texture_batch_norm
         self.texture_fc = keras.layers.Dense(
-            c.texture_base_size ** 2 * c.texture_base_channels, use_bias=False, name="texture_fc",
+            c.texture_base_size ** 2 * c.texture_base_channels, use_bias=bias, name="texture_fc",
             **policy)
-        self.texture_norms = [keras.layers.BatchNormalization(name="texture_fc_bn", **policy)]
-        self.texture_deconvs = []
-        for i, channels in enumerate(c.texture_channels):
-            self.texture_deconvs.append(keras.layers.Conv2DTranspose(
-                channels, c.kernel_size, strides=2, padding="same", use_bias=False,
-                name=f"texture_deconv{i}", **policy))
-            self.texture_norms.append(
-                keras.layers.BatchNormalization(name=f"texture_bn{i}", **policy))
-        self.texture_rgb = keras.layers.Conv2DTranspose(
-            3, c.kernel_size, strides=2, padding="same", name="texture_rgb", dtype=self._head_dtype)
+        self.texture_deconvs = [
+            keras.layers.Conv2DTranspose(channels, c.kernel_size, strides=2, padding="same",
+                                         use_bias=bias, name=f"texture_deconv{i}", **policy)
+            for i, channels in enumerate(c.texture_channels)]
+        self.texture_norms = []
+        if c.texture_batch_norm:
+            self.texture_norms = [keras.layers.BatchNormalization(name="texture_fc_bn", **policy)]
+            self.texture_norms += [keras.layers.BatchNormalization(name=f"texture_bn{i}", **policy)
+                                   for i in range(len(c.texture_channels))]
+        self.texture_rgb = keras.layers.Conv2D(3, 1, name="texture_rgb", dtype=self._head_dtype)
         self.mean_landmarks = self.add_weight(
             shape=(c.num_landmarks, 2), initializer="zeros", trainable=False, dtype="float32",
             name="mean_landmarks")
-        self.set_mean_landmarks(template_landmarks() if mean_landmarks is None else mean_landmarks)
+        self.set_mean_landmarks(landmarks_lib.template_landmarks() if mean_landmarks is None
+                                else mean_landmarks)
         self.feature_mean = self.add_weight(
             shape=(c.feature_dim,), initializer="zeros", trainable=False, dtype="float32",
             name="feature_mean")
@@ -223,6 +198,19 @@ class FaceDecoder(keras.Model):
             self.feature_mean.assign(mean)
         self.feature_scale.assign(scale)
 
+    def exaggerate(self, features, exaggeration: float):
+        """mean + (1 + e)(v − mean), with mean = `feature_mean` (the training faces' mean
+        feature): e > 0 pushes a feature away from the average face before decoding.
+
+        The authors rendered faces at exaggerations 0, 0.7 and 1.4 and the paper's
+        craniofacial correlations match their 0.7 renders, but no formula is published: this
+        one is the project's definition (docs/evaluation.md). e = 0 returns `features` as is.
+        """
+        if exaggeration == 0:
+            return features
+        mean = tf.cast(self.feature_mean, features.dtype)
+        return mean + (1.0 + exaggeration) * (features - mean)
+
     def f_dec(self, features):
         """The first layer applied to [B, 4096] features: [B, 1000] pre-activations (the teacher
         of the Speech2Face loss's first term), after the fixed input normalisation."""
@@ -231,7 +219,8 @@ class FaceDecoder(keras.Model):
         return self.first_layer(features)
 
     def set_mean_landmarks(self, mean_landmarks):
-        """Sets the mean landmarks: float [68, 2] (x, y) NORMALISED (`pixels_to_normalized`)."""
+        """Sets the mean landmarks: float [68, 2] (x, y) NORMALISED
+        (`landmarks.pixels_to_normalized`)."""
         lm = np.asarray(mean_landmarks, np.float32)
         expected = (self.config.num_landmarks, 2)
         if lm.shape != expected:
@@ -241,7 +230,8 @@ class FaceDecoder(keras.Model):
         if lm.min() < -0.5 or lm.max() > 1.5:
             raise ValueError(
                 f"mean landmarks span [{lm.min():.3g}, {lm.max():.3g}]: they look like pixel "
-                f"coordinates; pass normalised ones (pixels_to_normalized(landmarks, size)).")
+                f"coordinates; pass normalised ones "
+                f"(landmarks.pixels_to_normalized(landmarks, size)).")
         self.mean_landmarks.assign(lm)
 
     def build(self, input_shape):
@@ -255,12 +245,14 @@ class FaceDecoder(keras.Model):
         self.landmark_offsets.build((batch, width))
         self.texture_fc.build((batch, c.fc_units))
         size, channels = c.texture_base_size, c.texture_base_channels
-        self.texture_norms[0].build((batch, size, size, channels))
-        for deconv, norm in zip(self.texture_deconvs, self.texture_norms[1:]):
-            deconv.build((batch, size, size, channels))
+        shapes = [(batch, size, size, channels)]
+        for deconv in self.texture_deconvs:
+            deconv.build(shapes[-1])
             size, channels = 2 * size, deconv.filters
-            norm.build((batch, size, size, channels))
-        self.texture_rgb.build((batch, size, size, channels))
+            shapes.append((batch, size, size, channels))
+        for norm, shape in zip(self.texture_norms, shapes):
+            norm.build(shape)
+        self.texture_rgb.build(shapes[-1])
         self.built = True
 
     def call(self, features, training=False):
@@ -291,13 +283,17 @@ class FaceDecoder(keras.Model):
         t = self.texture_fc(hidden)
         t = keras.ops.reshape(t, (-1, c.texture_base_size, c.texture_base_size,
                                   c.texture_base_channels))
-        t = keras.ops.relu(self.texture_norms[0](t, training=training))
-        for deconv, norm in zip(self.texture_deconvs, self.texture_norms[1:]):
-            t = keras.ops.relu(norm(deconv(t), training=training))
+        t = keras.ops.relu(self._norm(0, t, training))
+        for i, deconv in enumerate(self.texture_deconvs):
+            t = keras.ops.relu(self._norm(i + 1, deconv(t), training))
         texture = tf.sigmoid(self.texture_rgb(t))
         image = warp.warp_image(texture, control_from=self.mean_landmarks, control_to=landmarks,
                            regularization=c.tps_regularization)
         return {"image": image, "texture": texture, "landmarks": landmarks}
+
+    def _norm(self, index, x, training):
+        """The `index`-th texture batch norm (0: after the FC), or x itself without them."""
+        return self.texture_norms[index](x, training=training) if self.texture_norms else x
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
@@ -322,22 +318,24 @@ class DecoderLossWeights:
     32 toy-world faces at 64×64 against a freshly initialised "small" decoder (mean landmarks,
     near-grey texture): landmark MSE 4.7e-4 (landmarks 1.2 px rms off the mean at 64 px, ~2 %;
     real faces vary more) → ×100 ≈ 0.05; texture L1 0.15 → ×1; perceptual 0.08 with random
-    VGG-Face weights (trained weights separate faces more) → ×1. The image L1 (rendered vs true
-    face, 0.16) gets 0.2: it is the only term through which image content steers the landmarks
-    (via the warp); in a 300-step overfitting run it took the landmark MSE to 2e-5 where
-    without it the MSE stayed at 3.4e-4 (one seed; a hint, not a study).
+    VGG-Face weights (trained weights separate faces more) → ×1. Cole et al. have these three
+    terms only (their embedding term is the negative cosine; 2 − 2 cos has the same gradient
+    direction). The image L1 (rendered vs true face, 0.16 at the start) is ours and off by
+    default; at 0.2 it is the only term through which image content steers the landmarks (via
+    the warp): in a 300-step overfitting run it took the landmark MSE to 2e-5 where without it
+    the MSE stayed at 3.4e-4 (one seed; a hint, not a study).
 
     Attributes:
       landmark: weight of `landmark_mse`.
       texture: weight of `texture_l1`.
       perceptual: weight of `perceptual` (ignored without a `perceptual_fn`).
-      image: weight of `image_l1`.
+      image: weight of `image_l1` (ours; 0, Cole et al.'s decoder, unless set).
     """
 
     landmark: float = 100.0
     texture: float = 1.0
     perceptual: float = 1.0
-    image: float = 0.2
+    image: float = 0.0
 
 
 def decoder_losses(outputs: Dict[str, tf.Tensor], face_image, true_landmarks, mean_landmarks,

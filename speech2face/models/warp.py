@@ -3,6 +3,11 @@
 Coordinates are (x, y) normalised to the image, as in `speech2face.models.face_decoder`:
 x, y in [0, 1] from the left/top edge to the right/bottom edge; pixel (row i, column j) has
 its centre at ((j + 0.5) / W, (i + 0.5) / H).
+
+As in Cole et al. (Sec. 3: "we include extra points at the boundary of the image, where we
+enforce zero displacement"), the warp pins the image border by default: `BORDER_POINTS_PER_SIDE`
+control points along each side of the outer ring of pixel centres, held in place, join the
+landmarks. Moving the landmarks then moves the face and leaves the frame where it is.
 """
 
 import tensorflow as tf
@@ -14,6 +19,14 @@ import tensorflow as tf
 # (1e-5: ~0.08 px, growing with the value). Affine maps are exact whatever the value (they live
 # in the unregularised polynomial part).
 DEFAULT_TPS_REGULARIZATION = 1e-6
+
+# Pinned points per side of the border (corners included; 4 * (n - 1) = 124 in all). When all 68
+# landmarks of the template face shift by a tenth of the image, the outer ring of pixels moves
+# by at most 0.04 px at 64×64 and 0.14 px at 224×224 (the spline bulges between pins: 16 per
+# side let it move 0.5 and 1.4 px), the face by 6.4 and 22 px.
+BORDER_POINTS_PER_SIDE = 32
+
+REFINEMENT_STEPS = 3  # see _solve_tps
 
 # No matmuls on purpose: GPUs run float32 matmuls in TF32 by default
 # (10-bit mantissa), which would move sampling positions by ~1e-3 of the image.
@@ -42,10 +55,12 @@ def _solve_tps(centres, values, regularization):
     rhs = tf.concat([values, tf.zeros_like(values[:, :3])], axis=1)
     system = tf.concat([top, bottom], axis=1)  # [B, K + 3, K + 3], symmetric indefinite
     coeffs = tf.linalg.solve(system, rhs)  # [B, K + 3, 2]
-    # One step of iterative refinement: XLA's float32 solve alone leaves errors of ~0.04 px (at
-    # 224) in the warp, 30x more than TF's kernel; with it both agree to ~1e-3 px.
-    residual = rhs - tf.reduce_sum(system[..., None] * coeffs[:, None], axis=2)
-    coeffs += tf.linalg.solve(system, residual)
+    # Iterative refinement: XLA's float32 solve alone leaves errors of ~0.04 px (at 224) in the
+    # warp, 30x more than TF's kernel, and ~1e-3 in pixel values with the 124 border pins; one
+    # step left 1e-3, two 1e-5, three bring XLA and TF within ~1e-6 of a float64 solve.
+    for _ in range(REFINEMENT_STEPS):
+        residual = rhs - tf.reduce_sum(system[..., None] * coeffs[:, None], axis=2)
+        coeffs += tf.linalg.solve(system, residual)
     return coeffs[:, :-3], coeffs[:, -3:]
 
 
@@ -70,18 +85,67 @@ def _bilinear_sample(image, x, y):
     return top * (1.0 - fy) + bottom * fy
 
 
-def warp_image(image, control_from, control_to, regularization=DEFAULT_TPS_REGULARIZATION):
+def border_points(height, width, per_side=None, dtype=tf.float32):
+    """[4 * (per_side - 1), 2] normalised (x, y) points evenly along the ring of border pixel
+    centres (corners included, each once); `per_side` defaults to `BORDER_POINTS_PER_SIDE`."""
+    per_side = BORDER_POINTS_PER_SIDE if per_side is None else per_side
+    h, w = tf.cast(height, dtype), tf.cast(width, dtype)
+    t = tf.linspace(tf.constant(0.0, dtype), tf.constant(1.0, dtype), per_side)
+    x = (0.5 + t * (w - 1.0)) / w  # from the first to the last column's centre
+    y = (0.5 + t * (h - 1.0)) / h
+    x0, x1 = x[0] * tf.ones_like(t), x[-1] * tf.ones_like(t)
+    y0, y1 = y[0] * tf.ones_like(t), y[-1] * tf.ones_like(t)
+    top = tf.stack([x[:-1], y0[:-1]], axis=1)  # left to right, without the last corner
+    right = tf.stack([x1[:-1], y[:-1]], axis=1)  # top to bottom
+    bottom = tf.stack([x[::-1][:-1], y1[:-1]], axis=1)  # right to left
+    left = tf.stack([x0[:-1], y[::-1][:-1]], axis=1)  # bottom to top
+    return tf.concat([top, right, bottom, left], axis=0)
+
+
+def source_coordinates(height, width, control_from, control_to,
+                       regularization=DEFAULT_TPS_REGULARIZATION, pin_border=True):
+    """T(p) for every pixel centre p, in normalised (x, y): [B, H * W, 2] in row-major pixel
+    order (see `warp_image`); control points [B, K, 2] in the float dtype of the result."""
+    dtype = control_to.dtype
+    if pin_border:
+        pins = border_points(height, width, dtype=dtype)
+        pins = tf.broadcast_to(pins[None], [tf.shape(control_to)[0], tf.shape(pins)[0], 2])
+        control_from = tf.concat([control_from, pins], axis=1)
+        control_to = tf.concat([control_to, pins], axis=1)
+    weights, affine = _solve_tps(control_to, control_from, tf.cast(regularization, dtype))
+
+    # Pixel centres in normalised coordinates, [1, H*W, 1] each.
+    gx = (tf.cast(tf.range(width), dtype) + 0.5) / tf.cast(width, dtype)
+    gy = (tf.cast(tf.range(height), dtype) + 0.5) / tf.cast(height, dtype)
+    gy, gx = tf.meshgrid(gy, gx, indexing="ij")
+    gx, gy = tf.reshape(gx, [1, -1, 1]), tf.reshape(gy, [1, -1, 1])
+    # U(|p − c_k|) for every pixel p and centre c_k: [B, H*W, K].
+    u = _tps_kernel(tf.square(gx - control_to[:, None, :, 0])
+                    + tf.square(gy - control_to[:, None, :, 1]))
+    src = []
+    for d in range(2):
+        src.append(affine[:, None, 0, d] + gx[..., 0] * affine[:, None, 1, d]
+                   + gy[..., 0] * affine[:, None, 2, d]
+                   + tf.reduce_sum(u * weights[:, None, :, d], axis=-1))
+    return tf.stack(src, axis=-1)
+
+
+def warp_image(image, control_from, control_to, regularization=DEFAULT_TPS_REGULARIZATION,
+               pin_border=True):
     """Thin-plate-spline warp with bilinear sampling: content at `control_from` moves to `control_to`.
 
     output(p) = image(T(p)), where T is the TPS with T(control_to[k]) = control_from[k] (up to the
-    regulariser). Differentiable in the image and in both sets of control points; runs under
-    tf.function and XLA.
+    regulariser) and, with `pin_border`, T(b) = b at the border points (module docstring).
+    Differentiable in the image and in both sets of control points; runs under tf.function and
+    XLA.
 
     Args:
       image: [B, H, W, C] float (any float dtype).
       control_from, control_to: [B, K, 2] or [K, 2] (x, y) normalised coordinates (module
         docstring), K >= 3 and not all on one line.
       regularization: added to the TPS kernel's diagonal (see `DEFAULT_TPS_REGULARIZATION`).
+      pin_border: hold the border in place (Cole et al.); False gives the plain TPS through the
+        control points alone (an affine motion of all of them is then the affine map).
 
     Returns:
       [B, H, W, C] float32 (float64 for float64 input): the warp is computed in at least float32
@@ -99,23 +163,9 @@ def warp_image(image, control_from, control_to, regularization=DEFAULT_TPS_REGUL
             points = tf.broadcast_to(points[None], [batch, tf.shape(points)[0], 2])
         return points
 
-    control_from, control_to = batched(control_from), batched(control_to)
-    weights, affine = _solve_tps(control_to, control_from, tf.cast(regularization, dtype))
-
-    # Pixel centres in normalised coordinates, [1, H*W, 1] each.
-    gx = (tf.cast(tf.range(w), dtype) + 0.5) / tf.cast(w, dtype)
-    gy = (tf.cast(tf.range(h), dtype) + 0.5) / tf.cast(h, dtype)
-    gy, gx = tf.meshgrid(gy, gx, indexing="ij")
-    gx, gy = tf.reshape(gx, [1, -1, 1]), tf.reshape(gy, [1, -1, 1])
-    # U(|p − c_k|) for every pixel p and centre c_k: [B, H*W, K].
-    u = _tps_kernel(tf.square(gx - control_to[:, None, :, 0])
-                    + tf.square(gy - control_to[:, None, :, 1]))
-    src = []
-    for d in range(2):
-        src.append(affine[:, None, 0, d] + gx[..., 0] * affine[:, None, 1, d]
-                   + gy[..., 0] * affine[:, None, 2, d]
-                   + tf.reduce_sum(u * weights[:, None, :, d], axis=-1))
+    src = source_coordinates(h, w, batched(control_from), batched(control_to), regularization,
+                             pin_border)
     # Normalised → pixel-index coordinates (centres at integers).
-    x = src[0] * tf.cast(w, dtype) - 0.5
-    y = src[1] * tf.cast(h, dtype) - 0.5
+    x = src[..., 0] * tf.cast(w, dtype) - 0.5
+    y = src[..., 1] * tf.cast(h, dtype) - 0.5
     return tf.reshape(_bilinear_sample(image, x, y), shape)

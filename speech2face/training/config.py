@@ -92,3 +92,31 @@ class RuntimeConfig:
     tpu: Optional[str] = None
     mixed_precision: str = "float32"
     jit_compile: bool = False
+
+
+# Task fields that say where things are, not how the model is trained: never a departure.
+_LOCATION_FIELDS = ("decoder_dir", "vggface_weights")
+
+
+def differences_from_paper(task, trainer: TrainerConfig, runtime: RuntimeConfig) -> dict:
+    """{"task.lambda1": {"run": 1e4, "paper": 0.025}, ...}: every setting of a run that is not
+    the paper's. The task configs' defaults are the paper's (`paper_decoder`, `paper_encoder`), as
+    are the trainer's batch size and epochs and float32; written into each run's config.json, so
+    that evaluation's report can list them (docs/design_decisions.md says why each exists)."""
+    out = {}
+    paper_task = type(task)()
+    for field in dataclasses.fields(task):
+        run, paper = getattr(task, field.name), getattr(paper_task, field.name)
+        if field.name not in _LOCATION_FIELDS and run != paper:
+            out[f"task.{field.name}"] = {"run": run, "paper": paper}
+    if trainer.global_batch_size != PAPER_BATCH_SIZE:
+        out["trainer.global_batch_size"] = {"run": trainer.global_batch_size,
+                                            "paper": PAPER_BATCH_SIZE}
+    if trainer.train_steps is not None or trainer.epochs != PAPER_EPOCHS:
+        run = (f"{trainer.train_steps} steps" if trainer.train_steps is not None
+               else f"{trainer.epochs:g} epochs")
+        out["trainer.length"] = {"run": run, "paper": f"{PAPER_EPOCHS:g} epochs"}
+    if runtime.mixed_precision != RuntimeConfig.mixed_precision:
+        out["runtime.mixed_precision"] = {"run": runtime.mixed_precision,
+                                          "paper": RuntimeConfig.mixed_precision}
+    return out

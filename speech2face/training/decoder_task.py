@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from speech2face import data, losses, records
 from speech2face.models import export, face_decoder, vggface
+from speech2face.models import landmarks as landmarks_lib
 from speech2face.training import loop
 
 EVAL_FILE = "decoder_eval.json"
@@ -37,7 +38,8 @@ class DecoderTaskConfig:
       texture_weight: weight of the texture L1.
       perceptual_weight: weight of the perceptual term (VGG-Face features of the rendered vs
         the true face).
-      image_weight: weight of the rendered-image L1 (ours; not in Cole et al.).
+      image_weight: weight of the rendered-image L1 (ours, not in Cole et al.: 0 = off).
+      texture_batch_norm: batch normalisation in the texture branch (ours, not in Cole et al.).
       perceptual_layer: VGG-Face layer of the perceptual term: `fc7` (the face feature itself,
         the rendered image resized to 224×224: Cole et al.'s choice and the default for `paper`),
         `pool3`/`pool2` (convolutional features at the decoder's own resolution: ~10-40× cheaper,
@@ -51,6 +53,7 @@ class DecoderTaskConfig:
     texture_weight: float = face_decoder.DecoderLossWeights.texture
     perceptual_weight: float = face_decoder.DecoderLossWeights.perceptual
     image_weight: float = face_decoder.DecoderLossWeights.image
+    texture_batch_norm: bool = False
     perceptual_layer: Optional[str] = None
     vggface_weights: Optional[str] = None
 
@@ -72,7 +75,7 @@ def _decode_faces(image_size: int):
         return {
             "face_feature": batch["face_feature"],
             "face_image": tf.clip_by_value(images, 0.0, 1.0),
-            "landmarks": face_decoder.pixels_to_normalized(batch["landmarks"], records.FACE_SIZE),
+            "landmarks": landmarks_lib.pixels_to_normalized(batch["landmarks"], records.FACE_SIZE),
             "speaker_id": batch["speaker_id"],
         }
 
@@ -123,7 +126,8 @@ class DecoderTask(loop.Task):
 
     def __init__(self, config: DecoderTaskConfig):
         self.cfg = config
-        self.decoder_config = face_decoder.decoder_config(config.preset)
+        self.decoder_config = dataclasses.replace(face_decoder.decoder_config(config.preset),
+                                                  texture_batch_norm=config.texture_batch_norm)
         self.perceptual_layer = config.resolved_perceptual_layer()
         if self.perceptual_layer != "none" and config.perceptual_weight > 0:
             if not config.vggface_weights:
@@ -143,7 +147,8 @@ class DecoderTask(loop.Task):
         self.feature_scale = 1.0
 
     def config(self) -> dict:
-        return {"architecture": {"model": "face_decoder", "preset": self.cfg.preset},
+        return {"architecture": {"model": "face_decoder", "preset": self.cfg.preset,
+                                 "texture_batch_norm": self.cfg.texture_batch_norm},
                 **dataclasses.asdict(self.cfg), "perceptual_layer": self.perceptual_layer}
 
     def input_options(self, training: bool) -> data.InputOptions:

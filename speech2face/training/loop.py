@@ -106,6 +106,13 @@ def _format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def _differences_from_paper(task: Task, trainer, runtime) -> dict:
+    cfg = getattr(task, "cfg", None)  # the task's config dataclass (both stages have one)
+    if not dataclasses.is_dataclass(cfg):
+        return {}
+    return config_lib.differences_from_paper(cfg, trainer, runtime)
+
+
 def _write_config(model_dir: str, run: dict, task: Task) -> None:
     path = os.path.join(model_dir, CONFIG_FILE)
     resolved = {
@@ -259,7 +266,9 @@ class Trainer:
             _write_config(self.model_dir, {
                 "experiment": self.experiment, "data": dataclasses.asdict(self.data),
                 "trainer": {**dataclasses.asdict(tr), "resolved_train_steps": train_steps},
-                "runtime": dataclasses.asdict(self.runtime)}, self.task)
+                "runtime": dataclasses.asdict(self.runtime),
+                "differs_from_paper": _differences_from_paper(self.task, tr, self.runtime)},
+                self.task)
         keras.utils.set_random_seed(tr.seed)
         self.task.prepare(train_files)
 

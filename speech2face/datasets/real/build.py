@@ -1,4 +1,4 @@
-"""Real data to records (issue 6): AVSpeech, VoxCeleb2 or a pairs CSV -> TFRecord shards, with
+"""Real data to records: AVSpeech, VoxCeleb2 or a pairs CSV -> TFRecord shards, with
 Apache Beam, on one machine (DirectRunner, several processes) or on any Beam runner.
 
     manifest lines (or the VoxCeleb2 tree)

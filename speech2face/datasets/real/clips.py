@@ -1,4 +1,4 @@
-"""One manifest item -> everything of its Example but the face feature (issue 6). No Beam here.
+"""One manifest item -> everything of its Example but the face feature. No Beam here.
 
     probe_media           ffmpeg (imageio-ffmpeg): duration, audio and video streams
     _read_segment         the segment's audio at 16 kHz mono, checked: outside the media, too

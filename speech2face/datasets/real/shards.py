@@ -1,4 +1,4 @@
-"""What a build writes into its output directory (issue 6), and how.
+"""What a build writes into its output directory, and how.
 
     {train,test}-SSSSS-of-NNNNN.tfrecord   the one schema (speech2face.records), ~150 MB each
     rejects.jsonl                          one `manifests.Reject` per line
