@@ -93,6 +93,8 @@ def test_epochs_come_from_dataset_info_and_the_run_is_recorded(tiny_world, tmp_p
     assert differs["trainer.global_batch_size"] == {"run": 4, "paper": 8}
     assert differs["trainer.length"] == {"run": "1 epochs", "paper": "3 epochs"}
     assert "task.vggface_weights" not in differs and "task.image_weight" not in differs
+    # perceptual_layer is compared resolved: the small preset's pool3 against the paper's fc7.
+    assert differs["task.perceptual_layer"] == {"run": "pool3", "paper": "fc7"}
 
 
 def test_precision_is_set_by_the_runtime_config_and_restored(tiny_world, tmp_path):

@@ -105,8 +105,13 @@ def differences_from_paper(task, trainer: TrainerConfig, runtime: RuntimeConfig)
     that evaluation's report can list them (docs/design_decisions.md says why each exists)."""
     out = {}
     paper_task = type(task)()
+
+    def value(cfg, name):  # a field whose default depends on others has `resolved_<name>()`
+        resolved = getattr(cfg, f"resolved_{name}", None)
+        return resolved() if callable(resolved) else getattr(cfg, name)
+
     for field in dataclasses.fields(task):
-        run, paper = getattr(task, field.name), getattr(paper_task, field.name)
+        run, paper = value(task, field.name), value(paper_task, field.name)
         if field.name not in _LOCATION_FIELDS and run != paper:
             out[f"task.{field.name}"] = {"run": run, "paper": paper}
     if trainer.global_batch_size != PAPER_BATCH_SIZE:
