@@ -124,8 +124,8 @@ def feature_distances(pred, true, normalize=True):
     3 s: 48.43° ± 6.01, 0.19 ± 0.03, 9.81 ± 1.74). For unit vectors the L2 distance is fixed by
     the angle: 2·sin(θ/2) = 0.777 at 45.75° (0.820 at 48.43°), and the L1 distance of a dense
     4096-D difference is about √(2·4096/π) = 51.1 times its L2 (simulated: 39.7 for unit
-    Gaussian or ReLU-sparse vectors at 45.75°). So on L2-normalised rows expect L2 ≈ 0.78 and L1 ≈ 40 at the paper's angle, not 0.18 and 9.4. The paper's own
-    L2 and L1 are consistent with each other (L1/L2 = 52.3 at 6 s, 51.6 at 3 s, i.e. dense
+    Gaussian or ReLU-sparse vectors at 45.75°). So on L2-normalised rows expect L2 ≈ 0.78 and
+    L1 ≈ 40 at the paper's angle, not 0.18 and 9.4. The paper's own L2 and L1 are consistent with each other (L1/L2 = 52.3 at 6 s, 51.6 at 3 s, i.e. dense
     differences) and with its angles, but at a common scale factor of about 0.23 (L2: 0.18/0.777
     = 0.232 at 6 s, 0.19/0.820 = 0.232 at 3 s; L1: 0.237 and 0.234), and the L2 spread matches
     too (0.232·cos(θ/2)·5.09° in radians = 0.019 vs 0.02). In other words, its L2/L1 columns look

@@ -85,7 +85,7 @@ def test_incompatible_model_dir_is_refused(tiny_world, tiny_models, tmp_path):
     # A model_dir holding the session's small decoder run (what the check reads: config.json).
     model_dir = str(tmp_path / "decoder")
     os.makedirs(model_dir)
-    shutil.copy(os.path.join(tiny_models.decoder_dir, loop.CONFIG_FILE), model_dir)
+    shutil.copy(os.path.join(tiny_models.decoder_dir, export.RUN_CONFIG), model_dir)
     paper = decoder_task.DecoderTask(decoder_task.DecoderTaskConfig(
         preset="paper", perceptual_weight=0.0))
     with pytest.raises(loop.TrainingError, match="new --model_dir"):

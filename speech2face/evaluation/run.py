@@ -41,13 +41,8 @@ def _trained_step(model_dir):
 
 
 def _differences_from_paper(run_dir):
-    """What a training run recorded as departing from the paper (its config.json), or None
-    when the run did not record it."""
-    path = os.path.join(run_dir, "config.json")
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f).get("differs_from_paper")
+    """What a training run recorded as departing from the paper, or None when it did not."""
+    return (export.read_run_config(run_dir) or {}).get("differs_from_paper")
 
 
 def run_evaluation(model_dir: str, records: str, output_dir: str,

@@ -7,6 +7,8 @@ prediction and stage 2 (load), so that none of them reaches into the training co
     MODEL_DIR/export/voice_encoder.keras   stage 2: the voice encoder
     MODEL_DIR/export/voice_encoder.json             + preset, weights, the decoder and VGG-Face
                                                     weights it was trained against, loss weights
+    MODEL_DIR/config.json                  the run's resolved configuration (the training loop
+                                           writes it), with `differs_from_paper`
 """
 
 import json
@@ -19,6 +21,7 @@ import tensorflow as tf
 from speech2face.models import face_decoder, voice_encoder  # noqa: F401
 
 CHECKPOINT_DIR = "checkpoints"  # MODEL_DIR/checkpoints: the training run's checkpoints
+RUN_CONFIG = "config.json"  # MODEL_DIR/config.json: the training run's resolved configuration
 EXPORT_DIR = "export"
 DECODER_FILE = "face_decoder.keras"
 DECODER_INFO = "face_decoder.json"
@@ -43,6 +46,15 @@ def save_decoder(model, info: dict, model_dir: str) -> str:
 def save_encoder(model, info: dict, model_dir: str) -> str:
     """Writes the stage-2 encoder and its info dict into `model_dir/export`; returns that dir."""
     return _save(model, info, model_dir, ENCODER_FILE, ENCODER_INFO)
+
+
+def read_run_config(model_dir: str):
+    """The training run's config.json as a dict, or None when the run has none."""
+    path = os.path.join(model_dir, RUN_CONFIG)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 def load_decoder(model_dir: str) -> "face_decoder.FaceDecoder":

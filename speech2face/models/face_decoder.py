@@ -9,11 +9,7 @@
 `f_dec` (the Dense layer, `FaceDecoder.first_layer`) is the frozen teacher of the Speech2Face loss
 (paper Eq. 1–2): the loss compares its outputs BEFORE the ReLU (see `FaceDecoder.call`).
 
-Coordinates: landmarks are (x, y) NORMALISED to the image, x, y in [0, 1] from the left/top edge
-of the image to the right/bottom edge, so one set of landmarks serves every resolution; pixel
-(row i, column j) has its centre at ((j + 0.5) / W, (i + 0.5) / H). dlib and the records store
-pixels with centres at integers: convert with
-`speech2face.models.landmarks.pixels_to_normalized`.
+Coordinates: landmarks are (x, y) NORMALISED to the image (`speech2face.models.landmarks`).
 
 Training targets (Cole et al.): landmarks from dlib's 68-point predictor; texture = the face crop
 warped to the mean landmarks (`decoder_losses` computes it); losses in `decoder_losses`.

@@ -53,7 +53,7 @@ class DecoderTaskConfig:
     texture_weight: float = face_decoder.DecoderLossWeights.texture
     perceptual_weight: float = face_decoder.DecoderLossWeights.perceptual
     image_weight: float = face_decoder.DecoderLossWeights.image
-    texture_batch_norm: bool = False
+    texture_batch_norm: bool = face_decoder.DecoderConfig.texture_batch_norm
     perceptual_layer: Optional[str] = None
     vggface_weights: Optional[str] = None
 

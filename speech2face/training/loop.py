@@ -31,12 +31,12 @@ import numpy as np
 import tensorflow as tf
 
 from speech2face import audio, data
+from speech2face.models import export
 from speech2face.records import dataset_info
 from speech2face.training import checkpoints
 from speech2face.training import config as config_lib
 from speech2face.training import strategy as strategy_lib
 
-CONFIG_FILE = "config.json"
 
 
 class TrainingError(RuntimeError):
@@ -114,7 +114,7 @@ def _differences_from_paper(task: Task, trainer, runtime) -> dict:
 
 
 def _write_config(model_dir: str, run: dict, task: Task) -> None:
-    path = os.path.join(model_dir, CONFIG_FILE)
+    path = os.path.join(model_dir, export.RUN_CONFIG)
     resolved = {
         "stage": task.name,
         **run,
