@@ -13,32 +13,35 @@ def _hand_made_face():
     points = np.zeros((68, 2))
     points[0], points[16] = (0.0, 40.0), (120.0, 40.0)  # face width 120
     points[4], points[12] = (15.0, 90.0), (105.0, 90.0)  # jaw width 90
-    points[8] = (60.0, 130.0)  # chin
+    points[8] = (60.0, 130.0)  # chin (gnathion)
     points[27] = (60.0, 40.0)  # nasion
     points[31], points[35] = (48.0, 80.0), (72.0, 80.0)  # nose width 24
-    points[33] = (60.0, 80.0)  # subnasale: nose height 40, lower face height 50
+    points[33] = (60.0, 80.0)  # subnasale: nose height 40
+    points[32], points[34] = (54.0, 82.0), (66.0, 82.0)  # nose polygon: 480 + 2 × 12 px²
     points[36], points[45] = (20.0, 40.0), (100.0, 40.0)  # biocular width 80
     points[39], points[42] = (45.0, 40.0), (75.0, 40.0)  # intercanthal width 30
-    points[48], points[54] = (40.0, 100.0), (80.0, 100.0)  # mouth width 40
-    points[51] = (60.0, 92.0)  # upper lip height 12
+    # Outer lips 48-59 from the left corner, clockwise: mouth width 40, area 496 px² (the
+    # lip height at x = 40, 46, 52, 60, 68, 74, 80 is 0, 12, 16, 16, 16, 12, 0).
+    points[48:60] = [(40, 100), (46, 94), (52, 92), (60, 92), (68, 92), (74, 94), (80, 100),
+                     (74, 106), (68, 108), (60, 108), (52, 108), (46, 106)]
+    points[62] = points[66] = (60.0, 100.0)  # stomion, 8 below the upper lip's top (51)
     return points
 
 
 EXPECTED = {
-    "nose_width": 24.0,
-    "nose_height": 40.0,
-    "nasal_index": 60.0,
+    "upper_lip_height": 20.0,  # subnasale (60, 80) to the stomion (60, 100)
+    "lateral_upper_lip_height_right": np.sqrt(4**2 + 12**2),  # p31 (48, 80) to p50 (52, 92)
+    "lateral_upper_lip_height_left": np.sqrt(4**2 + 12**2),
     "jaw_width": 90.0,
-    "face_width": 120.0,
-    "jaw_face_width_index": 75.0,
-    "upper_lip_height": 12.0,
-    "mouth_width": 40.0,
-    "mouth_face_width_index": 100.0 / 3.0,
-    "intercanthal_width": 30.0,
-    "biocular_width": 80.0,
+    "nose_height": 40.0,
+    "nose_width": 24.0,
+    "labio_oral_region": 496.0,
+    "mandibular_index": 100.0 * 30.0 / 90.0,  # stomion to chin over jaw width
     "intercanthal_index": 37.5,
-    "lower_face_height": 50.0,
-    "lower_face_index": 50.0 / 1.2,
+    "nasal_index": 60.0,
+    "vermilion_height_index": 100.0,  # 8 above the stomion, 8 below
+    "mouth_face_width_index": 100.0 / 3.0,
+    "nose_area": 504.0,
 }
 
 
@@ -63,6 +66,8 @@ def test_indices_are_scale_and_translation_invariant():
     for name in craniofacial.MEASUREMENTS:
         if name.endswith("_index"):
             np.testing.assert_allclose(after[name], before[name], rtol=1e-12)
+        elif name in ("labio_oral_region", "nose_area"):
+            np.testing.assert_allclose(after[name], 3.7**2 * before[name], rtol=1e-12)
         else:
             np.testing.assert_allclose(after[name], 3.7 * before[name], rtol=1e-12)
 
@@ -99,8 +104,18 @@ def test_correlate_output_is_strict_json():
     predicted[:, 31], predicted[:, 35] = (48.0, 80.0), (72.0, 80.0)  # one nose width: r undefined
     result = craniofacial.correlate(faces, predicted, num_shuffles=10)
     assert result["nose_width"]["r"] is None
-    assert isinstance(result["mouth_width"]["r"], float)
+    assert result["nose_width"]["reason"] == "the same on every b face (24)"
+    assert isinstance(result["jaw_width"]["r"], float) and result["jaw_width"]["reason"] is None
     assert json.loads(json.dumps(result, allow_nan=False)) == result
+
+
+def test_a_zero_denominator_is_named():
+    faces = _random_faces(10, seed=6)
+    faces[3, 36] = faces[3, 45]  # no biocular width: no intercanthal index for this face
+    entry = craniofacial.correlate(faces, faces, num_shuffles=0, names=("F2F", "S2F"))[
+        "intercanthal_index"]
+    assert entry["r"] is None and entry["reason"] == (
+        "undefined on 1 of 10 F2F faces (points that coincide)")
 
 
 def test_bad_input_is_a_clear_error():

@@ -52,6 +52,7 @@ def test_encoded_three_seconds_match_the_audio(tiny_world, tiny_models):
     files = data.list_files(os.path.join(world, "test-*.tfrecord"))
     encoded = encode.encode(encoder, decoder, files, (6, 3), limit=2, batch_size=2)
     assert encoded.frames == {"6": 598, "3": 298}
+    assert encoded.exaggerations == [0.0] and encoded.detected_landmarks == {}
     assert encoded.v_s["6"].shape == encoded.v_s["3"].shape == (2, 4096)
     assert encoded.landmarks.shape == (2, 68, 2) and np.isfinite(encoded.landmarks).all()
     # One decoding per feature set: landmarks of every row, faces of the figure sample.
@@ -98,12 +99,20 @@ def test_metrics_json(evaluated):
         assert raw["retrieval"].keys() == {"cos", "l1", "l2"}
         assert raw["distances"]["cos_deg"][0] == pytest.approx(angle, abs=1e-4)
         assert raw["distances"]["l2"][0] != pytest.approx(l2, rel=1e-3)
-        cranio = numbers["craniofacial"]
-        assert cranio.keys() == set(craniofacial.MEASUREMENTS)
-        for entry in cranio.values():
-            assert entry["n"] == 12
-            if entry["r"] is not None:
-                assert -1 <= entry["r"] <= 1 and 0 <= entry["p_value"] <= 1
+        # The paper's study, F2F vs S2F on dlib's landmarks, at e = 0 and 0.7; the decoder's
+        # landmark branch as a second source; true vs S2F as an extra.
+        for source in ("craniofacial_f2f_s2f", "craniofacial_f2f_s2f_decoder_landmarks"):
+            assert numbers[source].keys() == {"0", "0.7"}, source
+            tables = list(numbers[source].values())
+        tables.append(numbers["craniofacial_true_s2f"])
+        for table in tables:
+            assert table.keys() == set(craniofacial.MEASUREMENTS)
+            for entry in table.values():
+                assert entry["n"] == 12
+                if entry["r"] is None:  # no empty cell without a reason
+                    assert entry["reason"]
+                else:
+                    assert -1 <= entry["r"] <= 1 and 0 <= entry["p_value"] <= 1
         assert numbers["attributes"].keys() == set(toy_attributes.TOY_ATTRIBUTES)
         for name, entry in numbers["attributes"].items():
             assert entry["classes"] == list(toy_attributes.TOY_ATTRIBUTES[name])
@@ -111,7 +120,15 @@ def test_metrics_json(evaluated):
             for field in ("agreement", "chance_agreement", "true_face_vs_truth",
                           "reconstruction_vs_truth"):
                 assert 0 <= entry[field] <= 100
-    assert saved["craniofacial_from_v_f"]["nasal_index"]["n"] == 12
+            for row, counts in zip(entry["confusion_percent"], entry["confusion"]):
+                assert row is None if not sum(counts) else sum(row) == pytest.approx(100)
+    # The toy world's classifiers read features: F2F would compare v_f with itself.
+    assert all("feature classifier" in e["reason"] for e in saved["attributes_f2f"].values())
+    cranio = saved["craniofacial"]
+    assert cranio["exaggerations"] == [0.0, 0.7] and cranio["faces"] == 12
+    assert cranio["measurements"].keys() == set(craniofacial.MEASUREMENTS)
+    assert "dlib" in cranio["landmarks"]
+    assert cranio["true_f2f"]["nasal_index"]["n"] == 12
     assert saved == json.loads(json.dumps(result))
 
 
@@ -127,7 +144,9 @@ def test_report(evaluated):
                  "| 3 s | cosine | paper | 8.54 | 13.64 | 24.80 | 38.54 |",
                  "| any | — | chance, 12 faces | 8.33 | 16.67 | 41.67 | 83.33 |",
                  "fewer than the 5000 requested, so all 12", "÷0.232", "norm ≈ 0.232",
-                 "RANDOM VGG-Face", "nasal_index", "\\|p31 − p35\\|", "*masculinity*",
+                 "RANDOM VGG-Face", "nasal_index", "\\|p31 − p35\\|", "*masculinity, S2F, 6 s*",
+                 "## Craniofacial measurements: F2F vs S2F", "| r (e = 0) | p | r (e = 0.7) |",
+                 "**3 s of speech**", "landmark branch", "Not the paper's comparison",
                  "feminine", "recall_at_k.png", "| 6 s | L2 | ours, raw features |",
                  "| 6 s | ours, raw features |", "## Settings that differ from the paper",
                  "| encoder | `task.preset` | small | paper |",
@@ -170,7 +189,7 @@ def test_tensorboard_summaries(evaluated, tiny_models):
     assert result["files"]["summaries"] == directory
     tags = helpers.summary_tags(directory)
     for tag in ("eval/retrieval_cos_r10_6s", "eval/retrieval_l1_r1_3s", "eval/chance_r1_6s",
-                "eval/distance_cos_deg_6s", "eval/craniofacial_r_nasal_index_6s",
+                "eval/distance_cos_deg_6s", "eval/craniofacial_r_nasal_index_6s_e0.7",
                 "eval/attribute_agreement_masculinity_3s", "eval/faces_true_vf_vs",
                 "eval/report"):
         assert tag in tags, tag
@@ -184,7 +203,8 @@ def test_gallery_size_and_cli(tiny_world, tiny_models, tmp_path):
     proc = subprocess.run(
         [sys.executable, "evaluate.py", f"--model_dir={tiny_models.encoder_dir}",
          f"--records={world}/test-*.tfrecord,{world}/train-*.tfrecord", f"--output_dir={out}",
-         "--gallery_size=5", "--durations=6", "--batch_size=2", "--nosummaries"],
+         "--gallery_size=5", "--durations=6", "--batch_size=2", "--nosummaries",
+         "--exaggeration=1.4", "--study_size=4"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "S2F -> face retrieval among 5 faces" in proc.stdout
@@ -194,9 +214,12 @@ def test_gallery_size_and_cli(tiny_world, tiny_models, tmp_path):
     assert list(saved["durations"]) == ["6"]
     assert saved["durations"]["6"]["chance"]["1"] == 20.0
     assert saved["durations"]["6"]["chance"]["10"] == 100.0
+    assert saved["craniofacial"]["exaggerations"] == [0.0, 1.4]
+    study = saved["durations"]["6"]["craniofacial_f2f_s2f"]
+    assert study.keys() == {"0", "1.4"} and study["1.4"]["nasal_index"]["n"] == 4
     report = (out / "report.md").read_text()
     assert "the first 5 test clips" in report and "requested" not in report
-    assert "| 3 s |" not in report
+    assert "| 3 s |" not in report and "| r (e = 0) | p | r (e = 1.4) | p |" in report
 
 
 def test_cli_errors_are_one_line(tiny_world, tmp_path):
@@ -248,9 +271,13 @@ def test_plugged_in_classifiers(tiny_world, tiny_models, tmp_path):
     assert set(entries) == {"brightness", "sign"}
     for entry in entries.values():
         assert np.sum(entry["confusion"]) == 6 and "true_face_vs_truth" not in entry
+    # F2F vs the true face, for the image classifier: the decoder's upper bound.
+    f2f = result["attributes_f2f"]
+    assert np.sum(f2f["brightness"]["confusion"]) == 6 and "reason" in f2f["sign"]
     assert "summaries" not in result["files"]
     report = (tmp_path / "report.md").read_text()
     assert "| brightness | dark, light |" in report and "masculinity" not in report
+    assert "*brightness, F2F*" in report and "*sign, F2F*" not in report
     with pytest.raises(TypeError, match="not an attribute classifier"):
         attributes.check_classifiers([object()])
 
@@ -260,6 +287,7 @@ def test_attribute_agreement_counts():
     entry = attributes.attribute_agreement(classifier, np.array([0, 0, 1, 1]),
                                            np.array([0, 1, 1, 1]), truth=np.array([0, 0, 0, 1]))
     assert entry["confusion"] == [[1, 1], [0, 2]]
+    assert entry["confusion_percent"] == [[50.0, 50.0], [0.0, 100.0]]
     assert entry["agreement"] == 75.0
     # Marginals: true face (2, 2), reconstruction (1, 3): (2·1 + 2·3) / 16.
     assert entry["chance_agreement"] == 50.0

@@ -1,13 +1,15 @@
 r"""Evaluates a trained voice encoder with the paper's protocol (docs/evaluation.md).
 
     python evaluate.py --model_dir=runs/encoder --records='toy/test-*.tfrecord' \
-        --output_dir=runs/encoder/evaluation [--gallery_size=5000] [--durations=6,3]
+        --output_dir=runs/encoder/evaluation [--gallery_size=5000] [--durations=6,3] \
+        [--exaggeration=0,0.7] [--study_size=1000]
 
 Loads the exported encoder of --model_dir and the face decoder of the stage-1 run it was trained
 against (--decoder_dir overrides), encodes the first --gallery_size test clips at every duration
 (3 s = the first 3 s of the stored 6 s segment), and writes to --output_dir:
-  metrics.json   retrieval recall@K (cos, L1, L2) beside chance, feature distances, craniofacial
-                 correlations, attribute agreement; per duration
+  metrics.json   retrieval recall@K (cos, L1, L2) beside chance, feature distances (normalised
+                 and raw features), the F2F/S2F craniofacial study per --exaggeration,
+                 attribute agreement; per duration
   report.md      the paper's tables with our numbers, the paper's and chance side by side
   *.png          recall@K curves, distance histograms, true | from v_f | from v_s faces
 and TensorBoard scalars (eval/retrieval_cos_r10_6s, ...) into --model_dir/eval.
@@ -44,6 +46,11 @@ flags.DEFINE_integer("gallery_size", _DEFAULTS["gallery_size"], "Gallery (= quer
                      "all of them when the test set is smaller (the report says so).")
 flags.DEFINE_list("durations", [f"{d:g}" for d in _DEFAULTS["durations"]], "Input lengths in seconds, each at most the 6 s the "
                   "records store.")
+flags.DEFINE_list("exaggeration", [f"{e:g}" for e in _DEFAULTS["exaggerations"]],
+                  "Exaggerations e of the craniofacial study's S2F faces, decoded from mean + "
+                  "(1 + e)(v_s - mean) (the paper's numbers match the authors' 0.7 renders).")
+flags.DEFINE_integer("study_size", _DEFAULTS["study_size"], "Test clips of the craniofacial "
+                     "study (the first this many; the paper's: 1,000).")
 flags.DEFINE_integer("batch_size", _DEFAULTS["batch_size"], "Clips per encoder and decoder call.")
 flags.DEFINE_string("decoder_dir", None, "Stage-1 run to decode faces with (default: the one "
                     "the encoder was trained against, as its export records).")
@@ -94,10 +101,15 @@ def main(argv):
     except ValueError as e:
         raise app.UsageError(f"--durations must be numbers of seconds, e.g. 6,3: {e}") from e
     try:
+        exaggerations = [float(e) for e in FLAGS.exaggeration]
+    except ValueError as e:
+        raise app.UsageError(f"--exaggeration must be numbers, e.g. 0,0.7: {e}") from e
+    try:
         result = evaluation.run_evaluation(
             FLAGS.model_dir, FLAGS.records, FLAGS.output_dir, gallery_size=FLAGS.gallery_size,
             durations=durations, attribute_classifiers=_classifiers(), decoder_dir=FLAGS.decoder_dir,
             batch_size=FLAGS.batch_size, num_sample=FLAGS.num_sample,
+            exaggerations=exaggerations, study_size=FLAGS.study_size,
             write_summaries=FLAGS.summaries)
     except (FileNotFoundError, data.NoRecordsError, ValueError, TypeError) as e:
         # Errors a user causes (no export, no records, bad flags) end in one line, not a trace.

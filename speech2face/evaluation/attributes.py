@@ -94,26 +94,44 @@ def attribute_agreement(classifier, true_labels, recon_labels, truth=None) -> di
       truth: optional int [N] known classes (toy world).
 
     Returns:
-      {"classes", "n", "agreement", "chance_agreement" (percent), "confusion" (rows: class of
-      the true face, columns: class of the reconstruction), and with `truth` "true_face_vs_truth",
-      "reconstruction_vs_truth" (percent)}.
+      {"classes", "n", "agreement", "chance_agreement" (percent), "confusion" (counts; rows:
+      class of the true face, columns: class of the reconstruction), "confusion_percent" (each
+      row normalised to 100 %, as the paper shows them; None for a class no true face has), and
+      with `truth` "true_face_vs_truth", "reconstruction_vs_truth" (percent)}.
     """
     k = len(classifier.classes)
     agree, chance, confusion = _agreement(true_labels, recon_labels, k)
+    totals = confusion.sum(axis=1)
     out = {"classes": list(classifier.classes), "n": int(len(true_labels)), "agreement": agree,
-           "chance_agreement": chance, "confusion": confusion.tolist()}
+           "chance_agreement": chance, "confusion": confusion.tolist(),
+           "confusion_percent": [(100.0 * row / total).tolist() if total else None
+                                 for row, total in zip(confusion, totals)]}
     if truth is not None:
         out["true_face_vs_truth"] = _agreement(truth, true_labels, k)[0]
         out["reconstruction_vs_truth"] = _agreement(truth, recon_labels, k)[0]
     return out
 
 
-
-
-def tables_of(enc, classifiers, batch_size: int = 32) -> Dict[str, dict]:
-    """{duration key: `attribute_table`} of an `encode.Encoded`."""
+def tables_of(enc, classifiers, batch_size: int = 32):
+    """({duration key: `attribute_table`}, F2F table) of an `encode.Encoded`. The F2F table
+    compares the true face with the face decoded from v_f (the decoder's "pseudo upper bound"
+    of the paper's supplement), for image classifiers; a feature classifier reads v_f for both,
+    so its entry is {"reason": ...} instead."""
     true_labels = true_face_labels(enc, classifiers, batch_size)
-    return {key: attribute_table(enc, key, classifiers, true_labels) for key in enc.durations}
+    by_duration = {key: attribute_table(enc, key, classifiers, true_labels)
+                   for key in enc.durations}
+    f2f = {c.name: (attribute_agreement(c, true_labels[c.name], enc.f2f_labels[c.name],
+                                        _truth(c, enc))
+                    if input_kind(c) == "image" else
+                    {"reason": "a feature classifier reads v_f itself for the true face and "
+                               "for F2F (100 % by construction)"})
+           for c in classifiers}
+    return by_duration, f2f
+
+
+def _truth(classifier, enc):
+    return (np.asarray(classifier.true_labels(enc.speaker_ids))
+            if getattr(classifier, "true_labels", None) is not None else None)
 
 
 def true_face_labels(enc, classifiers, batch_size: int = 32) -> Dict[str, np.ndarray]:
@@ -147,7 +165,5 @@ def attribute_table(enc, key: str, classifiers, true_labels) -> dict:
             recon = predict_labels(c, enc.v_s[key])
         else:
             recon = enc.decoded_labels[key][c.name]
-        truth = (np.asarray(c.true_labels(enc.speaker_ids))
-                 if getattr(c, "true_labels", None) is not None else None)
-        out[c.name] = attribute_agreement(c, true_labels[c.name], recon, truth)
+        out[c.name] = attribute_agreement(c, true_labels[c.name], recon, _truth(c, enc))
     return out

@@ -2,7 +2,7 @@
 
     records ─► stored spectrogram [598, 257, 2] ─► first F(d) frames ─► voice encoder ─► v_s(d)
             └► v_f, the true 68 landmarks, face JPEGs
-    decoder(v_f), decoder(v_s(d)) ─► landmarks of every example, the faces of the figure sample
+    decoder(v_f) = F2F, decoder(v_s(d)) = S2F, decoder(exaggerated v_s(d)) ─► landmarks, faces
 
 `encode` reads the records once, runs the voice encoder once per duration and the face decoder
 once per feature set, and returns an `Encoded`. The protocols (feature distances and retrieval in
@@ -17,8 +17,11 @@ Gallery: the first `limit` examples of the sorted record files, read one file af
 the set does not depend on reader parallelism; `data.input_fn` interleaves files).
 
 Landmarks: the true ones are those stored in the records (`face/landmarks`: exact for the toy
-world, dlib's 68-point predictor for real faces); those of a reconstruction come from the face
-decoder's landmark branch, in pixels of the same 224×224 crop.
+world, dlib's 68-point predictor for real faces). Of a decoded face there are two: the face
+decoder's landmark branch (`decoded_landmarks`), and dlib's 68-point predictor run on the decoded
+image (`detected_landmarks`, `speech2face.models.dlib_landmarks`), both in pixels of the 224
+frame. The craniofacial study (the first `study_size` rows) reads both; exaggerated faces
+(`FaceDecoder.exaggerate`) are decoded for those rows only.
 """
 
 import dataclasses
@@ -35,12 +38,18 @@ from speech2face.evaluation import attributes
 from speech2face.models import voice_encoder
 from speech2face.models import landmarks as landmarks_lib
 
-V_F = "v_f"  # the key of the faces decoded from the true face features
+V_F = "v_f"  # the key of the faces decoded from the true face features (F2F)
 
 
 def duration_key(seconds: float) -> str:
     """The key of a duration in metrics.json and summary tags: 6 -> "6", 4.5 -> "4.5"."""
     return f"{float(seconds):g}"
+
+
+def face_key(duration: str, exaggeration: float = 0.0) -> str:
+    """The key of the faces decoded from v_s at a duration key and an exaggeration: the
+    duration key itself at e = 0 ("6"), else e.g. "6@e0.7"."""
+    return duration if exaggeration == 0 else f"{duration}@e{float(exaggeration):g}"
 
 
 def duration_frames(seconds: float, stored_frames: int) -> int:
@@ -77,12 +86,17 @@ class Encoded:
       sample: rows of the face figure, the first clip of each of the first speakers.
       frames: {duration key: spectrogram frames the encoder saw}.
       v_s: {duration key: float32 [N, 4096]} predicted face features.
-      decoded_landmarks: {V_F or duration key: float32 [N, 68, 2]} landmarks of the faces
-        decoded from v_f and from each v_s, pixels of the 224 crop.
+      exaggerations: the e of the exaggerated S2F faces (0 always first).
+      study_size: rows 0 .. study_size - 1 are those of the craniofacial study.
+      decoded_landmarks: {face key: float32 [rows, 68, 2]} the decoder's landmark branch for
+        the faces decoded from v_f (V_F) and from each v_s (`face_key(duration, e)`), pixels of
+        the 224 crop; N rows at e = 0, `study_size` rows for exaggerated faces.
+      detected_landmarks: {face key: float32 [study_size, 68, 2]} dlib's 68 points on the same
+        decoded images (empty when no landmark predictor was given).
       decoded_faces: {V_F or duration key: {sample row: float32 image [S, S, 3]}}.
-      decoded_labels: {duration key: {classifier name: int [N]}}: the image attribute
-        classifiers' labels of the faces decoded from v_s, taken as they pass (all N faces would
-        not fit in memory).
+      decoded_labels: {V_F or duration key: {classifier name: int [N]}}: the image attribute
+        classifiers' labels of the faces decoded from v_f and from v_s, taken as they pass (all
+        N faces would not fit in memory).
     """
 
     speaker_ids: List[str] = dataclasses.field(default_factory=list)
@@ -93,7 +107,10 @@ class Encoded:
     sample: List[int] = dataclasses.field(default_factory=list)
     frames: Dict[str, int] = dataclasses.field(default_factory=dict)
     v_s: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    exaggerations: List[float] = dataclasses.field(default_factory=lambda: [0.0])
+    study_size: int = 0
     decoded_landmarks: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    detected_landmarks: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     decoded_faces: Dict[str, Dict[int, np.ndarray]] = dataclasses.field(default_factory=dict)
     decoded_labels: Dict[str, Dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
 
@@ -101,9 +118,16 @@ class Encoded:
     def durations(self) -> List[str]:
         return list(self.v_s)
 
+    @property
+    def f2f_labels(self) -> Dict[str, np.ndarray]:
+        """{classifier name: int [N]}: the image classifiers' labels of the F2F faces."""
+        return self.decoded_labels.get(V_F, {})
+
 
 def encode(encoder, decoder, files: Sequence[str], durations: Sequence[float], limit=None,
-           batch_size: int = 32, num_sample: int = 8, image_classifiers=()) -> Encoded:
+           batch_size: int = 32, num_sample: int = 8, image_classifiers=(),
+           exaggerations: Sequence[float] = (0.0,), study_size: int = 1000,
+           landmark_predictor=None) -> Encoded:
     """Reads the first `limit` examples of `files`, computes v_s at every duration and decodes
     faces from v_f and from each v_s.
 
@@ -117,15 +141,29 @@ def encode(encoder, decoder, files: Sequence[str], durations: Sequence[float], l
       num_sample: speakers of the figure sample.
       image_classifiers: attribute classifiers that look at faces: their labels of the decoded
         faces go into `decoded_labels`, and every face JPEG is kept for their true-face labels.
+      exaggerations: e of `decoder.exaggerate` at which S2F faces of the study rows are also
+        decoded (0, v_s itself, is always included).
+      study_size: rows of the craniofacial study (the first this many, at most all).
+      landmark_predictor: callable faces [B, S, S, 3] -> landmarks [B, 68, 2] in pixels of the
+        224 frame (e.g. `dlib_landmarks.AlignedLandmarkPredictor`), or None: no
+        `detected_landmarks`.
     """
     out = _read_and_encode(encoder, files, durations, limit, batch_size, num_sample,
                            keep_all_jpegs=bool(image_classifiers))
-    for key, features in [(V_F, out.v_f)] + list(out.v_s.items()):
-        classifiers = image_classifiers if key != V_F else ()
-        (out.decoded_landmarks[key], labels,
-         out.decoded_faces[key]) = _decode(decoder, features, batch_size, classifiers, out.sample)
-        if key != V_F:
-            out.decoded_labels[key] = labels
+    out.exaggerations = [0.0] + sorted({float(e) for e in exaggerations} - {0.0})
+    out.study_size = min(int(study_size), len(out.v_f))
+    jobs = [(V_F, out.v_f, image_classifiers)]
+    jobs += [(key, v_s, image_classifiers) for key, v_s in out.v_s.items()]
+    jobs += [(face_key(key, e), decoder.exaggerate(v_s[:out.study_size], e), ())
+             for key, v_s in out.v_s.items() for e in out.exaggerations[1:]]
+    for key, features, classifiers in jobs:
+        decoded = _decode(decoder, np.asarray(features, np.float32), batch_size, classifiers,
+                          out.sample, landmark_predictor, out.study_size)
+        out.decoded_landmarks[key], labels, faces, detected = decoded
+        if key in out.v_s or key == V_F:
+            out.decoded_faces[key], out.decoded_labels[key] = faces, labels
+        if landmark_predictor is not None:
+            out.detected_landmarks[key] = detected
     return out
 
 
@@ -184,11 +222,13 @@ def _read_and_encode(encoder, files, durations, limit, batch_size, num_sample, k
     return out
 
 
-def _decode(decoder, features, batch_size, classifiers, keep_rows):
-    """The face decoder over features [N, 4096] in batches -> (landmarks [N, 68, 2] in pixels of
-    the 224 crop, {classifier name: int [N]} of the faces resized to 224, {row: image})."""
+def _decode(decoder, features, batch_size, classifiers, keep_rows, predictor, study_size):
+    """The face decoder over features [N, 4096] in batches -> (the landmark branch [N, 68, 2] in
+    pixels of the 224 crop, {classifier name: int [N]} of the faces resized to 224,
+    {row: image}, dlib's landmarks [min(N, study_size), 68, 2] or None)."""
     keep_rows = set(keep_rows)
     landmarks, labels, kept = [], {c.name: [] for c in classifiers}, {}
+    detected = []
     for start in range(0, len(features), batch_size):
         out = decoder(tf.constant(features[start:start + batch_size]), training=False)
         landmarks.append(landmarks_lib.normalized_to_pixels(out["landmarks"].numpy(),
@@ -196,9 +236,11 @@ def _decode(decoder, features, batch_size, classifiers, keep_rows):
         images = out["image"].numpy()
         for i in keep_rows.intersection(range(start, start + len(images))):
             kept[i] = images[i - start]
+        if predictor is not None and start < study_size:
+            detected.append(predictor(images[:study_size - start]))
         if classifiers:
             resized = tf.image.resize(images, [records.FACE_SIZE] * 2).numpy().clip(0, 1)
             for c in classifiers:
                 labels[c.name].append(attributes.predict_labels(c, resized))
-    return (np.concatenate(landmarks), {k: np.concatenate(v) for k, v in labels.items()}, kept)
-
+    return (np.concatenate(landmarks), {k: np.concatenate(v) for k, v in labels.items()}, kept,
+            np.concatenate(detected) if detected else None)

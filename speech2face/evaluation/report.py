@@ -29,8 +29,6 @@ PAPER = {
     },
     "random_row": (1.0, 2.0, 5.0, 10.0),
     "gallery_size": 5000,
-    "craniofacial": {"nasal_index": 0.38, "nose_width": 0.35},
-    "craniofacial_random": 0.02,
 }
 # The paper's L2/L1 look like distances between vectors of norm ≈ 0.232 (metrics.py,
 # `feature_distances`); ours are on unit vectors. Dividing theirs by this compares like with like.
@@ -212,35 +210,73 @@ def _fmt(x, spec=".2f"):
     return "—" if x is None else format(x, spec)
 
 
+def _r(entry, table_missing="fewer than 3 faces"):
+    """An r cell: the value, or "n/a: why"."""
+    if entry is None:
+        return f"n/a: {table_missing}"
+    return f"n/a: {entry['reason']}" if entry["r"] is None else f"{entry['r']:.2f}"
+
+
+def _p(entry):
+    return "n/a" if entry is None or entry["p_value"] is None else f"{entry['p_value']:.2g}"
+
+
 def _craniofacial_section(result, keys):
-    lines = ["## Craniofacial measurements", "",
-             "Pearson r (and scipy's p-value) between each measurement on the true face "
-             "(landmarks stored in the records: exact for the toy world, dlib's 68 points for "
-             "real faces) and on the face decoded from v_s (the decoder's landmark branch, "
-             "pixels of the 224 crop). *From v_f*: the face decoded from the true face feature "
-             "(the decoder's own ceiling). *Random*: mean |r| over shuffled pairings "
-             f"(paper's random baseline: {PAPER['craniofacial_random']}).", ""]
-    tables = {key: result["durations"][key]["craniofacial"] for key in keys}
-    if not any(tables.values()):
-        return lines + ["Not computed: it needs at least 3 test faces with landmarks.", ""]
-    ref = result.get("craniofacial_from_v_f") or {}
-    header = ["Measurement", "Landmarks"]
+    info = result.get("craniofacial") or {}
+    es = [craniofacial.exaggeration_key(e) for e in info.get("exaggerations", [0.0])]
+    lines = ["## Craniofacial measurements: F2F vs S2F", "",
+             "The paper's study (supplement): each measurement on the face decoded from the "
+             "true face feature (F2F) and on the face decoded from speech (S2F), both from "
+             f"landmarks detected on the decoded images ({info.get('landmarks')}); Pearson r "
+             f"and scipy's p over the first {info.get('faces')} test clips. S2F at "
+             "exaggeration e is decoded from mean + (1 + e)(v_s − mean) "
+             "(`FaceDecoder.exaggerate`; F2F always from v_f itself). *Random |r|*: mean |r| "
+             f"over {info.get('num_shuffles')} random F2F/S2F pairings. The paper (the authors' "
+             "e = 0.7 renders): "
+             + ", ".join(f"{name} {r}" for name, r in craniofacial.PAPER.items())
+             + f", random {craniofacial.PAPER_RANDOM}. Distances and areas are pixels of the "
+             "224 frame; \"≈\" marks dlib points standing in for an anthropometric point "
+             "dlib does not place.", ""]
     for key in keys:
-        header += [f"r ({key} s)", "p"]
-    header += ["r from v_f", "random |r|", "paper r"]
-    rows = []
-    for name in craniofacial.MEASUREMENTS:
-        row = [name, craniofacial.describe(name).split(": ", 1)[-1]]
-        first = None
-        for key in keys:
-            entry = (tables[key] or {}).get(name, {})
-            first = first or entry
-            row += [_fmt(entry.get("r")), _fmt(entry.get("p_value"), ".2g")]
-        row += [_fmt(ref.get(name, {}).get("r")), _fmt((first or {}).get("baseline_abs_r"), ".3f"),
-                _fmt(PAPER["craniofacial"].get(name))]
-        rows.append(row)
-    count = next(t for t in tables.values() if t)[craniofacial.MEASUREMENTS[0]]["n"]
-    return lines + [_table(header, rows), "", f"{count} faces.", ""]
+        tables = result["durations"][key].get("craniofacial_f2f_s2f") or {}
+        header = ["Measurement", "Landmarks"]
+        for e in es:
+            header += [f"r (e = {e})", "p"]
+        header += [f"random |r| (e = {es[-1]})", "paper r (e = 0.7)"]
+        rows = []
+        for name in craniofacial.MEASUREMENTS:
+            row = [name, craniofacial.describe(name)]
+            for e in es:
+                entry = (tables.get(e) or {}).get(name)
+                row += [_r(entry), _p(entry)]
+            last = (tables.get(es[-1]) or {}).get(name) or {}
+            row += [_fmt(last.get("baseline_abs_r"), ".3f"),
+                    _fmt(craniofacial.PAPER.get(name)) if name in craniofacial.PAPER
+                    else "not reported"]
+            rows.append(row)
+        lines += [f"**{key} s of speech**", "", _table(header, rows), ""]
+
+    lines += ["Second source, the face decoder's landmark branch on the same faces (r; F2F "
+              "vs S2F):", ""]
+    header, columns = ["Measurement"], []
+    for key in keys:
+        for e in es:
+            header.append(f"{key} s, e = {e}")
+            tables = result["durations"][key].get("craniofacial_f2f_s2f_decoder_landmarks") or {}
+            columns.append(tables.get(e) or {})
+    rows = [[name] + [_r(c.get(name)) for c in columns] for name in craniofacial.MEASUREMENTS]
+    lines += [_table(header, rows), ""]
+
+    true_f2f = info.get("true_f2f")
+    lines += ["Not the paper's comparison: the true face's stored landmarks (exact for the toy "
+              "world, dlib's for real faces) against the landmark branch of S2F (e = 0) and of "
+              "F2F (the decoder's own ceiling):", ""]
+    header = ["Measurement"] + [f"true vs S2F, {key} s" for key in keys] + ["true vs F2F"]
+    rows = [[name] + [_r((result["durations"][key].get("craniofacial_true_s2f") or {})
+                         .get(name), "fewer than 3 faces with true landmarks") for key in keys]
+            + [_r((true_f2f or {}).get(name), "fewer than 3 faces with true landmarks")]
+            for name in craniofacial.MEASUREMENTS]
+    return lines + [_table(header, rows), ""]
 
 
 def _attribute_section(result, keys):
@@ -251,28 +287,41 @@ def _attribute_section(result, keys):
                         "(Face++); plug any classifier in with `run_evaluation("
                         "attribute_classifiers=[...])` (see `speech2face.evaluation.attributes.AttributeClassifier`)"
                         " or `evaluate.py --attribute_classifier=module:factory`.", ""]
+    f2f = result.get("attributes_f2f") or {}
     lines += ["Agreement (%) between the class of the true face and that of the reconstruction "
-              "from speech; chance = agreement of independent labels with the same class "
-              "shares. Where the truth is known (toy world), also how often each matches it.",
+              "from speech (S2F); chance = agreement of independent labels with the same class "
+              "shares; *F2F*: the same for the face decoded from v_f (the decoder's upper "
+              "bound). Where the truth is known (toy world), also how often each matches it.",
               ""]
-    header = ["Attribute", "Classes"] + [f"agreement {k} s" for k in keys] + [
-        "chance", "true face vs truth", f"v_s {keys[0]} s vs truth"]
+    header = ["Attribute", "Classes"] + [f"S2F {k} s" for k in keys] + [
+        "F2F", "chance", "true face vs truth", f"S2F {keys[0]} s vs truth"]
     rows = []
     for name in classifiers:
         entries = [result["durations"][k]["attributes"][name] for k in keys]
+        upper = f2f.get(name) or {"reason": "not computed"}
         rows.append([name, ", ".join(entries[0]["classes"])]
                     + [f"{e['agreement']:.1f}" for e in entries]
-                    + [f"{entries[0]['chance_agreement']:.1f}",
+                    + [f"{upper['agreement']:.1f}" if "agreement" in upper
+                       else f"n/a: {upper['reason']}",
+                       f"{entries[0]['chance_agreement']:.1f}",
                        _fmt(entries[0].get("true_face_vs_truth"), ".1f"),
                        _fmt(entries[0].get("reconstruction_vs_truth"), ".1f")])
     lines += [_table(header, rows), ""]
     lines += ["Classifiers: " + "; ".join(f"`{k}`: {v}" for k, v in classifiers.items()), ""]
-    lines += [f"Confusion matrices ({keys[0]} s; rows: true face, columns: reconstruction):", ""]
+    lines += ["Confusion matrices, each row normalised to 100 % as the paper shows them (rows: "
+              "class of the true face, columns: class of the reconstruction; n: true faces of "
+              "the row):", ""]
     for name in classifiers:
-        entry = result["durations"][keys[0]]["attributes"][name]
-        classes = entry["classes"]
-        rows = [[f"**{c}**"] + row for c, row in zip(classes, entry["confusion"])]
-        lines += [f"*{name}*", "", _table([""] + list(classes), rows), ""]
+        pairs = [(f"S2F, {keys[0]} s", result["durations"][keys[0]]["attributes"][name])]
+        if "confusion" in (f2f.get(name) or {}):
+            pairs.append(("F2F", f2f[name]))
+        for label, entry in pairs:
+            classes = entry["classes"]
+            rows = [[f"**{c}**"] + (["—"] * len(classes) if pct is None
+                                    else [f"{v:.1f}" for v in pct]) + [str(sum(counts))]
+                    for c, pct, counts in zip(classes, entry["confusion_percent"],
+                                              entry["confusion"])]
+            lines += [f"*{name}, {label}*", "", _table([""] + list(classes) + ["n"], rows), ""]
     return lines
 
 
@@ -290,9 +339,10 @@ def write_eval_summaries(model_dir, result, grid=None, text=None) -> str:
                 tf.summary.scalar(f"eval/chance_r{k}_{key}s", value)
             for name, (mean, _) in numbers["distances"].items():
                 tf.summary.scalar(f"eval/distance_{name}_{key}s", mean)
-            for name, entry in (numbers["craniofacial"] or {}).items():
-                if entry["r"] is not None:
-                    tf.summary.scalar(f"eval/craniofacial_r_{name}_{key}s", entry["r"])
+            for e, table in (numbers["craniofacial_f2f_s2f"] or {}).items():
+                for name, entry in table.items():
+                    if entry["r"] is not None:
+                        tf.summary.scalar(f"eval/craniofacial_r_{name}_{key}s_e{e}", entry["r"])
             for name, entry in numbers["attributes"].items():
                 tf.summary.scalar(f"eval/attribute_agreement_{name}_{key}s", entry["agreement"])
         if grid is not None:

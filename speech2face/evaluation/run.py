@@ -2,8 +2,8 @@
 
     records ─► encode.encode (one pass: v_s per duration, v_f, decoded faces and landmarks)
             ─► metrics.feature_metrics   feature distances; S2F → face retrieval beside chance
-            ─► craniofacial              landmark correlations of true and reconstructed faces
-            ─► attributes                agreement of attribute classifiers on both faces
+            ─► craniofacial              the F2F/S2F study on detected landmarks, per exaggeration
+            ─► attributes                agreement of attribute classifiers, S2F and F2F
             ─► report, figures           metrics.json, report.md, PNGs, TensorBoard scalars
 
 `run_evaluation` does all of it into `output_dir` (and `model_dir/eval` for TensorBoard). Every
@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from speech2face import data, metrics
 from speech2face.evaluation import attributes, craniofacial, encode, figures, report
-from speech2face.models import export
+from speech2face.models import dlib_landmarks, export
 from speech2face.records import dataset_info
 
 KS = metrics.DEFAULT_KS
@@ -49,6 +49,8 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
                    gallery_size: int = 5000, durations: Sequence[float] = (6, 3),
                    attribute_classifiers=None, decoder_dir=None, batch_size: int = 32,
                    num_sample: int = 8, num_shuffles: int = 1000, seed: int = 0,
+                   exaggerations: Sequence[float] = (0.0, 0.7),
+                   study_size: int = craniofacial.STUDY_SIZE,
                    write_summaries: bool = True) -> dict:
     """Evaluates the voice encoder exported in `model_dir` on held-out records (docs/evaluation.md).
 
@@ -64,6 +66,9 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
       num_sample: test speakers in the face figure.
       num_shuffles: random pairings of the craniofacial baseline.
       seed: of the random pairings.
+      exaggerations: e of `FaceDecoder.exaggerate` for the craniofacial study's S2F faces (the
+        paper's numbers match the authors' 0.7 renders; 0 is always included).
+      study_size: test clips of the craniofacial study (the first this many; the paper: 1,000).
       write_summaries: also write TensorBoard scalars and images to `model_dir/eval`.
 
     Returns:
@@ -76,6 +81,11 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
     """
     if gallery_size < 1:
         raise ValueError(f"gallery_size must be at least 1; got {gallery_size}")
+    if study_size < 3:
+        raise ValueError(f"study_size must be at least 3 (a correlation); got {study_size}")
+    exaggerations = [float(e) for e in exaggerations]
+    if any(not np.isfinite(e) or e < 0 for e in exaggerations):
+        raise ValueError(f"exaggerations must be finite and >= 0; got {exaggerations}")
     durations = list(dict.fromkeys(float(d) for d in durations))
     if not durations:
         raise ValueError("give at least one duration, e.g. durations=(6, 3)")
@@ -85,8 +95,10 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
     decoder = export.load_decoder(decoder_dir)
     classifiers = attributes.check_classifiers(attribute_classifiers)
 
+    predictor = dlib_landmarks.AlignedLandmarkPredictor(decoder.mean_landmarks.numpy())
     enc = encode.encode(encoder, decoder, files, durations, gallery_size, batch_size,
-                        num_sample, [c for c in classifiers if attributes.input_kind(c) == "image"])
+                        num_sample, [c for c in classifiers if attributes.input_kind(c) == "image"],
+                        exaggerations, study_size, predictor)
     n = len(enc.v_f)
     if n < gallery_size:
         logging.warning("The records hold %d examples, fewer than the gallery size %d: using "
@@ -110,12 +122,20 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
         numbers, ranks[key], *distances[key] = metrics.feature_metrics(
             enc.v_s[key], enc.v_f, enc.speaker_ids, seed)
         result["durations"][key] = dict(numbers, num_frames=int(enc.frames[key]))
-    cranio = craniofacial.correlations_of(enc, num_shuffles, seed)
-    # The decoder's own ceiling: faces decoded from the true features.
-    result["craniofacial_from_v_f"] = cranio.pop(encode.V_F)
-    tables = attributes.tables_of(enc, classifiers, batch_size)
+    cranio = craniofacial.study(enc, num_shuffles, seed)
+    result["craniofacial"] = {
+        "landmarks": predictor.description, "face_box": list(predictor.box),
+        "exaggerations": enc.exaggerations, "faces": enc.study_size,
+        "num_shuffles": int(num_shuffles),
+        "measurements": {name: craniofacial.describe(name) for name in craniofacial.MEASUREMENTS},
+        # Not the paper's: the true face's stored landmarks against F2F's landmark branch.
+        "true_f2f": cranio["true_f2f"]}
+    tables, result["attributes_f2f"] = attributes.tables_of(enc, classifiers, batch_size)
     for key, numbers in result["durations"].items():
-        numbers["craniofacial"], numbers["attributes"] = cranio[key], tables[key]
+        numbers["craniofacial_f2f_s2f"] = cranio["f2f_s2f"][key]
+        numbers["craniofacial_f2f_s2f_decoder_landmarks"] = cranio["f2f_s2f_decoder_landmarks"][key]
+        numbers["craniofacial_true_s2f"] = cranio["true_s2f"][key]
+        numbers["attributes"] = tables[key]
     result["attribute_classifiers"] = {
         c.name: getattr(c, "description", type(c).__name__) for c in classifiers}
     _write(result, enc, ranks, distances, model_dir, output_dir, write_summaries)

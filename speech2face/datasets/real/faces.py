@@ -15,12 +15,11 @@ same whichever detector found the face: the CNN's boxes are tight and sit high (
 lip), HOG's lower, and either can cut the chin off. Parts of the square outside the frame are
 black.
 
-The models come from the PyPI package face-recognition-models (no download at run time) and are
-loaded once per `FaceFinder` (in Beam: once per worker, in `DoFn.setup`).
+The models come from the PyPI package face-recognition-models (no download at run time; located by
+`speech2face.models.dlib_landmarks`) and are loaded once per `FaceFinder` (in Beam: once per worker, in `DoFn.setup`).
 """
 
 import dataclasses
-import importlib.util
 import io
 import math
 import os
@@ -32,6 +31,7 @@ from PIL import Image, ImageOps
 
 from speech2face.datasets.real.manifests import Reason, SkipClip
 from speech2face import media, records
+from speech2face.models.dlib_landmarks import CNN_DETECTOR_FILE, LANDMARKS_FILE, dlib_model_file
 
 FACE_SIZE = records.FACE_SIZE  # 224
 CROP_SCALE = 1.5  # crop side / longer side of the landmarks' bounding box
@@ -39,27 +39,6 @@ DETECTORS = ("cnn", "hog")
 DEFAULT_MIN_FACE_SIZE = 64  # px in the frame, shorter side of dlib's box
 DEFAULT_MAX_DETECT_SIDE = 640  # frames are downscaled to this longer side for detection only
 JPEG_QUALITY = 95
-CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
-LANDMARKS_FILE = "shape_predictor_68_face_landmarks.dat"
-
-
-def dlib_model_file(name: str) -> str:
-    """Path of one of dlib's model files shipped by the `face-recognition-models` package.
-
-    The files are found next to the package without importing it: its `__init__` needs
-    `pkg_resources`, which setuptools 81 and later no longer ship.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("dlib's model files come from the 'face-recognition-models' package, "
-                          "which is not installed: pip install face-recognition-models")
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: dlib model file missing from the "
-                                "face-recognition-models install; reinstall that package")
-    return path
-
-
 class FaceError(SkipClip):
     """No usable face or frame; `reason` is a `manifests.Reason` value, the message says why."""
 
