@@ -41,6 +41,10 @@ class InputOptions:
         deterministic in eval mode only (training trades order for speed).
       batch_transform: optional function applied to each parsed batch dict inside the same
         parallel map (e.g. decode face JPEGs, crop waveforms), so it runs on the host CPUs.
+      example_filter: optional predicate on one serialized example (scalar tf.string -> scalar
+        tf.bool), computed in a parallel map before the shuffle and the batching, so batches stay
+        full and only kept examples are shuffled and parsed (e.g. stage 1's canonical faces). A
+        training pipeline that keeps nothing never yields: count what it keeps beforehand.
       output_dtype: dtype of the spectrogram handed on; None keeps the stored dtype (float16
         by default), which halves host-to-accelerator bytes and skips a CPU cast that costs
         more than the rest of the pipeline together; Keras layers cast their inputs to their
@@ -56,6 +60,7 @@ class InputOptions:
     with_spectrogram: bool = True
     deterministic: Optional[bool] = None
     batch_transform: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None
+    example_filter: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
     output_dtype: Optional[tf.dtypes.DType] = None
 
 
@@ -126,6 +131,11 @@ def input_fn(
         # Fewer files than pipelines: fall back to example-level sharding (reads every file on
         # every pipeline, so give big data sets at least as many shards as hosts).
         dataset = dataset.shard(num_pipelines, pipeline_id)
+    if options.example_filter is not None:
+        keep = options.example_filter
+        dataset = dataset.map(lambda s: (s, keep(s)), num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=deterministic)
+        dataset = dataset.filter(lambda s, kept: kept).map(lambda s, kept: s)
     if training:
         dataset = dataset.shuffle(options.shuffle_buffer, seed=options.seed)
     dataset = dataset.batch(batch_size, drop_remainder=training)

@@ -90,3 +90,20 @@ def test_mirrored_strategy_training_batches(tmp_path, mirrored):
 def test_no_matching_files_is_a_clear_error(tmp_path):
     with pytest.raises(data.NoRecordsError, match="no TFRecord files match"):
         data.input_fn(str(tmp_path / "nothing-*.tfrecord"), None, 2, training=False)
+
+
+def test_example_filter_drops_examples_before_batching(tmp_path):
+    pattern, clip_ids = fake_records.write_record_files(str(tmp_path), 2, 5)
+
+    def even(serialized):  # clip00000, clip00002, ...
+        clip = tf.io.parse_single_example(
+            serialized, {"clip_id": tf.io.FixedLenFeature([], tf.string)})["clip_id"]
+        return tf.strings.to_number(tf.strings.substr(clip, 4, 5), tf.int32) % 2 == 0
+
+    options = data.InputOptions(example_filter=even)
+    held_out = _clip_ids(data.input_fn(pattern, None, 3, False, options))
+    assert sorted(held_out) == [c for c in clip_ids if int(c[4:]) % 2 == 0]
+    training = data.input_fn(pattern, None, 4, True, options)
+    batches = [batch["clip_id"].numpy() for batch in training.take(5)]
+    assert all(len(b) == 4 for b in batches)  # full batches of kept examples
+    assert all(int(c.decode()[4:]) % 2 == 0 for b in batches for c in b)

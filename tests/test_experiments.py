@@ -86,6 +86,11 @@ def test_epochs_come_from_dataset_info_and_the_run_is_recorded(tiny_world, tmp_p
         recorded = json.load(f)
     assert recorded["trainer"]["resolved_train_steps"] == expected
     assert recorded["trainer"]["epochs"] == 1.0
+    # The canonical-face filter (on, as in the paper) counted over the training set: the toy
+    # world's faces are all frontal and neutral.
+    faces = recorded["task"]["training_faces"]
+    assert (faces["read"], faces["kept"], faces["kept_fraction"]) == (num_train, num_train, 1.0)
+    assert recorded["task"]["canonical_faces"] is True
     # What the run does differently from the paper, for evaluation's report.
     differs = recorded["differs_from_paper"]
     assert differs["task.preset"] == {"run": "small", "paper": "paper"}
@@ -93,6 +98,7 @@ def test_epochs_come_from_dataset_info_and_the_run_is_recorded(tiny_world, tmp_p
     assert differs["trainer.global_batch_size"] == {"run": 4, "paper": 8}
     assert differs["trainer.length"] == {"run": "1 epochs", "paper": "3 epochs"}
     assert "task.vggface_weights" not in differs and "task.image_weight" not in differs
+    assert not any(k.startswith("task.canonical") for k in differs)
     # perceptual_layer is compared resolved: the small preset's pool3 against the paper's fc7.
     assert differs["task.perceptual_layer"] == {"run": "pool3", "paper": "fc7"}
 
@@ -134,11 +140,13 @@ def _resolve(*arg_lists):
 
 def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
     recorded = tmp_path / "config.json"
-    enc, dec, toy = _resolve(
+    enc, dec, toy, toy_dec = _resolve(
         ["--train_records=r-*", "--model_dir=m", "--decoder_dir=d"],
         ["--stage=decoder", "--train_records=r-*", "--model_dir=m", "--train_steps=1"],
         ["--experiment=toy_encoder", "--train_records=r-*", "--lambda1=5",
-         "--nomean_feature_init"])
+         "--nomean_feature_init"],
+        ["--experiment=toy_decoder", "--train_records=r-*", "--nocanonical_faces",
+         "--canonical_max_mouth_open=0.3"])
     assert enc["stage"] == "encoder"
     assert enc["task"]["preset"] == "paper" and enc["task"]["lambda1"] == 0.025
     assert enc["task"]["lambda2"] == 200.0 and enc["task"]["temperature"] == 2.0
@@ -146,6 +154,9 @@ def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
     assert enc["trainer"]["global_batch_size"] == 8 and enc["trainer"]["train_steps"] is None
     assert dec["task"]["preset"] == "paper" and dec["trainer"]["global_batch_size"] == 8
     assert dec["trainer"]["train_steps"] == 1
+    assert dec["task"]["canonical_faces"] is True and dec["task"]["canonical_max_yaw"] == 0.25
+    assert toy_dec["task"]["canonical_faces"] is False
+    assert toy_dec["task"]["canonical_max_mouth_open"] == 0.3
     assert toy["task"]["preset"] == "small" and toy["task"]["lambda1"] == 5.0
     assert toy["task"]["mean_feature_init"] is False and toy["trainer"]["train_steps"] == 800
     recorded.write_text(json.dumps({"experiment": toy}))

@@ -66,6 +66,7 @@ def test_decoder_training_end_to_end_and_resume(tiny_world, tmp_path):
     assert decoder.feature_scale.numpy() == pytest.approx(1.0 / centred_rms, rel=1e-3)
     numbers = result["final_evaluation"]
     assert set(numbers["pixel_l1"]) == {"decoded", "mean_face"}
+    assert numbers["faces"].startswith("canonical only")  # held out, filtered as in training
 
     # A rerun of the finished run restores EVERY variable (batch-norm statistics and the layers
     # a subclassed model keeps in lists included) and re-exports the same decoder.

@@ -1,9 +1,13 @@
 """Stage 1: train the face decoder (Cole et al.) from face features v_f to canonical faces.
 
 Inputs per example: v_f (`face_feature`), the 224×224 face crop (`face/jpeg`) and its 68 dlib
-landmarks (`face/landmarks`). Targets (Cole et al., Sec. 3): the landmarks; the texture = the crop
-warped to the mean landmarks of the training set (computed in `prepare`); the crop itself for the
-perceptual term (distance between VGG-Face features of the rendered and the true face).
+landmarks (`face/landmarks`). Like Cole et al., who train on frontal, neutral-expression photos
+only, the task keeps only the faces whose landmarks say so (`canonical_faces`,
+`landmarks.is_canonical`), in training and in the held-out numbers; `prepare` counts what is kept
+over the whole training set and `config()` records it. Targets (Cole et al., Sec. 3): the
+landmarks; the texture = the crop warped to the mean landmarks of the (kept) training faces
+(computed in `prepare`); the crop itself for the perceptual term (distance between VGG-Face
+features of the rendered and the true face).
 
 Export (`model_dir/export/`): `face_decoder.keras` (carries the mean landmarks) and
 `face_decoder.json` (`speech2face.models.export`, whose `load_decoder(model_dir)` reads them back
@@ -45,6 +49,12 @@ class DecoderTaskConfig:
         `pool3`/`pool2` (convolutional features at the decoder's own resolution: ~10-40× cheaper,
         the default for `small` on CPUs), or `none`.
       vggface_weights: rcmalli-layout VGG-Face .h5 for the perceptual term.
+      canonical_faces: train (and evaluate) on frontal, neutral faces only, as Cole et al.: the
+        landmarks' yaw, roll and mouth opening within the bounds below (models/landmarks.py).
+      canonical_max_yaw: largest |nose-tip offset| from the outer eye corners' midpoint, in half
+        eye distances (~0.85 tan of the head's yaw; 0.25 ≈ 15°).
+      canonical_max_roll_deg: largest |angle| of the eye line, in degrees.
+      canonical_max_mouth_open: largest inner-lip gap, in mouth widths (closed lips ≈ 0).
     """
 
     preset: str = "paper"
@@ -56,6 +66,21 @@ class DecoderTaskConfig:
     texture_batch_norm: bool = face_decoder.DecoderConfig.texture_batch_norm
     perceptual_layer: Optional[str] = None
     vggface_weights: Optional[str] = None
+    canonical_faces: bool = True
+    canonical_max_yaw: float = landmarks_lib.MAX_YAW
+    canonical_max_roll_deg: float = landmarks_lib.MAX_ROLL_DEG
+    canonical_max_mouth_open: float = landmarks_lib.MAX_MOUTH_OPEN
+
+    def is_canonical(self, landmarks):
+        """[..., 68, 2] landmarks (pixels or normalised, NumPy or tf) -> [...] bool: within
+        this config's bounds (`landmarks.is_canonical`)."""
+        return landmarks_lib.is_canonical(landmarks, self.canonical_max_yaw,
+                                          self.canonical_max_roll_deg,
+                                          self.canonical_max_mouth_open)
+
+    def filter_description(self) -> str:
+        return (f"|yaw| <= {self.canonical_max_yaw:g}, |roll| <= {self.canonical_max_roll_deg:g} "
+                f"deg, mouth opening <= {self.canonical_max_mouth_open:g}")
 
     def resolved_perceptual_layer(self) -> str:
         layer = self.perceptual_layer or ("fc7" if self.preset == "paper" else "pool3")
@@ -65,12 +90,18 @@ class DecoderTaskConfig:
 
 
 def _decode_faces(image_size: int):
-    """Host-side batch transform: JPEG bytes -> [b, S, S, 3] float in [0, 1]; landmarks to
-    normalised coordinates."""
+    """Host-side batch transform: JPEG bytes -> [b, S, S, 3] float in [0, 1] (b may be 0);
+    landmarks to normalised coordinates."""
+
+    def decode(jpegs):
+        return tf.image.resize(records.decode_faces(jpegs), [image_size, image_size],
+                               method="area", antialias=True)
 
     def transform(batch):
-        images = tf.image.resize(records.decode_faces(batch["face_jpeg"]),
-                                 [image_size, image_size], method="area", antialias=True)
+        jpegs = batch["face_jpeg"]
+        # An empty batch (every face of it filtered out in `prepare`) has nothing to decode.
+        images = tf.cond(tf.size(jpegs) > 0, lambda: decode(jpegs),
+                         lambda: tf.zeros([0, image_size, image_size, 3]))
         images.set_shape([None, image_size, image_size, 3])
         return {
             "face_feature": batch["face_feature"],
@@ -80,6 +111,14 @@ def _decode_faces(image_size: int):
         }
 
     return transform
+
+
+def _landmarks_of_serialized(serialized: tf.Tensor) -> tf.Tensor:
+    """One serialized example -> its [68, 2] float32 pixel landmarks (only that key parsed)."""
+    parsed = tf.io.parse_single_example(
+        serialized, {records.Keys.LANDMARKS: tf.io.FixedLenFeature([], tf.string)})
+    return tf.reshape(tf.io.decode_raw(parsed[records.Keys.LANDMARKS], tf.float32,
+                                       little_endian=True), [records.NUM_LANDMARKS, 2])
 
 
 def _perceptual_fn(layer: str, weights: str):
@@ -145,29 +184,86 @@ class DecoderTask(loop.Task):
         self.mean_face = None
         self.feature_mean = None
         self.feature_scale = 1.0
+        self.training_faces = None  # what `prepare` counted: faces read and kept
 
     def config(self) -> dict:
-        return {"architecture": {"model": "face_decoder", "preset": self.cfg.preset,
-                                 "texture_batch_norm": self.cfg.texture_batch_norm},
-                **dataclasses.asdict(self.cfg), "perceptual_layer": self.perceptual_layer}
+        out = {"architecture": {"model": "face_decoder", "preset": self.cfg.preset,
+                                "texture_batch_norm": self.cfg.texture_batch_norm},
+               **dataclasses.asdict(self.cfg), "perceptual_layer": self.perceptual_layer}
+        if self.training_faces is not None:
+            out["training_faces"] = self.training_faces
+        return out
+
+    def _keep_example(self, serialized: tf.Tensor) -> tf.Tensor:
+        return self.cfg.is_canonical(_landmarks_of_serialized(serialized))
 
     def input_options(self, training: bool) -> data.InputOptions:
-        return data.InputOptions(with_faces=True, with_spectrogram=False,
-                                 batch_transform=_decode_faces(self.decoder_config.image_size))
+        return data.InputOptions(
+            with_faces=True, with_spectrogram=False,
+            batch_transform=_decode_faces(self.decoder_config.image_size),
+            example_filter=self._keep_example if self.cfg.canonical_faces else None)
+
+    def _prepare_options(self) -> data.InputOptions:
+        """Every training example, the non-canonical ones masked out before JPEG decoding: one
+        pass both counts the faces read and kept and sums over the kept ones."""
+        decode = _decode_faces(self.decoder_config.image_size)
+        cfg = self.cfg
+
+        def transform(batch):
+            landmarks = batch["landmarks"]
+            num_read = tf.shape(landmarks)[0]
+            measures = landmarks_lib.face_measures(landmarks)
+            fails = tf.stack([tf.abs(measures["yaw"]) > cfg.canonical_max_yaw,
+                              tf.abs(measures["roll_deg"]) > cfg.canonical_max_roll_deg,
+                              measures["mouth_open"] > cfg.canonical_max_mouth_open])
+            if cfg.canonical_faces:
+                keep = cfg.is_canonical(landmarks)
+                batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
+            out = decode(batch)
+            out["num_read"] = num_read
+            out["fails"] = tf.reduce_sum(tf.cast(fails, tf.int64), axis=1)
+            return out
+
+        return dataclasses.replace(self.input_options(False), example_filter=None,
+                                   batch_transform=transform)
 
     def prepare(self, train_files: Sequence[str]) -> None:
-        """Mean landmarks (the texture frame) and the mean face (the baseline) of the train set."""
-        dataset = data.input_fn(",".join(train_files), None, 64, False, self.input_options(False))
+        """Mean landmarks (the texture frame) and the mean face (the baseline) of the kept
+        training faces; counts the faces read and kept (`training_faces`, logged and recorded)."""
+        dataset = data.input_fn(",".join(train_files), None, 64, False, self._prepare_options())
         landmark_sum, image_sum, feature_sum, square_sum, count = 0.0, 0.0, 0.0, 0.0, 0
+        num_read, fails = 0, np.zeros(3, np.int64)
         for batch in dataset:
+            num_read += int(batch["num_read"])
+            fails += batch["fails"].numpy()
+            if batch["landmarks"].shape[0] == 0:
+                continue
             features = batch["face_feature"].numpy().astype(np.float64)
             feature_sum += features.sum(0)
             square_sum += float(np.square(features).sum())
             landmark_sum += batch["landmarks"].numpy().astype(np.float64).sum(0)
             image_sum += batch["face_image"].numpy().astype(np.float64).sum(0)
             count += int(batch["landmarks"].shape[0])
-        if count == 0:
+        if num_read == 0:
             raise ValueError("the training records hold no examples")
+        self.training_faces = {
+            "filter": self.cfg.filter_description() if self.cfg.canonical_faces else "off",
+            "read": num_read, "kept": count, "kept_fraction": count / num_read,
+            "outside_bounds": dict(zip(("yaw", "roll", "mouth_open"), fails.tolist())),
+            "counted_over": "every training record, once before training"}
+        if self.cfg.canonical_faces:
+            logging.info("Canonical faces: kept %d of %d training faces (%.1f%%; %s); outside "
+                         "the yaw bound %d, roll %d, mouth opening %d.", count, num_read,
+                         100.0 * count / num_read, self.cfg.filter_description(), *fails)
+        if count == 0:
+            shown = ", ".join(train_files[:3]) + (f" and {len(train_files) - 3} more"
+                                                  if len(train_files) > 3 else "")
+            raise loop.TrainingError(
+                f"none of the {num_read} training faces in {shown} passes the canonical-face "
+                f"filter ({self.cfg.filter_description()}; outside the yaw bound {fails[0]}, "
+                f"roll {fails[1]}, mouth opening {fails[2]}). Loosen --canonical_max_yaw, "
+                "--canonical_max_roll_deg, --canonical_max_mouth_open, or train on every face "
+                "with --nocanonical_faces.")
         self.mean_landmarks = (landmark_sum / count).astype(np.float32)
         self.mean_face = (image_sum / count).astype(np.float32)
         # Centred with unit RMS: the shared component of the features carries no identity.
@@ -231,8 +327,13 @@ class DecoderTask(loop.Task):
             sums["lm"] += float(tf.reduce_sum(tf.reduce_mean(err, -1)))
             sums["lm_mean"] += float(tf.reduce_sum(tf.reduce_mean(err_mean, -1)))
             count += n
+        if count == 0:
+            return {"num_faces": 0, "note": "no held-out face passes the canonical-face filter "
+                                            f"({self.cfg.filter_description()})"}
         result = {
             "num_faces": count,
+            "faces": (f"canonical only ({self.cfg.filter_description()})"
+                      if self.cfg.canonical_faces else "all"),
             "image_size": size,
             "pixel_l1": {"decoded": sums["l1"] / count, "mean_face": sums["l1_mean_face"] / count},
             "landmark_error_px224": {"decoded": sums["lm"] / count,

@@ -1,11 +1,12 @@
 """Named experiments: the paper's two stages, and the toy world's, as typed configurations.
 
     paper_decoder  stage 1 as Cole et al. and the paper train it: the 224×224 decoder, batch 8,
-                   3 epochs, the perceptual term on VGG-Face fc7.
+                   3 epochs, the perceptual term on VGG-Face fc7, frontal neutral faces only.
     paper_encoder  stage 2 exactly as the paper: Table 1's encoder, Adam(0.5, 0.999, 1e-4),
                    lr 1e-3 × 0.95 per 10 k steps, batch 8, λ1 = 0.025, λ2 = 200, T = 2, random
                    6 s crops, 3 epochs, no initialisation of our own.
-    toy_decoder    the built-in toy world's stage 1 (small 64×64 decoder, 600 steps, batch 16).
+    toy_decoder    the built-in toy world's stage 1 (small 64×64 decoder, 600 steps, batch 16;
+                   the canonical-face filter stays on: every toy face is frontal and neutral).
     toy_encoder    the toy world's stage 2 (small encoder, 800 steps, λ1 = 1e4, the output layer
                    started at the mean face feature). Why these choices: docs/toy_world.md.
 

@@ -13,7 +13,8 @@ and Model Garden's trainers:
 - a non-finite loss stops the run, naming the step, and keeps the last good checkpoint;
 - TensorBoard scalars `losses/*`, `lr`, `grad_norm`, `perf/steps_per_sec`,
   `perf/examples_per_sec`, and the task's image grids; progress lines with an ETA;
-- the resolved configuration written to `model_dir/config.json`.
+- the resolved configuration written to `model_dir/config.json` (again after `Task.prepare`,
+  so that it holds what the task counted over the training set).
 """
 
 import abc
@@ -173,7 +174,11 @@ class Trainer:
         pattern = self.data.eval_records or self.data.train_records
         options = self.task.summary_input_options()
         dataset = data.input_fn(pattern, None, self.trainer.num_images, False, options)
-        return next(iter(dataset))
+        batch = next(iter(dataset), None)
+        if batch is None:
+            raise TrainingError(f"{pattern}: no example for the image summaries (the task's "
+                                "input filter may drop them all)")
+        return batch
 
     # -- steps --------------------------------------------------------------------------
     def _build_functions(self, model, optimizer, step):
@@ -262,15 +267,16 @@ class Trainer:
         else:
             train_steps = tr.train_steps
         tf.io.gfile.makedirs(self.model_dir)
+        run = {"experiment": self.experiment, "data": dataclasses.asdict(self.data),
+               "trainer": {**dataclasses.asdict(tr), "resolved_train_steps": train_steps},
+               "runtime": dataclasses.asdict(self.runtime),
+               "differs_from_paper": _differences_from_paper(self.task, tr, self.runtime)}
         if chief:
-            _write_config(self.model_dir, {
-                "experiment": self.experiment, "data": dataclasses.asdict(self.data),
-                "trainer": {**dataclasses.asdict(tr), "resolved_train_steps": train_steps},
-                "runtime": dataclasses.asdict(self.runtime),
-                "differs_from_paper": _differences_from_paper(self.task, tr, self.runtime)},
-                self.task)
+            _write_config(self.model_dir, run, self.task)
         keras.utils.set_random_seed(tr.seed)
         self.task.prepare(train_files)
+        if chief:  # again: the task's config may now hold what `prepare` counted
+            _write_config(self.model_dir, run, self.task)
 
         with self.strategy.scope():
             model = self.task.build_model()

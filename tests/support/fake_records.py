@@ -41,8 +41,12 @@ def write_record_files(
     num_frames: int = 7,
     spectrogram_dtype: str = "float16",
     prefix: str = "train",
+    landmarks_fn=None,
 ):
-    """Writes `num_files` shards of `per_file` examples; returns (glob pattern, clip ids)."""
+    """Writes `num_files` shards of `per_file` examples; returns (glob pattern, clip ids).
+
+    `landmarks_fn(index)`, if given, sets example `index`'s [68, 2] pixel landmarks (the default
+    ones are uniform noise, which no face filter keeps)."""
     clip_ids = []
     for f in range(num_files):
         with records.ShardedWriter(
@@ -50,6 +54,8 @@ def write_record_files(
         ) as writer:
             for i in range(per_file):
                 example = make_example(f * per_file + i, num_frames)
+                if landmarks_fn is not None:
+                    example.landmarks = np.asarray(landmarks_fn(f * per_file + i), np.float32)
                 writer.write(example)
                 clip_ids.append(example.clip_id)
     return os.path.join(directory, f"{prefix}*.tfrecord"), clip_ids
