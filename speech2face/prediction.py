@@ -28,9 +28,9 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
-from speech2face import audio, media
+from speech2face import audio
 from speech2face.evaluation import figures
-from speech2face.models import export
+from speech2face.models import artifact
 
 # Extensions a directory is searched for (files named explicitly are tried whatever theirs).
 MEDIA_EXTENSIONS = frozenset({
@@ -112,35 +112,15 @@ def output_paths(inputs: Sequence[str], output: str) -> Tuple[Dict[str, str], Op
     return paths, sheet if len(inputs) > 1 else None
 
 
-def load_models(model_dir: str, decoder_dir: Optional[str] = None):
-    """(encoder, decoder) of a stage-2 run; the decoder is the one it names unless given."""
-    encoder, info = export.load_encoder(model_dir)
-    return encoder, export.load_decoder(decoder_dir or info["decoder_dir"])
-
-
-def predict_faces(encoder, decoder, waveforms: Sequence[np.ndarray], batch_size: int = 16,
-                  exaggeration: float = 0.0):
-    """(v_s float32 [N, 4096], faces float32 [N, S, S, 3] in [0, 1]) of 16 kHz waveforms; the
-    faces are decoded from `decoder.exaggerate(v_s, exaggeration)` (v_s itself at 0)."""
-    features, faces = [], []
-    for start in range(0, len(waveforms), batch_size):
-        segments = np.stack([audio.fit_to_length(w, audio.SEGMENT_SAMPLES, offset=0)
-                             for w in waveforms[start:start + batch_size]]).astype(np.float32)
-        v_s = encoder(audio.spectrogram(segments), training=False)
-        features.append(v_s.numpy())
-        decoded = decoder(decoder.exaggerate(v_s, exaggeration), training=False)
-        faces.append(decoded["image"].numpy())
-    return np.concatenate(features), np.concatenate(faces)
-
-
-def predict_files(model_dir: str, paths: Sequence[str], output: str,
+def predict_files(model_dir: Optional[str], paths: Sequence[str], output: str,
                   save_features: bool = False, decoder_dir: Optional[str] = None,
                   image_size: int = 256, batch_size: int = 16,
-                  exaggeration: float = 0.0) -> Predictions:
+                  exaggeration: float = 0.0, model: Optional[str] = None) -> Predictions:
     """Predicts a face for every media file in `paths` (directories expanded).
 
     Args:
-      model_dir: a stage-2 run with an exported encoder (its decoder is found through it).
+      model_dir: a stage-2 run with an exported encoder (its decoder is found through it), or
+        None when `model` is given.
       paths: media files and/or directories of them.
       output: a PNG file name or a directory; see the module docstring for the naming.
       save_features: also write v_s beside each PNG as `.npy` (float32 [4096]).
@@ -149,6 +129,7 @@ def predict_files(model_dir: str, paths: Sequence[str], output: str,
       batch_size: clips per encoder call.
       exaggeration: e of `FaceDecoder.exaggerate` (0: the predicted feature as it is); the saved
         features are always v_s itself.
+      model: a model directory (`artifact.write_model`) instead of `model_dir`.
 
     Returns:
       `Predictions`: one `Prediction(path, output)` per input, in order; `output` is the PNG
@@ -161,7 +142,7 @@ def predict_files(model_dir: str, paths: Sequence[str], output: str,
     inputs = expand_inputs(paths)
     if not inputs:
         raise ValueError("no input files given")
-    encoder, decoder = load_models(model_dir, decoder_dir)
+    predictor = artifact.load_either(model, model_dir, decoder_dir)
     outcome = {path: error for path, error in inputs if error is not None}
     targets, sheet = output_paths([p for p, error in inputs if error is None], output)
     results, tiles = Predictions(), []
@@ -180,12 +161,11 @@ def predict_files(model_dir: str, paths: Sequence[str], output: str,
             segments.append(audio.fit_to_length(waveform, audio.SEGMENT_SAMPLES, offset=0))
         if not chunk:
             continue
-        features, faces = predict_faces(encoder, decoder, segments, batch_size, exaggeration)
+        features, faces = predictor.predict(segments, exaggeration, batch_size)
         for path, v_s, face in zip(chunk, features, faces):
             target = targets[path]
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-            image = Image.fromarray(media.to_uint8(face)).resize((image_size, image_size),
-                                                                 Image.LANCZOS)
+            image = Image.fromarray(face).resize((image_size, image_size), Image.LANCZOS)
             image.save(target)
             if save_features:
                 np.save(os.path.splitext(target)[0] + ".npy", v_s.astype(np.float32))

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from speech2face import audio, prediction, records
-from speech2face.models import export
+from speech2face import media as media_lib
+from speech2face.models import artifact
 from tests.support import helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,22 +84,23 @@ def test_predict_files(tiny_models, media, tmp_path):
 
 
 def test_prediction_matches_the_stored_spectrogram(tiny_models, test_clip):
-    """A clip through predict_faces gives the v_s that evaluation computes from the records."""
-    encoder, info = export.load_encoder(tiny_models.encoder_dir)
-    decoder = export.load_decoder(info["decoder_dir"])
+    """A clip through the model gives the v_s that evaluation computes from the records."""
+    model = artifact.load_either(model_dir=tiny_models.encoder_dir)
+    encoder, decoder = model.encoder, model.decoder
     waveform = test_clip.waveform.astype(np.float32) / 32768.0
-    v_s, faces = prediction.predict_faces(encoder, decoder, [waveform, waveform[:20000]])
-    assert v_s.shape == (2, 4096) and faces.shape == (2, 64, 64, 3)
-    assert 0.0 <= faces.min() and faces.max() <= 1.0
+    v_s, faces = model.predict([waveform, waveform[:20000]])
+    assert v_s.shape == (2, 4096) and faces.shape == (2, 64, 64, 3) and faces.dtype == np.uint8
     stored = encoder(test_clip.spectrogram[None].astype(np.float32), training=False).numpy()[0]
     cos = v_s[0] @ stored / np.linalg.norm(v_s[0]) / np.linalg.norm(stored)
     assert cos > 0.999
     # Exaggeration changes the face, not v_s; e = 0 is the plain decode.
-    v_e, exaggerated = prediction.predict_faces(encoder, decoder, [waveform], exaggeration=0.7)
+    v_e, exaggerated = model.predict(waveform, exaggeration=0.7)  # one waveform
     np.testing.assert_allclose(v_e[0], v_s[0], rtol=1e-5, atol=1e-6)  # a batch of 1, not 2
     expected = decoder(decoder.exaggerate(tf.constant(v_e), 0.7), training=False)["image"]
-    np.testing.assert_allclose(exaggerated, expected.numpy(), atol=1e-5)
-    assert np.abs(exaggerated - faces[:1]).max() > 1e-4
+    np.testing.assert_allclose(exaggerated, media_lib.to_uint8(expected.numpy()), atol=1)
+    assert np.abs(exaggerated.astype(int) - faces[:1]).max() > 0
+    with pytest.raises(ValueError, match="one of the two"):
+        artifact.load_either()
 
 
 def test_directory_input(tiny_models, media, tmp_path):

@@ -169,6 +169,11 @@ def test_cli_and_demo_end_to_end(tmp_path, tiny_weights):
     assert (workdir / "eval" / "metrics.json").exists()
     assert (workdir / "eval" / "report.md").exists()
     assert len(list((workdir / "predictions").glob("*.png"))) >= 2
+    # The model, self-contained, and how to use it; evaluation and predictions came from it.
+    model = workdir / "model"
+    assert (model / "model.json").exists() and (model / "saved_model" / "saved_model.pb").exists()
+    assert f"predict.py --model={model}" in result.stdout
+    assert json.loads((workdir / "eval" / "metrics.json").read_text())["model"] == str(model)
     # A rerun reuses the world instead of rebuilding it.
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0 and "reusing the toy world" in result.stderr

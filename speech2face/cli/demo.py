@@ -13,7 +13,9 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
 4. Train the small voice encoder (stage 2, the paper's loss against the frozen decoder's f_dec
    and VGG-Face fc8, with λ1 = 10⁴ instead of 0.025: `--encoder_lambda1`) into
    `WORKDIR/encoder`; `encoder_eval.json` holds a first look at held-out retrieval.
-5. Evaluate with the paper's protocol on the held-out speakers (`WORKDIR/eval/metrics.json`,
+5. Write the trained model as one self-contained directory, `WORKDIR/model` (encoder,
+   decoder, SavedModel; docs/use_a_model.md), rewritten on every run.
+6. Evaluate it with the paper's protocol on the held-out speakers (`WORKDIR/eval/metrics.json`,
    `report.md`, figures) and predict faces from a few held-out clips (`WORKDIR/predictions/`).
 """
 
@@ -39,7 +41,7 @@ from speech2face.datasets.toy import world as toy_world  # noqa: E402
 from speech2face import audio, data, evaluation, media, prediction, records  # noqa: E402
 from speech2face.evaluation import figures, report  # noqa: E402
 from speech2face.records import dataset_info  # noqa: E402
-from speech2face.models import export  # noqa: E402
+from speech2face.models import artifact, export  # noqa: E402
 from speech2face.training import encoder_task, experiments  # noqa: E402
 
 _DEFAULTS = toy_world.ToyWorldConfig()
@@ -252,15 +254,29 @@ def train_encoder(world: str, workdir: str, decoder_dir: str, steps=None,
     return model_dir
 
 
-def evaluate_and_predict(world: str, workdir: str, encoder_dir: str, wav_paths) -> None:
-    """Stage 5: the paper's evaluation on held-out speakers, and faces predicted from WAVs."""
-    logging.info("Stage 5: evaluating %s on the held-out speakers.", encoder_dir)
+def write_model(workdir: str, encoder_dir: str) -> str:
+    """Stage 5: the trained model as one self-contained directory, WORKDIR/model."""
+    path = os.path.join(workdir, "model")
+    logging.info("Stage 5: writing the model to %s.", path)
+    return artifact.write_model(encoder_dir, path, overwrite=True)
+
+
+def evaluate_and_predict(world: str, workdir: str, model: str, wav_paths) -> None:
+    """Stage 6: the paper's evaluation on held-out speakers, and faces predicted from WAVs, both
+    from the model directory."""
+    logging.info("Stage 6: evaluating %s on the held-out speakers.", model)
     result = evaluation.run_evaluation(
-        encoder_dir, os.path.join(world, "test-*.tfrecord"), os.path.join(workdir, "eval"),
-        attribute_classifiers=toy_attributes.toy_attribute_classifiers(world))
+        None, os.path.join(world, "test-*.tfrecord"), os.path.join(workdir, "eval"),
+        attribute_classifiers=toy_attributes.toy_attribute_classifiers(world), model=model)
     print("\n" + report.format_retrieval_table(result))
-    predictions = prediction.predict_files(encoder_dir, list(wav_paths),
-                                           os.path.join(workdir, "predictions") + os.sep)
+    predictions = prediction.predict_files(None, list(wav_paths),
+                                           os.path.join(workdir, "predictions") + os.sep,
+                                           model=model)
+    print(f"\nThe trained model, self-contained (copy it anywhere): {model}")
+    print(f"  python predict.py --model={model} --audio=my_voice.wav --output=face.png")
+    print(f"  python -c \"import speech2face; m = speech2face.load_model('{model}'); "
+          "print(m('my_voice.wav').face.shape)\"")
+    print(f"  SavedModel for TensorFlow Serving: {os.path.join(model, artifact.SAVED_MODEL_DIR)}")
     print("\nEvaluation and predictions:")
     print(f"  {result['files']['metrics']}\n  {result['files']['report']}")
     for path in result["files"]["figures"].values():
@@ -280,8 +296,9 @@ def main(argv):
                                 FLAGS.decoder_batch_size)
     encoder_dir = train_encoder(world, FLAGS.workdir, decoder_dir, FLAGS.encoder_steps,
                                 FLAGS.encoder_batch_size, FLAGS.encoder_lambda1)
+    model = write_model(FLAGS.workdir, encoder_dir)
     wavs = sorted(glob.glob(os.path.join(FLAGS.workdir, "preview", "*.wav")))
-    evaluate_and_predict(world, FLAGS.workdir, encoder_dir, wavs)
+    evaluate_and_predict(world, FLAGS.workdir, model, wavs)
 
 
 def run():

@@ -1,18 +1,21 @@
 r"""Evaluates a trained voice encoder with the paper's protocol (docs/evaluation.md).
 
+    python evaluate.py --model=MODEL --records='toy/test-*.tfrecord' --output_dir=eval
     python evaluate.py --model_dir=runs/encoder --records='toy/test-*.tfrecord' \
         --output_dir=runs/encoder/evaluation [--gallery_size=5000] [--durations=6,3] \
         [--exaggeration=0,0.7] [--study_size=1000]
 
-Loads the exported encoder of --model_dir and the face decoder of the stage-1 run it was trained
-against (--decoder_dir overrides), encodes the first --gallery_size test clips at every duration
+Loads a model directory (--model: `speech2face-export-model`, or the demo's WORKDIR/model), or the
+exported encoder of a stage-2 run (--model_dir) and the face decoder of the stage-1 run it was
+trained against (--decoder_dir overrides), encodes the first --gallery_size test clips at every duration
 (3 s = the first 3 s of the stored 6 s segment), and writes to --output_dir:
   metrics.json   retrieval recall@K (cos, L1, L2) beside chance, feature distances (normalised
                  and raw features), the F2F/S2F craniofacial study per --exaggeration,
                  attribute agreement; per duration
   report.md      the paper's tables with our numbers, the paper's and chance side by side
   *.png          recall@K curves, distance histograms, true | from v_f | from v_s faces
-and TensorBoard scalars (eval/retrieval_cos_r10_6s, ...) into --model_dir/eval.
+and TensorBoard scalars (eval/retrieval_cos_r10_6s, ...) into --model_dir/eval (--output_dir/eval
+with --model).
 
 Attributes: in a toy world its latent attributes are used (probes fitted on --train_records,
 default the train-*.tfrecord beside --records). Any other classifier plugs in with
@@ -39,6 +42,8 @@ from speech2face.evaluation import report  # noqa: E402
 _DEFAULTS = {name: p.default for name, p in inspect.signature(
     evaluation.run_evaluation).parameters.items()}
 
+flags.DEFINE_string("model", None, "A model directory (model.json; written by "
+                    "speech2face-export-model or the demo). Or give --model_dir.")
 flags.DEFINE_string("model_dir", None, "A stage-2 run directory (with export/voice_encoder.keras).")
 flags.DEFINE_string("records", None, "Glob (or comma-separated globs) of held-out TFRecords.")
 flags.DEFINE_string("output_dir", None, "Where metrics.json, report.md and figures go.")
@@ -93,9 +98,12 @@ def _classifiers():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for name in ("model_dir", "records", "output_dir"):
+    for name in ("records", "output_dir"):
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
+    if bool(FLAGS.model) == bool(FLAGS.model_dir):
+        raise app.UsageError("give --model=MODEL (a model directory) or --model_dir=RUN (a "
+                             "stage-2 training run), one of the two")
     try:
         durations = [float(d) for d in FLAGS.durations]
     except ValueError as e:
@@ -110,7 +118,7 @@ def main(argv):
             durations=durations, attribute_classifiers=_classifiers(), decoder_dir=FLAGS.decoder_dir,
             batch_size=FLAGS.batch_size, num_sample=FLAGS.num_sample,
             exaggerations=exaggerations, study_size=FLAGS.study_size,
-            write_summaries=FLAGS.summaries)
+            write_summaries=FLAGS.summaries, model=FLAGS.model)
     except (FileNotFoundError, data.NoRecordsError, ValueError, TypeError) as e:
         # Errors a user causes (no export, no records, bad flags) end in one line, not a trace.
         logging.debug("evaluation failed", exc_info=True)
@@ -124,7 +132,7 @@ def main(argv):
     for path in result["files"]["figures"].values():
         print(f"Figure:  {path}")
     if "summaries" in result["files"]:
-        print(f"TensorBoard: tensorboard --logdir={FLAGS.model_dir}")
+        print(f"TensorBoard: tensorboard --logdir={os.path.dirname(result['files']['summaries'])}")
 
 
 def run():

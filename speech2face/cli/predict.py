@@ -1,11 +1,13 @@
 r"""Predicts faces from speech with a trained Speech2Face model.
 
+    python predict.py --model=MODEL --audio=clip.wav --output=face.png
     python predict.py --model_dir=runs/encoder --audio=clip.wav --output=face.png
     python predict.py --model_dir=runs/encoder --audio=a.mp4 --audio=b.m4a --output=face.png
     python predict.py --model_dir=runs/encoder --audio=clips/ --output=faces/ --save_features
 
 Any audio or video file that has an audio track, of any length: it is fitted to the 6 s the
-encoder was trained on (tiled if shorter, its first 6 s if longer). A directory stands for its
+encoder was trained on (tiled if shorter, its first 6 s if longer). --model is a model directory
+(`speech2face-export-model`, or the demo's WORKDIR/model); --model_dir a stage-2 training run. A directory stands for its
 audio/video files. Outputs (see speech2face/prediction.py): one input -> --output itself;
 several -> face_<input name>.png beside --output, and --output holds a labelled contact sheet of
 them all; a directory --output -> <input name>.png inside it. --save_features writes v_s (the
@@ -26,6 +28,8 @@ from speech2face.cli import flags as config_flags  # noqa: E402
 
 from speech2face import prediction  # noqa: E402
 
+flags.DEFINE_string("model", None, "A model directory (model.json; written by "
+                    "speech2face-export-model or the demo). Or give --model_dir.")
 flags.DEFINE_string("model_dir", None, "A stage-2 run directory (with export/voice_encoder.keras).")
 flags.DEFINE_multi_string("audio", [], "Audio/video file or directory; repeat for several.")
 flags.DEFINE_string("output", "face.png", "PNG file name, or a directory (ending in / or "
@@ -42,8 +46,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     paths = FLAGS.audio + argv[1:]  # bare arguments count as --audio too
-    if not FLAGS.model_dir:
-        raise app.UsageError("--model_dir is required")
+    if bool(FLAGS.model) == bool(FLAGS.model_dir):
+        raise app.UsageError("give --model=MODEL (a model directory) or --model_dir=RUN (a "
+                             "stage-2 training run), one of the two")
     if not paths:
         raise app.UsageError("give at least one --audio=FILE (or directory)")
     try:
@@ -51,7 +56,8 @@ def main(argv):
                                            save_features=FLAGS.save_features,
                                            decoder_dir=FLAGS.decoder_dir,
                                            image_size=FLAGS.image_size,
-                                           exaggeration=FLAGS.exaggeration)
+                                           exaggeration=FLAGS.exaggeration,
+                                           model=FLAGS.model)
     except (FileNotFoundError, ValueError) as e:
         print(f"predict.py: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -17,15 +17,14 @@ Face++); `speech2face.datasets.toy.attributes` has the toy world's.
 import datetime
 import json
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 from speech2face import data, metrics
 from speech2face.evaluation import attributes, craniofacial, encode, figures, report
-from speech2face.models import dlib_landmarks, export
+from speech2face.models import artifact, dlib_landmarks
 from speech2face.records import dataset_info
 
 KS = metrics.DEFAULT_KS
@@ -35,27 +34,18 @@ FIGURE_FILES = {"recall": "recall_at_k.png", "distances": "distance_histograms.p
                 "faces": "faces_true_vf_vs.png"}
 
 
-def _trained_step(model_dir):
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, export.CHECKPOINT_DIR))
-    return int(latest.rsplit("-", 1)[1]) if latest else 0
-
-
-def _differences_from_paper(run_dir):
-    """What a training run recorded as departing from the paper, or None when it did not."""
-    return (export.read_run_config(run_dir) or {}).get("differs_from_paper")
-
-
-def run_evaluation(model_dir: str, records: str, output_dir: str,
+def run_evaluation(model_dir: Optional[str], records: str, output_dir: str,
                    gallery_size: int = 5000, durations: Sequence[float] = (6, 3),
                    attribute_classifiers=None, decoder_dir=None, batch_size: int = 32,
                    num_sample: int = 8, num_shuffles: int = 1000, seed: int = 0,
                    exaggerations: Sequence[float] = (0.0, 0.7),
                    study_size: int = craniofacial.STUDY_SIZE,
-                   write_summaries: bool = True) -> dict:
+                   write_summaries: bool = True, model: Optional[str] = None) -> dict:
     """Evaluates the voice encoder exported in `model_dir` on held-out records (docs/evaluation.md).
 
     Args:
-      model_dir: a stage-2 run (its `export/` holds the encoder, which names its decoder).
+      model_dir: a stage-2 run (its `export/` holds the encoder, which names its decoder), or
+        None when `model` is given.
       records: glob (or comma-separated globs) of the held-out records.
       output_dir: where metrics.json, report.md and the figures go (created).
       gallery_size: gallery = queries = the first this many examples (all if fewer).
@@ -69,7 +59,10 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
       exaggerations: e of `FaceDecoder.exaggerate` for the craniofacial study's S2F faces (the
         paper's numbers match the authors' 0.7 renders; 0 is always included).
       study_size: test clips of the craniofacial study (the first this many; the paper: 1,000).
-      write_summaries: also write TensorBoard scalars and images to `model_dir/eval`.
+      write_summaries: also write TensorBoard scalars and images to `model_dir/eval` (to
+        `output_dir/eval` for a `model`).
+      model: a model directory (`speech2face.models.artifact.write_model`) instead of
+        `model_dir`; it carries its decoder.
 
     Returns:
       The dict written to metrics.json (docs/evaluation.md); `["files"]` holds the paths of what
@@ -90,9 +83,8 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
     if not durations:
         raise ValueError("give at least one duration, e.g. durations=(6, 3)")
     files = data.list_files(records)
-    encoder, info = export.load_encoder(model_dir)
-    decoder_dir = decoder_dir or info["decoder_dir"]
-    decoder = export.load_decoder(decoder_dir)
+    loaded = artifact.load_either(model, model_dir, decoder_dir)
+    encoder, decoder = loaded.encoder, loaded.decoder
     classifiers = attributes.check_classifiers(attribute_classifiers)
 
     predictor = dlib_landmarks.AlignedLandmarkPredictor(decoder.mean_landmarks.numpy())
@@ -104,15 +96,12 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
         logging.warning("The records hold %d examples, fewer than the gallery size %d: using "
                         "all of them.", n, gallery_size)
     result = {
-        "model_dir": os.path.abspath(model_dir), "decoder_dir": os.path.abspath(decoder_dir),
-        "encoder": info, "step": _trained_step(model_dir), "records": records,
+        **loaded.source, "records": records,
         "record_files": len(files), "gallery_size_requested": int(gallery_size),
         "gallery_size": n, "all_test_examples_used": n < gallery_size,
         "num_speakers": len(set(enc.speaker_ids)),
         "distinct_gallery_faces": int(len(np.unique(enc.v_f, axis=0))),
         "dataset": _dataset_summary(os.path.dirname(files[0])),
-        "differs_from_paper": {"encoder": _differences_from_paper(model_dir),
-                               "decoder": _differences_from_paper(decoder_dir)},
         "durations": {},
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -138,12 +127,13 @@ def run_evaluation(model_dir: str, records: str, output_dir: str,
         numbers["attributes"] = tables[key]
     result["attribute_classifiers"] = {
         c.name: getattr(c, "description", type(c).__name__) for c in classifiers}
-    _write(result, enc, ranks, distances, model_dir, output_dir, write_summaries)
+    _write(result, enc, ranks, distances, model_dir or output_dir, output_dir, write_summaries)
     return result
 
 
-def _write(result, enc, ranks, distances, model_dir, output_dir, write_summaries):
-    """metrics.json, report.md, the figures and (optionally) TensorBoard summaries."""
+def _write(result, enc, ranks, distances, summaries_parent, output_dir, write_summaries):
+    """metrics.json, report.md, the figures and (optionally) TensorBoard summaries (into
+    `summaries_parent/eval`)."""
     os.makedirs(output_dir, exist_ok=True)
     paths = {name: os.path.join(output_dir, file) for name, file in FIGURE_FILES.items()}
     figures.recall_figure(ranks, result["gallery_size"], KS, paths["recall"])
@@ -152,14 +142,14 @@ def _write(result, enc, ranks, distances, model_dir, output_dir, write_summaries
     result["files"] = {"metrics": os.path.join(output_dir, METRICS_FILE),
                        "report": os.path.join(output_dir, REPORT_FILE), "figures": paths}
     if write_summaries:
-        result["files"]["summaries"] = os.path.join(model_dir, "eval")
+        result["files"]["summaries"] = os.path.join(summaries_parent, "eval")
     text = report.format_report(result)
     with open(result["files"]["report"], "w") as f:
         f.write(text)
     with open(result["files"]["metrics"], "w") as f:
         json.dump(result, f, indent=2)
     if write_summaries:
-        report.write_eval_summaries(model_dir, result, grid, text)
+        report.write_eval_summaries(summaries_parent, result, grid, text)
     logging.info("Evaluation written to %s.", output_dir)
 
 

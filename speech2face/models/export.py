@@ -57,6 +57,12 @@ def read_run_config(model_dir: str):
         return json.load(f)
 
 
+def trained_step(model_dir: str) -> int:
+    """The step of a training run's latest checkpoint (0 when it has none)."""
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, CHECKPOINT_DIR))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
 def load_decoder(model_dir: str) -> "face_decoder.FaceDecoder":
     """The stage-1 decoder exported in `model_dir` (or `model_dir/export`)."""
     for directory in (os.path.join(model_dir, EXPORT_DIR), model_dir):
