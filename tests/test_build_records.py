@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from speech2face.datasets.real import build as lib
-from speech2face.datasets.real import faces, manifests, runners, shards
+from speech2face.datasets.real import config as build_config, faces, manifests, runners, shards
 from speech2face.datasets.real.manifests import Reason
 from speech2face import audio, media, records
 from speech2face.records import dataset_info
@@ -432,6 +432,94 @@ def test_avspeech_dataset_info_and_shard_files(avspeech, weights):
                  or f == shards.INCOMPLETE_DIR]
     assert not leftovers
     records.read_spec(os.path.join(out, on_disk[0]))  # readable by the training input pipeline
+
+
+# ----------------------------------------------------------------------------------------------
+# AVSpeech's own split: --manifest rows -> train, --test_manifest rows -> test
+
+
+def test_test_manifest_replaces_test_fraction(tmp_path):
+    for name in ("train.csv", "test.csv"):
+        (tmp_path / name).write_text("")
+    base = dict(manifest=str(tmp_path / "train.csv"), manifest_format="avspeech",
+                media_dir=str(tmp_path), output_dir=str(tmp_path / "out"), vggface_weights=None)
+    assert lib.BuildConfig(**base).hash_test_fraction == 0.08  # unset: the paper's share
+    config = lib.BuildConfig(**base, test_manifest=str(tmp_path / "test.csv"))
+    config.validate()
+    assert config.split_by_manifest and config.test_fraction is None
+    with pytest.raises(ValueError, match="--test_fraction or --test_manifest, not both"):
+        lib.BuildConfig(**base, test_manifest=str(tmp_path / "test.csv"),
+                        test_fraction=0.08).validate()
+    with pytest.raises(FileNotFoundError, match="test_manifest .*nope.csv not found"):
+        lib.BuildConfig(**base, test_manifest=str(tmp_path / "nope.csv")).validate()
+    with pytest.raises(ValueError, match="needs --manifest"):
+        lib.BuildConfig(**{**base, "manifest": None, "manifest_format": "voxceleb2"},
+                        test_manifest=str(tmp_path / "test.csv")).validate()
+    clip, reject = manifests.read_manifest(str(_write(tmp_path / "m.csv", "a,0,3,0.5,0.5",
+                                                      "a,x,3,0.5,0.5")), "avspeech", "/m", "test")
+    assert (clip.split, reject.split) == ("test", "test")
+
+
+def _write(path, *lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("options", [IN_PROCESS, ["--direct_running_mode=multi_threading",
+                                                  "--direct_num_workers=2"]])
+def test_avspeech_own_train_and_test_csvs(tmp_path, weights, options):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    # The train CSV's speaker is one the hash would put in test, the test CSV's one it would
+    # put in train: the manifests decide, not the hash.
+    hash_train, hash_test = _ids_in_each_split("own", build_config.DEFAULT_TEST_FRACTION)
+    for seed, name in enumerate((hash_test, hash_train, "shared")):
+        fake_media.write_talking_video(videos / f"{name}.mp4", fake_media.face_frame(),
+                                       fake_media.voice(4.0, seed))
+    train_csv = _write(tmp_path / "avspeech_train.csv", f"{hash_test},0,3,0.45,0.36",
+                       f"{hash_test},1,4,0.45,0.36", "shared,0,3,0.45,0.36", "a,x,3,0.5,0.5")
+    test_csv = _write(tmp_path / "avspeech_test.csv", f"{hash_train},0,3,0.45,0.36",
+                      "shared,0.5,3.5,0.45,0.36", "missing,0,3,0.5,0.5")
+    config = lib.BuildConfig(str(train_csv), "avspeech", str(videos), str(tmp_path / "out"),
+                             weights, random_weights_for_tests=True, detector="hog",
+                             test_manifest=str(test_csv))
+    result = lib.build_records(config, runners.pipeline_options(options))
+    splits = {clip_id: filename.split("-")[0]
+              for clip_id, (filename, _) in _read_examples(config.output_dir).items()}
+    assert splits == {f"{hash_test}_0.000_3.000": "train", f"{hash_test}_1.000_4.000": "train",
+                      f"{hash_train}_0.000_3.000": "test", "shared_0.500_3.500": "test"}
+    # The shared speaker's train row is rejected (per row, with its split), so that train and
+    # test share no speaker and the test CSV is built whole.
+    rejects = {(r["item"], r["reason"], r["split"]) for r in _read_rejects(config.output_dir)}
+    assert rejects == {("shared_0.000_3.000", Reason.SPEAKER_IN_TEST, "train"),
+                       ("a,x,3,0.5,0.5", Reason.MALFORMED_ROW, "train"),
+                       ("missing_0.000_3.000", Reason.MISSING_MEDIA, "test")}
+    info = result.info
+    assert info.counts["train"] == {"clips": 2, "speakers": 1, "by_source": {"avspeech": 2}}
+    assert info.counts["test"] == {"clips": 2, "speakers": 2, "by_source": {"avspeech": 2}}
+    split = info.details["split"]
+    assert split["method"].startswith("manifests") and split["speakers_in_both"] == 1
+    assert split["manifests"] == {"train": str(train_csv), "test": str(test_csv)}
+    assert split["rows"] == {
+        "train": {"items_read": 4, "rejected": 2, "rejects_by_reason": {
+            Reason.MALFORMED_ROW: 1, Reason.SPEAKER_IN_TEST: 1}},
+        "test": {"items_read": 3, "rejected": 1, "rejects_by_reason": {Reason.MISSING_MEDIA: 1}}}
+    assert info.details["items_read"] == 7 and info.details["rejects"]["total"] == 3
+    assert (info.config["test_manifest"], info.config["test_fraction"]) == (str(test_csv), None)
+    assert "WARNING: 1 speakers in both manifests" in shards.format_summary(info)
+    counters = result.counters
+    assert counters["rejected_speaker_in_test"] == 1 and counters["speakers_in_both_manifests"] == 1
+    assert counters["examples_train"] == 2 and counters["examples_test"] == 2
+
+
+def test_cli_refuses_test_fraction_with_test_manifest(tmp_path):
+    _write(tmp_path / "train.csv", "abc,0,3,0.5,0.5")
+    _write(tmp_path / "test.csv", "xyz,0,3,0.5,0.5")
+    result = _run_cli("--manifest", tmp_path / "train.csv", "--test_manifest",
+                      tmp_path / "test.csv", "--test_fraction=0.1", "--manifest_format=avspeech",
+                      "--media_dir", tmp_path, "--output_dir", tmp_path / "out")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "not both" in result.stderr and not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------------------------

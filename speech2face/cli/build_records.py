@@ -4,12 +4,16 @@ r"""Builds TFRecords from real data (AVSpeech, VoxCeleb2, or a pairs CSV) with A
         --media_dir=/data/avspeech/videos --output_dir=/data/records \
         --vggface_weights=/data/rcmalli_vggface_tf_vgg16.h5 [--runner=...] [beam options]
 
+    python -m data_prep.build_records --manifest=avspeech_train.csv \
+        --test_manifest=avspeech_test.csv --manifest_format=avspeech ...   # AVSpeech's own split
+
     python -m data_prep.build_records --manifest_format=voxceleb2 \
         --media_dir=/data/voxceleb2/dev/mp4 --output_dir=... --vggface_weights=...
 
 Writes `{train,test}-*.tfrecord` shards (~150 MB, the `speech2face.records` schema, split by
-speaker), `rejects.jsonl` (every skipped item with its reason) and `dataset_info.json` (counts per
-split, source and reject reason; schema version; weights hash; this command line).
+speaker hash, or with --test_manifest by manifest), `rejects.jsonl` (every skipped item with its
+reason) and `dataset_info.json` (counts per split, source and reject reason; schema version;
+weights hash; this command line).
 
 Without --runner the DirectRunner runs on this machine with one process per core
 (`--direct_num_workers=N` and `--direct_running_mode=in_memory|multi_threading|multi_processing`

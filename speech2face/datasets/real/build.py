@@ -3,12 +3,16 @@ Apache Beam, on one machine (DirectRunner, several processes) or on any Beam run
 
     manifest lines (or the VoxCeleb2 tree)
       -> Clip | Reject             manifests.parse_or_reject
+     [-> Clip | Reject             with --test_manifest: its rows are the test split, the
+                                   manifest's the train split; _DropSpeakersInTest rejects the
+                                   train rows of speakers in the test manifest]
       -> Reshuffle                 spreads the clips over the workers
       -> Prepared | Reject         _PrepareClip -> clips.prepare_clip: probe, audio segment
                                    -> 6 s -> spectrogram; frame -> dlib face -> 224 crop, 68
                                    landmarks, JPEG
       -> batches of <= vgg_batch_size
       -> (split, Example)          _FaceFeatures: VGG-Face fc7 of the stored JPEGs; the split
+                                   (the clip's, from its manifest, else the speaker hash)
       -> shard files               shards.WriteShards: per split per bundle, ~150 MB
                                    each, in output_dir/.incomplete/
       -> committed shards          named, then renamed into output_dir (shards)
@@ -106,18 +110,46 @@ def _reject_counter(reason: str):
 
 
 class _ParseLine(beam.DoFn):
-    """Manifest line -> Clip (main output) or Reject (`rejects` output)."""
+    """Manifest line -> Clip (main output) or Reject (`rejects` output), both of `split` (that of
+    the manifest, or None for the speaker hash)."""
 
-    def __init__(self, manifest_format: str, media_dir: str):
-        self._format, self._media_dir = manifest_format, media_dir
+    def __init__(self, manifest_format: str, media_dir: str, split: Optional[str] = None):
+        self._format, self._media_dir, self._split = manifest_format, media_dir, split
 
     def process(self, line: str):
-        item = manifests.parse_or_reject(line, self._format, self._media_dir)
+        item = manifests.parse_or_reject(line, self._format, self._media_dir, self._split)
         if isinstance(item, manifests.Reject):
             _reject_counter(item.reason).inc()
             yield beam.pvalue.TaggedOutput(_REJECTS_TAG, item)
         elif item is not None:
             yield item
+
+
+class _DropSpeakersInTest(beam.DoFn):
+    """(speaker_id, its clips from both manifests) -> the clips, except that a speaker with test
+    rows loses its train rows (Reject `speaker_in_test`): train and test stay speaker-disjoint,
+    and the test split is the test manifest's, whole."""
+
+    def __init__(self, test_manifest: str):
+        self._test_manifest = test_manifest
+
+    def process(self, speaker_clips):
+        speaker, group = speaker_clips
+        group = list(group)
+        num_test = sum(c.split == "test" for c in group)
+        num_train = len(group) - num_test
+        if num_test and num_train:
+            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "speakers_in_both_manifests").inc()
+        for clip in group:
+            if clip.split == "test" or not num_test:
+                yield clip
+                continue
+            _reject_counter(Reason.SPEAKER_IN_TEST).inc()
+            yield beam.pvalue.TaggedOutput(_REJECTS_TAG, manifests.Reject(
+                clip.clip_id, Reason.SPEAKER_IN_TEST,
+                f"speaker {speaker!r} also has {num_test} row(s) in the test manifest "
+                f"{self._test_manifest}: its {num_train} train row(s) are dropped so that train "
+                "and test share no speaker", clip.source, clip.speaker_id, "train"))
 
 
 class _PrepareClip(beam.DoFn):
@@ -137,14 +169,15 @@ class _PrepareClip(beam.DoFn):
         except SkipClip as e:
             _reject_counter(e.reason).inc()
             yield beam.pvalue.TaggedOutput(_REJECTS_TAG, manifests.Reject(
-                clip.clip_id, e.reason, str(e), clip.source, clip.speaker_id))
+                clip.clip_id, e.reason, str(e), clip.source, clip.speaker_id, clip.split or ""))
             return
         except Exception as e:  # pylint: disable=broad-except
             # One bad clip must not stop a million-clip job: record it, keep going.
             detail = f"{type(e).__name__}: {e} | {traceback.format_exc(limit=3)[-600:]}"
             _reject_counter(Reason.PROCESSING_ERROR).inc()
             yield beam.pvalue.TaggedOutput(_REJECTS_TAG, manifests.Reject(
-                clip.clip_id, Reason.PROCESSING_ERROR, detail, clip.source, clip.speaker_id))
+                clip.clip_id, Reason.PROCESSING_ERROR, detail, clip.source, clip.speaker_id,
+                clip.split or ""))
             return
         yield prepared
 
@@ -178,7 +211,7 @@ class _FaceFeatures(beam.DoFn):
     def process(self, batch):
         features = self._extractor(np.stack([media.decode_jpeg(p.face_jpeg) for p in batch]))
         for p, feature in zip(batch, features):
-            split = split_for(p.clip.speaker_id, self._test_fraction)
+            split = p.clip.split or split_for(p.clip.speaker_id, self._test_fraction)
             beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"examples_{split}").inc()
             yield split, records.Example(
                 spectrogram=p.spectrogram, face_feature=feature, speaker_id=p.clip.speaker_id,
@@ -202,13 +235,36 @@ def _read_items(pipeline, config: BuildConfig):
             | "ListTree" >> beam.FlatMap(lambda s: manifests.list_voxceleb2_clips(media_dir, s)))
 
 
+def _parse_items(pipeline, config: BuildConfig):
+    """(Clips, [Rejects, ...]): of the manifest (or tree), or with `test_manifest` of both
+    manifests, each row of its manifest's split, without the train rows of test speakers."""
+    if not config.split_by_manifest:
+        parsed = (_read_items(pipeline, config)
+                  | "Parse" >> beam.ParDo(_ParseLine(config.manifest_format, config.media_dir))
+                  .with_outputs(_REJECTS_TAG, main="clips"))
+        return parsed.clips, [parsed[_REJECTS_TAG]]
+    parsed = []
+    for split, path in (("train", config.manifest), ("test", config.test_manifest)):
+        name = split.capitalize()
+        parsed.append(pipeline
+                      | f"Read{name}Manifest" >> beam.io.ReadFromText(path)
+                      | f"Parse{name}" >> beam.ParDo(_ParseLine(config.manifest_format,
+                                                                 config.media_dir, split))
+                      .with_outputs(_REJECTS_TAG, main="clips"))
+    kept = ((parsed[0].clips, parsed[1].clips)
+            | "BothManifests" >> beam.Flatten()
+            | "BySpeaker" >> beam.Map(lambda clip: (clip.speaker_id, clip))
+            | "GroupSpeakers" >> beam.GroupByKey()
+            | "DisjointSpeakers" >> beam.ParDo(_DropSpeakersInTest(config.test_manifest))
+            .with_outputs(_REJECTS_TAG, main="clips"))
+    return kept.clips, [p[_REJECTS_TAG] for p in parsed] + [kept[_REJECTS_TAG]]
+
+
 def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
                    start_time: float, tf_threads: int = 0) -> None:
     """Adds the whole build to `pipeline` (see the module docstring)."""
-    parsed = (_read_items(pipeline, config)
-              | "Parse" >> beam.ParDo(_ParseLine(config.manifest_format, config.media_dir))
-              .with_outputs(_REJECTS_TAG, main="clips"))
-    prepared = (parsed.clips
+    clips_in, parse_rejects = _parse_items(pipeline, config)
+    prepared = (clips_in
                 | "SpreadClips" >> beam.Reshuffle()
                 | "PrepareClip" >> beam.ParDo(_PrepareClip(config))
                 .with_outputs(_REJECTS_TAG, main="prepared"))
@@ -216,7 +272,7 @@ def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
                 | "BatchFaces" >> beam.BatchElements(min_batch_size=1,
                                                      max_batch_size=config.vgg_batch_size)
                 | "FaceFeatures" >> beam.ParDo(_FaceFeatures(weights, config.vgg_batch_size,
-                                                             config.test_fraction,
+                                                             config.hash_test_fraction,
                                                              tf_threads)))
     committed = (examples
               | "WriteShards" >> beam.ParDo(shards.WriteShards(config.output_dir,
@@ -226,7 +282,7 @@ def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
               | "NameShards" >> beam.FlatMap(shards.plan_names)
               | "SpreadCommits" >> beam.Reshuffle()
               | "CommitShards" >> beam.Map(shards.commit_shard, config.output_dir))
-    rejects = ((parsed[_REJECTS_TAG], prepared[_REJECTS_TAG])
+    rejects = ((*parse_rejects, prepared[_REJECTS_TAG])
                | "AllRejects" >> beam.Flatten())
     rejects_files = (rejects
                      | "RejectJson" >> beam.Map(lambda r: r.to_json())
@@ -243,9 +299,10 @@ def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
 
 @dataclasses.dataclass
 class BuildResult:
-    """What a finished build reports: its `DatasetInfo` (dataset_info.json), and the Beam metric counters
-    of namespace METRICS_NAMESPACE summed over steps (`rejected_<reason>`, `examples_<split>`,
-    `shards_written`; empty where the runner does not report metrics)."""
+    """What a finished build reports: its `DatasetInfo` (dataset_info.json), and the Beam metric
+    counters of namespace METRICS_NAMESPACE summed over steps (`rejected_<reason>`,
+    `examples_<split>`, `shards_written`, with test_manifest `speakers_in_both_manifests`;
+    empty where the runner does not report metrics)."""
 
     info: dataset_info.DatasetInfo
     counters: dict

@@ -9,6 +9,8 @@ import tensorflow as tf
 from speech2face.datasets.real import faces, manifests
 from speech2face import records
 
+DEFAULT_TEST_FRACTION = 0.08  # the paper's 0.15 M test / 1.85 M pairs
+
 
 @dataclasses.dataclass(frozen=True)
 class BuildConfig:
@@ -24,8 +26,13 @@ class BuildConfig:
       random_weights_for_tests: FOR TESTS ONLY: allow seeded random VGG-Face weights: with
         vggface_weights None they are written to output_dir; either way dataset_info.json
         marks the features random.
-      test_fraction: share of speakers (by hash) in the test split, in [0, 1]; 0.08 is the
-        paper's 0.15 M test / 1.85 M pairs.
+      test_fraction: share of speakers (by hash) in the test split, in [0, 1]; None: 0.08, the
+        paper's 0.15 M test / 1.85 M pairs. Must stay unset with test_manifest (then no
+        fraction is drawn).
+      test_manifest: a second manifest of manifest_format whose rows all go to the test split,
+        while all of manifest's go to train (AVSpeech: avspeech_test.csv beside
+        avspeech_train.csv); train rows whose speaker is also in it are rejected
+        (speaker_in_test). None: the split is the speaker hash of test_fraction.
       detector, upsample, max_detect_side, min_face_size, face_tries: see `faces.FaceFinder`;
         face_tries frames are tried around the segment's middle, 0.5 s apart.
       min_seconds: shorter clips are rejected (`too_short`).
@@ -49,7 +56,8 @@ class BuildConfig:
     output_dir: str
     vggface_weights: Optional[str]
     random_weights_for_tests: bool = False
-    test_fraction: float = 0.08
+    test_fraction: Optional[float] = None
+    test_manifest: Optional[str] = None
     detector: str = "cnn"
     upsample: int = 0
     max_detect_side: int = faces.DEFAULT_MAX_DETECT_SIDE
@@ -73,9 +81,20 @@ class BuildConfig:
             raise ValueError(f"--manifest is required for the {self.manifest_format} format")
         if self.manifest is not None and not tf.io.gfile.exists(self.manifest):
             raise FileNotFoundError(f"manifest {self.manifest} not found")
+        if self.test_manifest is not None:
+            if self.manifest is None:
+                raise ValueError(f"--test_manifest {self.test_manifest} needs --manifest too "
+                                 "(the train rows)")
+            if self.test_fraction is not None:
+                raise ValueError(
+                    f"give --test_fraction or --test_manifest, not both: with --test_manifest "
+                    f"{self.test_manifest} its rows are the test split and --manifest's the "
+                    "train split, so no fraction is drawn")
+            if not tf.io.gfile.exists(self.test_manifest):
+                raise FileNotFoundError(f"test_manifest {self.test_manifest} not found")
         if not tf.io.gfile.isdir(self.media_dir):
             raise FileNotFoundError(f"media_dir {self.media_dir} is not a directory")
-        if not 0.0 <= self.test_fraction <= 1.0:
+        if not 0.0 <= self.hash_test_fraction <= 1.0:
             raise ValueError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
         if self.detector not in faces.DETECTORS:
             raise ValueError(f"detector must be one of {faces.DETECTORS}, got {self.detector!r}")
@@ -86,3 +105,13 @@ class BuildConfig:
                              f"{self.max_seconds}")
         if self.vgg_batch_size < 1 or self.face_tries < 1 or self.target_shard_bytes < 1:
             raise ValueError("vgg_batch_size, face_tries and target_shard_bytes must be >= 1")
+
+    @property
+    def hash_test_fraction(self) -> float:
+        """The test_fraction the speaker hash uses (without test_manifest)."""
+        return DEFAULT_TEST_FRACTION if self.test_fraction is None else self.test_fraction
+
+    @property
+    def split_by_manifest(self) -> bool:
+        """True when the manifests fix the split (test_manifest given), not the speaker hash."""
+        return self.test_manifest is not None

@@ -14,6 +14,10 @@ Formats (docs/data.md; `media_dir` is the directory the relative paths are under
                these names is skipped); paths relative to media_dir or absolute. The image may be
                a still (jpg, png, ...) or a video (its middle frame is used).
 
+The split is the speaker hash of `test_fraction` unless a second manifest of the same format,
+`test_manifest`, fixes it (AVSpeech's own avspeech_train.csv / avspeech_test.csv): then every
+`Clip` and `Reject` carries the split of the manifest it came from.
+
 In every format blank lines and lines starting with '#' are skipped. A malformed row raises
 `ManifestError`; the pipeline turns it into a `Reject` (reason `malformed_row`), never a crash.
 `Reason` lists every reason a clip can be skipped for, `SkipClip` is the exception that carries
@@ -49,6 +53,7 @@ class Reason:
     NO_FACE = "no_face"
     FACE_TOO_SMALL = "face_too_small"
     PROCESSING_ERROR = "processing_error"
+    SPEAKER_IN_TEST = "speaker_in_test"
 
 
 # Every reason with what it means (dataset_info.json and docs/data.md repeat these words).
@@ -64,6 +69,7 @@ REASONS = {
     Reason.NO_FACE: "the face detector found no face in any of the frames tried",
     Reason.FACE_TOO_SMALL: "the chosen face is smaller than the minimum face size",
     Reason.PROCESSING_ERROR: "an unexpected error while processing the clip (a bug: report it)",
+    Reason.SPEAKER_IN_TEST: "a --manifest (train) row whose speaker is also in --test_manifest",
 }
 
 
@@ -87,7 +93,7 @@ class Clip:
     Attributes:
       clip_id: unique within a data set (`<youtube_id>_<start>_<end>`, `<speaker>/<video>/<utt>`,
         or `<audio_path>|<image_path>` for pairs).
-      speaker_id: the split is drawn from it (train and test never share a speaker).
+      speaker_id: the hash split is drawn from it (train and test never share a speaker).
       source: "avspeech", "voxceleb2" or "pairs".
       audio_path: media with the voice; a path without extension means "try .mp4, .mkv, .webm".
       image_path: media with the face: a video (one frame is taken) or a still image.
@@ -95,6 +101,8 @@ class Clip:
       end: segment end in seconds, or None for "to the end of the file".
       hint: normalised (x, y) of the speaker's face centre in the frame, or None (then the
         largest face is used).
+      split: "train" or "test" when the manifest it came from fixes the split (--manifest and
+        --test_manifest), None when the speaker hash draws it.
     """
 
     clip_id: str
@@ -105,6 +113,7 @@ class Clip:
     start: float = 0.0
     end: Optional[float] = None
     hint: Optional[Tuple[float, float]] = None
+    split: Optional[str] = None
 
     @property
     def image_is_still(self) -> bool:
@@ -113,13 +122,15 @@ class Clip:
 
 @dataclasses.dataclass(frozen=True)
 class Reject:
-    """One skipped item: `item` is the clip id, or the raw line for a malformed row."""
+    """One skipped item: `item` is the clip id, or the raw line for a malformed row; `split` is
+    that of the manifest the item came from when the manifests fix the split, else ""."""
 
     item: str
     reason: str
     detail: str
     source: str = ""
     speaker_id: str = ""
+    split: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, sort_keys=True)
@@ -218,22 +229,24 @@ def parse_line(line: str, manifest_format: str, media_dir: str) -> Optional[Clip
     return _PARSERS[manifest_format](stripped, media_dir)
 
 
-def parse_or_reject(line: str, manifest_format: str, media_dir: str
-                    ) -> Optional[Union[Clip, Reject]]:
-    """`parse_line`, with a malformed row returned as a `Reject` instead of raised."""
+def parse_or_reject(line: str, manifest_format: str, media_dir: str,
+                    split: Optional[str] = None) -> Optional[Union[Clip, Reject]]:
+    """`parse_line`, with a malformed row returned as a `Reject` instead of raised; both carry
+    `split` (that of the manifest the line is from, or None for the speaker hash)."""
     try:
-        return parse_line(line, manifest_format, media_dir)
+        clip = parse_line(line, manifest_format, media_dir)
     except ManifestError as e:
         return Reject(item=line.strip()[:500], reason=Reason.MALFORMED_ROW, detail=str(e),
-                      source=manifest_format)
+                      source=manifest_format, split=split or "")
+    return clip if clip is None or split is None else dataclasses.replace(clip, split=split)
 
 
-def read_manifest(path: str, manifest_format: str, media_dir: str
-                  ) -> Iterator[Union[Clip, Reject]]:
+def read_manifest(path: str, manifest_format: str, media_dir: str,
+                  split: Optional[str] = None) -> Iterator[Union[Clip, Reject]]:
     """Every Clip or Reject of a manifest file, in file order (outside Beam: tools, tests)."""
     with tf.io.gfile.GFile(path, "r") as f:
         for line in f:
-            item = parse_or_reject(line, manifest_format, media_dir)
+            item = parse_or_reject(line, manifest_format, media_dir, split)
             if item is not None:
                 yield item
 

@@ -162,12 +162,17 @@ class InfoCombineFn(beam.CombineFn):
     """Shard summaries and rejects -> the counts of dataset_info.json."""
 
     def create_accumulator(self):
-        return {"splits": {}, "rejects": collections.Counter(), "reject_sources": {}}
+        return {"splits": {}, "rejects": collections.Counter(), "reject_sources": {},
+                "reject_splits": {}, "shared_speakers": set()}
 
     def add_input(self, acc, item):
         if isinstance(item, manifests.Reject):
             acc["rejects"][item.reason] += 1
             acc["reject_sources"].setdefault(item.source, collections.Counter())[item.reason] += 1
+            if item.split:  # the manifests fix the split
+                acc["reject_splits"].setdefault(item.split, collections.Counter())[item.reason] += 1
+            if item.reason == manifests.Reason.SPEAKER_IN_TEST:
+                acc["shared_speakers"].add(item.speaker_id)
             return acc
         s = acc["splits"].setdefault(item["split"], {"examples": 0, "bytes": 0, "files": [],
                                                      "speakers": set(), "sources": {}})
@@ -185,6 +190,9 @@ class InfoCombineFn(beam.CombineFn):
             out["rejects"].update(acc["rejects"])
             for source, counts in acc["reject_sources"].items():
                 out["reject_sources"].setdefault(source, collections.Counter()).update(counts)
+            for split, counts in acc["reject_splits"].items():
+                out["reject_splits"].setdefault(split, collections.Counter()).update(counts)
+            out["shared_speakers"].update(acc["shared_speakers"])
             for split, s in acc["splits"].items():
                 self.add_input(out, {"split": split, **s})
         return out
@@ -215,9 +223,7 @@ def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
             "file": REJECTS,
             "reasons": manifests.REASONS,
         },
-        "split": {"method": "test if sha1(speaker_id)[:8] / 2^64 < test_fraction (stable, "
-                            "speaker-disjoint; AVSpeech speaker = YouTube id)",
-                  "test_fraction": config.test_fraction},
+        "split": _split_details(acc, counts, config),
         "waveform": {"stored": config.store_waveform,
                      "content": f"int16 16 kHz, the clip's first {config.max_seconds:g} s, "
                                 "tiled to at least 6 s"},
@@ -244,6 +250,25 @@ def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
     info.write(config.output_dir)
 
 
+def _split_details(acc, counts, config: BuildConfig) -> dict:
+    """How the split was drawn; with test_manifest, the rows read and rejected per split."""
+    if not config.split_by_manifest:
+        return {"method": "test if sha1(speaker_id)[:8] / 2^64 < test_fraction (stable, "
+                          "speaker-disjoint; AVSpeech speaker = YouTube id)",
+                "test_fraction": config.hash_test_fraction}
+    rows = {}
+    for split in SPLITS:
+        rejected = acc["reject_splits"].get(split, collections.Counter())
+        rows[split] = {"items_read": counts[split]["clips"] + sum(rejected.values()),
+                       "rejected": sum(rejected.values()),
+                       "rejects_by_reason": {r: n for r, n in sorted(rejected.items())}}
+    return {"method": "manifests: every row of manifest is train, every row of test_manifest "
+                      "is test; train rows of a speaker in test_manifest are rejected "
+                      f"({manifests.Reason.SPEAKER_IN_TEST})",
+            "manifests": {"train": config.manifest, "test": config.test_manifest},
+            "speakers_in_both": len(acc["shared_speakers"]), "rows": rows}
+
+
 def format_summary(info: dataset_info.DatasetInfo) -> str:
     """A few lines for the console: examples per split, rejects per reason, where things are."""
     counts, rejects = info.counts, info.details["rejects"]
@@ -256,6 +281,12 @@ def format_summary(info: dataset_info.DatasetInfo) -> str:
     for reason, n in rejects["by_reason"].items():
         if n:
             lines.append(f"  rejected {reason:<22} {n:>8}")
+    if info.config.get("test_manifest"):
+        lines.append("  split: --manifest rows -> train, --test_manifest rows -> test")
+    shared = info.details.get("split", {}).get("speakers_in_both")
+    if shared:
+        lines.append(f"  WARNING: {shared} speakers in both manifests: their train rows were "
+                     f"rejected ({manifests.Reason.SPEAKER_IN_TEST})")
     if info.vggface_weights["random_init"]:
         lines.append("  WARNING: random VGG-Face weights (test build)")
     lines.append(f"  built in {info.build_seconds:.0f} s; see {REJECTS} and "
