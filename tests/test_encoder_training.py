@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from speech2face import audio, data
 from speech2face.models import export, vggface
 from speech2face.training import encoder_task, loop
 from tests.support import helpers
@@ -79,6 +80,27 @@ def test_voice_feature_starts_at_the_mean_face_feature(tiny_world, decoder_dir):
     plain = _task(world, decoder_dir, mean_feature_init=False).build_model()
     assert not np.any(plain.get_layer("fc2").bias.numpy())
     assert np.abs(plain.get_layer("fc2").kernel.numpy()).max() > 0
+
+
+def test_random_crops_reach_the_step_as_int16_and_its_spectrogram(tiny_world, mirrored):
+    """The host only cuts int16 crops; the replica step's spectrogram of them equals
+    audio.spectrogram of the same samples, on one device and split over two replicas."""
+    world, _ = tiny_world
+    options = encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(
+        preset="small", decoder_dir="unused", vggface_weights="unused")).input_options(True)
+    batch = next(iter(data.input_fn(os.path.join(world, "train-*.tfrecord"), None, 4, True,
+                                    options)))
+    crops = batch[encoder_task.WAVEFORM_KEY]
+    assert crops.dtype == tf.int16 and crops.shape == (4, audio.SEGMENT_SAMPLES)
+    assert "spectrogram" not in batch
+    expected = audio.spectrogram(crops.numpy().astype(np.float32) / 32768.0).numpy()
+    one = encoder_task.spectrogram_of(batch).numpy()
+    np.testing.assert_allclose(one, expected, atol=1e-6)
+    dataset = mirrored.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors({encoder_task.WAVEFORM_KEY: crops}))
+    per_replica = mirrored.run(tf.function(encoder_task.spectrogram_of), args=(next(iter(dataset)),))
+    split = np.concatenate([t.numpy() for t in mirrored.experimental_local_results(per_replica)])
+    np.testing.assert_allclose(split, one, atol=1e-5)
 
 
 def test_missing_teachers_are_clear_errors(tiny_world):

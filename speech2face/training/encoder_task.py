@@ -2,7 +2,8 @@
 
 Inputs per example: the spectrogram of 6 s of speech and v_f. In training, the 6 s are a random
 crop of the stored waveform (clips shorter than 6 s were tiled when the records were written),
-turned into a spectrogram on the host CPUs inside tf.data; `random_crops=False` uses the stored
+cut on the host CPUs inside tf.data and handed on as int16; the spectrogram is computed from it
+inside the replica step, on the accelerator when there is one; `random_crops=False` uses the stored
 spectrogram (the first 6 s) instead, which is also what evaluation uses.
 
 Loss (paper Eq. 1–2) through two FROZEN teachers loaded through the real loaders: f_dec, the first
@@ -65,8 +66,14 @@ class EncoderTaskConfig:
     mean_feature_init: bool = False
 
 
-def _random_crop_spectrograms(num_samples: int, seed: int):
-    """Host-side transform: random `num_samples` crops of the int16 waveforms -> spectrograms."""
+WAVEFORM_KEY = "waveform_int16"  # [B, num_samples] int16 crops, for the spectrogram in the step
+
+
+def _random_crops(num_samples: int, seed: int):
+    """Host-side transform: random `num_samples` crops of the stored int16 waveforms, handed on
+    as int16 [B, num_samples] (`WAVEFORM_KEY`; a third of a float32 copy's bytes). The
+    spectrogram is computed from them inside the replica step (`spectrogram_of`), so on a GPU
+    or TPU the STFT runs on the accelerator and the host only cuts bytes."""
     generator = tf.random.Generator.from_seed(seed)
 
     def transform(batch):
@@ -78,13 +85,20 @@ def _random_crop_spectrograms(num_samples: int, seed: int):
         # Crop in byte space (2 bytes per sample), so the batch decodes to one dense tensor.
         crops = tf.strings.substr(batch["waveform_bytes"], offsets * 2,
                                   tf.fill(tf.shape(offsets), tf.constant(num_samples * 2, tf.int64)))
-        waveform = tf.cast(tf.io.decode_raw(crops, tf.int16, little_endian=True),
-                           tf.float32) / 32768.0
         out = {k: v for k, v in batch.items() if k not in ("waveform_bytes", "num_samples")}
-        out["spectrogram"] = audio.spectrogram(tf.reshape(waveform, [-1, num_samples]))
+        out[WAVEFORM_KEY] = tf.reshape(tf.io.decode_raw(crops, tf.int16, little_endian=True),
+                                       [-1, num_samples])
         return out
 
     return transform
+
+
+def spectrogram_of(batch) -> tf.Tensor:
+    """The batch's spectrogram [B, T, 257, 2]: stored, or computed from its int16 crops (on the
+    device running the step): `audio.spectrogram` of the crops scaled to [-1, 1)."""
+    if WAVEFORM_KEY in batch:
+        return audio.spectrogram(tf.cast(batch[WAVEFORM_KEY], tf.float32) / 32768.0)
+    return batch["spectrogram"]
 
 
 def _decode_faces(batch):
@@ -121,8 +135,7 @@ class EncoderTask(loop.Task):
     def input_options(self, training: bool) -> data.InputOptions:
         if training and self.cfg.random_crops:
             return data.InputOptions(with_spectrogram=False, with_waveform=True,
-                                     batch_transform=_random_crop_spectrograms(
-                                         self.num_samples, self.seed))
+                                     batch_transform=_random_crops(self.num_samples, self.seed))
         return data.InputOptions()
 
     def summary_input_options(self) -> data.InputOptions:
@@ -161,7 +174,7 @@ class EncoderTask(loop.Task):
             self.cfg.learning_rate, self.cfg.decay_rate, self.cfg.decay_steps))
 
     def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
-        v_s = model(batch["spectrogram"], training=training)  # the voice's face feature
+        v_s = model(spectrogram_of(batch), training=training)  # the voice's face feature
         return losses.speech2face_loss(
             batch["face_feature"], v_s, self.decoder.f_dec, self.fc8,
             lambda1=self.cfg.lambda1, lambda2=self.cfg.lambda2,
