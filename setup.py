@@ -48,6 +48,7 @@ setuptools.setup(
         "speech2face-train = speech2face.cli.train:run",
         "speech2face-evaluate = speech2face.cli.evaluate:run",
         "speech2face-predict = speech2face.cli.predict:run",
+        "speech2face-export-model = speech2face.cli.export_model:run",
         "speech2face-demo = speech2face.cli.demo:run",
         "speech2face-make-toy-world = speech2face.cli.make_toy_world:run",
         "speech2face-build-records = speech2face.cli.build_records:run",
