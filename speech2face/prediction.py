@@ -152,7 +152,7 @@ def predict_files(model_dir: Optional[str], paths: Sequence[str], output: str,
         chunk, segments = [], []
         for path in pending[start:start + batch_size]:
             try:
-                waveform = audio.load_audio(path)
+                waveform = artifact.check_length(audio.load_audio(path), path)
             except (audio.AudioError, RuntimeError) as e:
                 logging.warning("%s", e)
                 outcome[path] = e

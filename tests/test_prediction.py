@@ -121,6 +121,21 @@ def test_directory_input(tiny_models, media, tmp_path):
         prediction.predict_files(str(tmp_path), [media / "voice.wav"], str(tmp_path / "x.png"))
 
 
+def test_under_a_second_is_refused_and_the_rest_is_written(tiny_models, media, tmp_path):
+    """10 ms of audio holds no word: it is reported like an unreadable file, not drawn."""
+    blip = helpers.write_wav(tmp_path / "blip.wav", helpers.sine(220, 0.01))
+    results = prediction.predict_files(tiny_models.encoder_dir, [blip, media / "voice.wav"],
+                                       str(tmp_path / "faces") + "/")
+    assert [r.ok for r in results] == [False, True]
+    assert isinstance(results[0].output, audio.AudioError)
+    assert str(results[0].output) == (f"{blip}: 0.01 s of audio; a prediction needs at least "
+                                      "1 s of speech")
+    assert not (tmp_path / "faces" / "blip.png").exists()
+    model = artifact.load_either(model_dir=tiny_models.encoder_dir)
+    with pytest.raises(audio.AudioError, match="waveform 0: 0.50 s of audio"):
+        model.predict(np.zeros(8000, np.float32))
+
+
 def test_cli(tiny_models, media, tmp_path):
     output = tmp_path / "face.png"
     proc = subprocess.run(

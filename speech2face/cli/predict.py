@@ -13,7 +13,7 @@ several -> face_<input name>.png beside --output, and --output holds a labelled 
 them all; a directory --output -> <input name>.png inside it. --save_features writes v_s (the
 4096-D face feature predicted from the voice) beside each PNG as .npy.
 
-A file that cannot be read is reported and skipped; the others are still written, and the exit
+A file that cannot be read, or holds under 1 s of audio, is reported and skipped; the others are still written, and the exit
 status is then 1.
 """
 

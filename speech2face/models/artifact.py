@@ -37,7 +37,17 @@ MODEL_INFO = "model.json"
 ENCODER_FILE = export.ENCODER_FILE
 DECODER_FILE = export.DECODER_FILE
 SAVED_MODEL_DIR = "saved_model"
-MIN_SAMPLES = audio.SAMPLE_RATE  # the SavedModel takes at least 1 s
+MIN_SAMPLES = audio.SAMPLE_RATE  # at least 1 s of speech, as the dataset builder requires
+
+
+def check_length(waveform: np.ndarray, name: str) -> np.ndarray:
+    """`waveform` if it holds at least `MIN_SAMPLES` (1 s); else `audio.AudioError` naming
+    `name`: a face drawn from a few milliseconds would be noise presented as a prediction."""
+    if len(waveform) < MIN_SAMPLES:
+        raise audio.AudioError(f"{name}: {len(waveform) / audio.SAMPLE_RATE:.2f} s of audio; "
+                               f"a prediction needs at least {MIN_SAMPLES / audio.SAMPLE_RATE:g} s "
+                               "of speech")
+    return waveform
 
 
 def sha256(path: str, chunk: int = 2**22) -> str:
@@ -139,21 +149,22 @@ class Speech2FaceModel:
           `Output(feature float32 [N, 4096], face uint8 [N, S, S, 3])`.
 
         Raises:
-          audio.AudioError: a file that cannot be read (its message names it); ValueError: a
-          waveform that is not 1-D or is empty.
+          audio.AudioError: a file that cannot be read or holds under 1 s of audio (its message
+          names it); ValueError: a waveform that is not 1-D, or is shorter than 1 s.
         """
         if isinstance(inputs, (str, os.PathLike)) or (
                 isinstance(inputs, np.ndarray) and inputs.ndim == 1):
             inputs = [inputs]
         segments = []
-        for item in inputs:
+        for i, item in enumerate(inputs):
             if isinstance(item, (str, os.PathLike)):
-                waveform = audio.load_audio(item)
+                waveform = check_length(audio.load_audio(item), os.fspath(item))
             else:
                 waveform = np.asarray(item, np.float32)
                 if waveform.ndim != 1 or not waveform.size:
                     raise ValueError(f"a waveform must be 1-D 16 kHz samples; got shape "
                                      f"{waveform.shape}")
+                check_length(waveform, f"waveform {i}")
             segments.append(audio.fit_to_length(waveform, audio.SEGMENT_SAMPLES, offset=0))
         features, faces = [], []
         for start in range(0, len(segments), batch_size):
