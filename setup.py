@@ -25,6 +25,9 @@ INSTALL_REQUIRES = [
     "apache-beam>=2.77,<3",
 ]
 
+# The optional web app (speech2face.app): a small ASGI app, its server and its form parser.
+APP_REQUIRES = ["starlette>=1.2,<2", "uvicorn>=0.30,<1", "python-multipart>=0.0.18,<1"]
+
 setuptools.setup(
     name="speech2face",
     version="0.1.0",
@@ -52,9 +55,15 @@ setuptools.setup(
         "speech2face-demo = speech2face.cli.demo:run",
         "speech2face-make-toy-world = speech2face.cli.make_toy_world:run",
         "speech2face-build-records = speech2face.cli.build_records:run",
+        "speech2face-app = speech2face.app.__main__:run",
     ]},
     extras_require={
-        "test": ["pytest>=7", "scikit-image>=0.21"],
+        # The app's packages are here too, so that CI (which installs .[test]) runs its tests;
+        # httpx2 is what Starlette's TestClient uses (>= 1.2), selenium drives the browser test.
+        "test": ["pytest>=7", "scikit-image>=0.21", *APP_REQUIRES, "httpx2>=2,<3",
+                 "selenium>=4.25,<5"],
+        # The web page to try a model on your own voice: python -m speech2face.app (docs/app.md).
+        "app": APP_REQUIRES,
         # Google Cloud Dataflow and gs:// paths for the dataset builder (docs/data.md).
         "dataflow": ["apache-beam[gcp]>=2.77,<3"],
     },
