@@ -47,8 +47,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config_flags.check_usage(argv)
     if not FLAGS.model:
         raise app.UsageError("give --model=MODEL (a model directory)")
     try:
@@ -79,8 +78,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    config_flags.as_main_module(__name__, __doc__)
-    app.run(main)
+    config_flags.run_main(__name__, __doc__, main)
 
 
 if __name__ == "__main__":

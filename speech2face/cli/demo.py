@@ -28,7 +28,7 @@ from typing import Optional
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 from speech2face.cli import flags as config_flags  # noqa: E402
 import numpy as np  # noqa: E402
@@ -286,8 +286,7 @@ def evaluate_and_predict(world: str, workdir: str, model: str, wav_paths) -> Non
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config_flags.check_usage(argv)
     os.makedirs(FLAGS.workdir, exist_ok=True)
     world = build_world(FLAGS.workdir, FLAGS.num_speakers, FLAGS.seed, FLAGS.rebuild,
                         FLAGS.vggface_weights)
@@ -303,8 +302,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    config_flags.as_main_module(__name__, __doc__)
-    app.run(main)
+    config_flags.run_main(__name__, __doc__, main)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ default the train-*.tfrecord beside --records). Any other classifier plugs in wi
 import importlib
 import inspect
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -96,11 +95,7 @@ def _classifiers():
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for name in ("records", "output_dir"):
-        if not getattr(FLAGS, name):
-            raise app.UsageError(f"--{name} is required")
+    config_flags.check_usage(argv, required=("records", "output_dir"))
     if bool(FLAGS.model) == bool(FLAGS.model_dir):
         raise app.UsageError("give --model=MODEL (a model directory) or --model_dir=RUN (a "
                              "stage-2 training run), one of the two")
@@ -122,8 +117,7 @@ def main(argv):
     except (FileNotFoundError, data.NoRecordsError, ValueError, TypeError) as e:
         # Errors a user causes (no export, no records, bad flags) end in one line, not a trace.
         logging.debug("evaluation failed", exc_info=True)
-        print(f"evaluate.py: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        config_flags.fail("evaluate.py", e)
     print(report.format_retrieval_table(result))
     if result["all_test_examples_used"]:
         print(f"(the test set has {result['gallery_size']} clips, fewer than --gallery_size="
@@ -137,8 +131,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    config_flags.as_main_module(__name__, __doc__)
-    app.run(main)
+    config_flags.run_main(__name__, __doc__, main)
 
 
 if __name__ == "__main__":

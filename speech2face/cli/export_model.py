@@ -15,11 +15,10 @@ docs/use_a_model.md has the rest (TensorFlow Serving, the web page).
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from speech2face.cli import flags as config_flags  # noqa: E402
 from speech2face.models import artifact  # noqa: E402
@@ -34,25 +33,19 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    for name in ("model_dir", "output"):
-        if not getattr(FLAGS, name):
-            raise app.UsageError(f"--{name} is required")
+    config_flags.check_usage(argv, required=("model_dir", "output"))
     try:
         path = artifact.write_model(FLAGS.model_dir, FLAGS.output, FLAGS.decoder_dir,
                                     saved_model=FLAGS.saved_model, overwrite=FLAGS.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"speech2face-export-model: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        config_flags.fail("speech2face-export-model", e)
     print(f"Model written to {path}")
     print(f"  python predict.py --model={path} --audio=clip.wav --output=face.png")
 
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    config_flags.as_main_module(__name__, __doc__)
-    app.run(main)
+    config_flags.run_main(__name__, __doc__, main)
 
 
 if __name__ == "__main__":

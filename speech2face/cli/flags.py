@@ -11,7 +11,7 @@ import sys
 import typing
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from absl import flags
+from absl import app, flags
 
 _ATTRIBUTE = re.compile(r"^      ([a-z_0-9, ]+): (.*)$")
 
@@ -103,3 +103,26 @@ def as_main_module(module_name: str, doc: str) -> None:
     sys.modules["__main__"].__doc__ = doc
     for flag in flags.FLAGS.flags_by_module_dict().get(module_name, []):
         flags.FLAGS.register_flag_by_module(sys.argv[0], flag)
+
+
+def run_main(module_name: str, doc: str, main) -> None:
+    """Runs a tool's `main(argv)` under absl, its `--help` describing that tool
+    (`as_main_module`); every tool's `run()`, the console-script entry point, is this call."""
+    as_main_module(module_name, doc)
+    app.run(main)
+
+
+def check_usage(argv: Sequence[str], required: Sequence[str] = ()) -> None:
+    """Raises absl's UsageError (which prints the tool's usage) for bare arguments the tool does
+    not take, or for a required flag left empty."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for name in required:
+        if not getattr(flags.FLAGS, name):
+            raise app.UsageError(f"--{name} is required")
+
+
+def fail(prog: str, message) -> "typing.NoReturn":
+    """Ends a command-line tool with one line `PROG: error: MESSAGE` on stderr and exit status 1."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(1)

@@ -26,8 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    config_flags.check_usage(argv)
     config = toy_world.ToyWorldConfig(**config_flags.kwargs_given(_FIELDS))
     try:
         info = toy_world.build_toy_world(config, FLAGS.output_dir)
@@ -38,8 +37,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    config_flags.as_main_module(__name__, __doc__)
-    app.run(main)
+    config_flags.run_main(__name__, __doc__, main)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,7 @@ def main(argv):
                                            exaggeration=FLAGS.exaggeration,
                                            model=FLAGS.model)
     except (FileNotFoundError, ValueError) as e:
-        print(f"predict.py: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        config_flags.fail("predict.py", e)
     failed = [r for r in results if not r.ok]
     for r in results:
         if r.ok:
@@ -76,8 +75,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    config_flags.as_main_module(__name__, __doc__)
-    app.run(main)
+    config_flags.run_main(__name__, __doc__, main)
 
 
 if __name__ == "__main__":

@@ -98,10 +98,7 @@ def resolve_experiment() -> experiments.ExperimentConfig:
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.model_dir:
-        raise app.UsageError("--model_dir is required")
+    config_flags.check_usage(argv, required=("model_dir",))
     experiment = resolve_experiment()
     if not experiment.data.train_records:
         raise app.UsageError("--train_records is required")
@@ -136,8 +133,7 @@ def main(argv):
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    config_flags.as_main_module(__name__, __doc__)
-    app.run(main)
+    config_flags.run_main(__name__, __doc__, main)
 
 
 if __name__ == "__main__":

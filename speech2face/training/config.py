@@ -46,17 +46,20 @@ class TrainerConfig:
       seed: model initialisation and input order.
     """
 
+    # How much: the paper's batch and epochs (its implementation details).
     global_batch_size: int = PAPER_BATCH_SIZE
     train_steps: Optional[int] = None
     epochs: float = PAPER_EPOCHS
+    # The host loop and checkpoints.
     steps_per_loop: int = 50
     checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    # Summaries and the held-out evaluation during training.
     summary_every: int = 50
     image_summary_every: int = 500
+    num_images: int = 8
     eval_every: int = 500
     eval_batches: int = 10
-    num_images: int = 8
-    keep_checkpoints: int = 3
     seed: int = 0
 
     def validate(self) -> None:

@@ -60,11 +60,11 @@ class ToyWorldConfig:
     clips_per_speaker: int = 4
     faces_per_speaker: int = 2
     test_fraction: float = 0.2
+    seed: int = 0
+    vggface_weights: Optional[str] = None
     min_seconds: float = 2.0
     max_seconds: float = 8.0
-    seed: int = 0
     spectrogram_dtype: str = records.DEFAULT_SPECTROGRAM_DTYPE
-    vggface_weights: Optional[str] = None
     max_shard_bytes: int = 150 * 2**20
 
     def validate(self):
