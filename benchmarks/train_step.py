@@ -39,21 +39,6 @@ FLAGS = flags.FLAGS
 
 
 
-def matmul_peak(n, seconds=3.0):
-    """Achieved float32 FLOP/s of an n×n×n `tf.linalg.matmul` (2·n³ FLOPs), best of a few runs."""
-    rng = np.random.default_rng(0)
-    a = tf.constant(rng.standard_normal((n, n)).astype(np.float32))
-    b = tf.constant(rng.standard_normal((n, n)).astype(np.float32))
-    matmul = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(a, b)))
-    matmul().numpy()
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        matmul().numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
-
-
 def _rate(preset, precision, jit, batch_size, steps):
     strategy.set_precision(precision)
     keras.utils.set_random_seed(0)
@@ -89,7 +74,7 @@ def main(_):
     host = {**machine.describe(), "keras": keras.__version__}
     print(f"TensorFlow {host['tensorflow']}, Keras {host['keras']}, Python {host['python']}, "
           f"{host['cpu']}, {host['cpu_cores']} CPU cores, GPUs: {host['gpus'] or 'none'}")
-    peak = matmul_peak(FLAGS.peak_size) if FLAGS.peak_size else None
+    peak = machine.matmul_peak(FLAGS.peak_size) if FLAGS.peak_size else None
     if peak:
         print(f"float32 matmul peak ({FLAGS.peak_size}²): {peak / 1e9:.1f} GFLOP/s")
     print(f"\n  {'preset':<7} {'precision':<10} {'xla':<4} {'examples/s':>11} {'GFLOP/s':>9} "
