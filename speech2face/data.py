@@ -6,6 +6,12 @@ serialized strings, batched at the per-replica batch size, and only then parsed,
 `parse_example` call per batch, which is what keeps a 2-core host above 1,500 paper-sized
 examples/s (`benchmarks/input_pipeline.py`).
 
+Records of either layout (docs/data.md, "Record layouts") read through the same function: a
+spectrogram layout hands on its stored spectrogram (`spectrogram`), waveform_int16 the first 6 s
+of its int16 waveform (`WAVEFORM_KEY`), and the step that runs the model calls
+`spectrogram_of(batch)`, which returns the first or computes the same spectrogram from the second
+(`audio.spectrogram`), on the accelerator that runs the step.
+
 Typical use under a strategy::
 
     dataset = strategy.distribute_datasets_from_function(
@@ -18,7 +24,18 @@ from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 
-from speech2face import records
+from speech2face import audio, records
+
+WAVEFORM_KEY = records.WAVEFORM_KEY  # int16 [B, samples]: segments or crops to compute it from
+
+
+def spectrogram_of(batch: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """The batch's spectrogram [B, T, 257, 2]: the stored one (`spectrogram`), or
+    `audio.spectrogram` of its int16 samples (`WAVEFORM_KEY`) scaled to [-1, 1), computed where
+    this runs: call it inside the replica step so that the STFT runs on the accelerator."""
+    if WAVEFORM_KEY in batch:
+        return audio.spectrogram(tf.cast(batch[WAVEFORM_KEY], tf.float32) / 32768.0)
+    return batch["spectrogram"]
 
 
 class NoRecordsError(ValueError):
@@ -36,7 +53,9 @@ class InputOptions:
       block_length: consecutive examples taken from one file before moving to the next.
       with_faces: also return `face_jpeg` and `landmarks` (the face decoder's stage needs them).
       with_waveform: also return the raw int16 waveform bytes and lengths.
-      with_spectrogram: False skips the spectrogram (stages that only need faces).
+      with_spectrogram: False skips the spectrogram (stages that only need faces); True hands
+        on the stored spectrogram, or with waveform_int16 records the first 6 s of waveform
+        (`WAVEFORM_KEY`): read either with `spectrogram_of`.
       deterministic: element order of the parallel interleave and map; None means
         deterministic in eval mode only (training trades order for speed).
       batch_transform: optional function applied to each parsed batch dict inside the same
@@ -45,7 +64,7 @@ class InputOptions:
         tf.bool), computed in a parallel map before the shuffle and the batching, so batches stay
         full and only kept examples are shuffled and parsed (e.g. stage 1's canonical faces). A
         training pipeline that keeps nothing never yields: count what it keeps beforehand.
-      output_dtype: dtype of the spectrogram handed on; None keeps the stored dtype (float16
+      output_dtype: dtype of a stored spectrogram handed on; None keeps the stored dtype (float16
         by default), which halves host-to-accelerator bytes and skips a CPU cast that costs
         more than the rest of the pipeline together; Keras layers cast their inputs to their
         compute dtype on the device.
@@ -98,7 +117,8 @@ def input_fn(
       options: `InputOptions`.
 
     Returns:
-      A dataset of dicts, see `records.parse_batch`: `spectrogram` [b, frames, 257, 2],
+      A dataset of dicts, see `records.parse_batch`: `spectrogram` [b, frames, 257, 2] (or,
+      from waveform_int16 records, `WAVEFORM_KEY` [b, 96000] int16: use `spectrogram_of`),
       `face_feature` [b, 4096], `speaker_id`, `clip_id`, `source` [b], and the optional extras.
     """
     files = list_files(file_pattern)
@@ -148,6 +168,7 @@ def input_fn(
             with_waveform=options.with_waveform,
             output_dtype=options.output_dtype,
             with_spectrogram=options.with_spectrogram,
+            where=file_pattern,
         )
         return options.batch_transform(batch) if options.batch_transform else batch
 

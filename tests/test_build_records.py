@@ -202,7 +202,7 @@ def test_only_shards_of_finished_bundles_are_committed(tmp_path, remote):
     # TensorFlow's in-memory file system stands in for gs://: written locally, then copied.
     out = f"ram://{tmp_path.name}" if remote else str(tmp_path)
     # ~27 kB per example against a 30 kB target: shards of two examples.
-    writer = shards.WriteShards(out, 30_000, "float16")
+    writer = shards.WriteShards(out, 30_000, "spectrogram_float16")
     writer.start_bundle()  # a bundle that dies before finishing: nothing of it may be committed
     writer.process(("train", example(99, "x")))
     writer.start_bundle()

@@ -52,7 +52,7 @@ def test_typed_round_trip_and_versions(tmp_path):
     with open(path) as f:
         content = json.load(f)
     content["info_version"] = dataset_info.VERSION + 1
-    with pytest.raises(dataset_info.DatasetInfoError, match="info_version 2 is not supported"):
+    with pytest.raises(dataset_info.DatasetInfoError, match="info_version 3 is not supported"):
         dataset_info.DatasetInfo.from_dict(content)
 
 
@@ -65,3 +65,16 @@ def test_files_from_before_the_version_are_read(tmp_path):
     assert info.builder == "toy_world" and info.details == {"seed": 0, "self_check": {},
                                                            "attributes": []}
     assert dataset_info.num_examples(files, "train") == 5
+
+
+def test_version_1_files_read_with_the_layout_of_their_dtype(tmp_path):
+    """info_version 1 had no `layout`: its spectrogram dtype names it; a bad layout is an error
+    naming the file."""
+    _write(tmp_path, {"info_version": 1, "counts": {"train": {"clips": 5}},
+                      "spectrogram": {"dtype": "float32", "shape": [598, 257, 2]}})
+    info = dataset_info.read(str(tmp_path))
+    assert info.layout == "spectrogram_float32" and info.info_version == dataset_info.VERSION
+    _write(tmp_path, {"info_version": 2, "counts": {"train": {"clips": 5}}, "layout": "flac"})
+    with pytest.raises(dataset_info.DatasetInfoError, match="dataset_info.json: records layout "
+                                                            "'flac' is not one of"):
+        dataset_info.read(str(tmp_path))

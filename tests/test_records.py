@@ -13,7 +13,7 @@ from tests.support import fake_records
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_round_trip_numpy_reader(dtype):
     example = fake_records.make_example(4, num_frames=5)
-    back = records.decode_example(records.encode_example(example, dtype))
+    back = records.decode_example(records.encode_example(example, f"spectrogram_{dtype}"))
     assert back.spectrogram.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(back.spectrogram, example.spectrogram.astype(dtype))
     np.testing.assert_array_equal(back.face_feature, example.face_feature)
@@ -25,10 +25,12 @@ def test_round_trip_numpy_reader(dtype):
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_round_trip_batched_tf_parser(tmp_path, dtype):
-    pattern, _ = fake_records.write_record_files(str(tmp_path), 1, 4, spectrogram_dtype=dtype)
+    pattern, _ = fake_records.write_record_files(str(tmp_path), 1, 4,
+                                                 layout=f"spectrogram_{dtype}")
     path = tf.io.gfile.glob(pattern)[0]
     spec = records.read_spec(path)
-    assert spec == records.RecordSpec(num_frames=7, spectrogram_dtype=dtype)
+    assert spec == records.RecordSpec(num_frames=7, layout=f"spectrogram_{dtype}")
+    assert spec.spectrogram_dtype == dtype and spec.stores_spectrogram
     batch = next(iter(tf.data.TFRecordDataset(path).batch(4)))
     parsed = records.parse_batch(batch, spec, with_faces=True, with_waveform=True)
     assert parsed["spectrogram"].shape == (4, 7, records.NUM_FREQ_BINS, 2)
@@ -74,8 +76,8 @@ def test_bad_shapes_are_rejected():
     example.spectrogram = np.zeros((5, 256, 2), np.float32)
     with pytest.raises(records.RecordError, match="spectrogram shape"):
         records.encode_example(example)
-    with pytest.raises(records.RecordError, match="dtype"):
-        records.encode_example(fake_records.make_example(1), "int8")
+    with pytest.raises(records.RecordError, match="layout 'float16' is not one of"):
+        records.encode_example(fake_records.make_example(1), "float16")
 
 
 def test_writer_shards_and_renames(tmp_path):

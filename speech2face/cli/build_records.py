@@ -15,6 +15,10 @@ speaker hash, or with --test_manifest by manifest), `rejects.jsonl` (every skipp
 reason) and `dataset_info.json` (counts per split, source and reject reason; schema version;
 weights hash; this command line).
 
+`--records_layout=waveform_int16` stores each clip's int16 waveform and no spectrogram (3× less
+storage and I/O; readers compute the spectrogram, on the accelerator when training); the default
+`spectrogram_float16` stores the spectrogram of the first 6 s too (docs/data.md, "Record layouts").
+
 Without --runner the DirectRunner runs on this machine with one process per core
 (`--direct_num_workers=N` and `--direct_running_mode=in_memory|multi_threading|multi_processing`
 change that). Any other Beam runner takes its usual options, passed through unchanged, e.g.
@@ -40,7 +44,7 @@ _FIELDS = config_flags.define_from(
     build.BuildConfig, names={"random_weights_for_tests": "allow_random_weights_for_tests"},
     skip=("target_shard_bytes", "command_line"),
     choices={"manifest_format": manifests.FORMATS, "detector": faces.DETECTORS,
-             "spectrogram_dtype": records.SPECTROGRAM_DTYPES})
+             "records_layout": records.LAYOUTS})
 flags.DEFINE_integer("shard_mb", build.BuildConfig.target_shard_bytes // 2**20,
                      "Target shard size, MiB.")
 flags.DEFINE_integer("num_workers", None, "DirectRunner workers (default: the CPU cores).")

@@ -20,7 +20,7 @@ from speech2face.datasets.toy import world as toy_world  # noqa: E402
 
 flags.DEFINE_string("output_dir", None, "Directory for the records (must hold no records yet).")
 _FIELDS = config_flags.define_from(toy_world.ToyWorldConfig, skip=("max_shard_bytes",),
-                                   choices={"spectrogram_dtype": records.SPECTROGRAM_DTYPES})
+                                   choices={"records_layout": records.LAYOUTS})
 flags.mark_flag_as_required("output_dir")
 FLAGS = flags.FLAGS
 

@@ -1,6 +1,7 @@
 """One pass of the models over the held-out records: the value every protocol reads.
 
-    records ─► stored spectrogram [598, 257, 2] ─► first F(d) frames ─► voice encoder ─► v_s(d)
+    records ─► spectrogram [598, 257, 2] ─► first F(d) frames ─► voice encoder ─► v_s(d)
+            │  (stored, or of the first 6 s of int16 waveform: `data.spectrogram_of`)
             └► v_f, the true 68 landmarks, face JPEGs
     decoder(v_f) = F2F, decoder(v_s(d)) = S2F, decoder(exaggerated v_s(d)) ─► landmarks, faces
 
@@ -9,9 +10,12 @@ once per feature set, and returns an `Encoded`. The protocols (feature distances
 `speech2face.metrics`, `craniofacial`, `attributes`), the report and the figures only read it.
 
 Durations: d seconds of input are the first F(d) = 1 + (16000·d − 400) // 160 frames of the
-stored 6 s spectrogram (298 for 3 s). Frames are neither centred nor padded (docs/data.md), so these
+6 s spectrogram (298 for 3 s). Frames are neither centred nor padded (docs/data.md), so these
 frames are exactly the spectrogram of the first d seconds of the segment; a clip shorter than d
-was tiled when the records were written, as `fit_to_length` would tile it to d.
+was tiled when the records were written, as `fit_to_length` would tile it to d. The 6 s
+spectrogram is the stored one, or, from waveform_int16 records (docs/data.md, "Record layouts"),
+`audio.spectrogram` of the first 6 s of the stored waveform, computed inside the same
+`tf.function` as the encoder, once per batch for every duration.
 
 Gallery: the first `limit` examples of the sorted record files, read one file after the other (so
 the set does not depend on reader parallelism; `data.input_fn` interleaves files).
@@ -33,7 +37,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from speech2face import audio, records
+from speech2face import audio, data, records
 from speech2face.evaluation import attributes
 from speech2face.models import voice_encoder
 from speech2face.models import landmarks as landmarks_lib
@@ -172,9 +176,10 @@ def _read_and_encode(encoder, files, durations, limit, batch_size, num_sample, k
     frames = {duration_key(d): duration_frames(d, spec.num_frames) for d in durations}
     optional = {key: tf.io.FixedLenFeature([], tf.string, default_value=b"")
                 for key in (records.Keys.LANDMARKS, records.Keys.FACE_JPEG)}
+    where = files[0] if len(files) == 1 else f"{files[0]} and {len(files) - 1} more files"
 
     def parse(serialized):
-        batch = records.parse_batch(serialized, spec, output_dtype=tf.float32)
+        batch = records.parse_batch(serialized, spec, output_dtype=tf.float32, where=where)
         # Parsed raw: both are optional in the schema.
         batch.update(tf.io.parse_example(serialized, optional))
         return batch
@@ -183,14 +188,19 @@ def _read_and_encode(encoder, files, durations, limit, batch_size, num_sample, k
     if limit:
         dataset = dataset.take(limit)
     dataset = dataset.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    run = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
+    inputs = [k for k in ("spectrogram", records.WAVEFORM_KEY) if k in dataset.element_spec]
+
+    @tf.function(reduce_retracing=True)
+    def run(batch):
+        spectrogram = data.spectrogram_of(batch)  # stored, or computed here from int16
+        return {key: encoder(spectrogram[:, :num], training=False) for key, num in frames.items()}
 
     out = Encoded(frames=frames)
     v_f, v_s, landmarks = [], {key: [] for key in frames}, []
     start = last_log = time.perf_counter()
     for batch in dataset.prefetch(tf.data.AUTOTUNE):
-        for key, num in frames.items():
-            v_s[key].append(run(batch["spectrogram"][:, :num]).numpy())
+        for key, features in run({k: batch[k] for k in inputs}).items():
+            v_s[key].append(features.numpy())
         v_f.append(batch["face_feature"].numpy())
         for speaker, clip, marks, jpeg in zip(
                 batch["speaker_id"].numpy(), batch["clip_id"].numpy(),

@@ -4,12 +4,15 @@ Both builders (the toy world, `speech2face.datasets.toy.world`, and the real-dat
 `speech2face.datasets.real.build`) describe what they wrote with a `DatasetInfo` and `write` it
 beside the shards, last (its presence means the build finished); every stage reads it with
 `read`. What every reader needs is typed here: the example counts per split, the shard files,
-the spectrogram layout and the VGG-Face weights the features were computed with. What only one
+the records layout (`schema.LAYOUTS`, docs/data.md) and the spectrogram it stores or its readers
+compute, and the VGG-Face weights the features were computed with. What only one
 builder knows (the toy world's latent attributes and self-check, the real builder's rejects and
 Beam options) sits in `details`.
 
-Version 1 of the file has `info_version: 1`; files written before it (no `info_version`, the
-builder's own keys at the top level) are read as version 1 with those keys in `details`.
+Version 2 of the file added `layout`. Version 1 files (`info_version: 1`, only spectrogram
+layouts) are read with the layout of their `spectrogram.dtype`; files written before version 1
+(no `info_version`, the builder's own keys at the top level) are read the same way, with those
+keys in `details`.
 """
 
 import dataclasses
@@ -22,7 +25,8 @@ import tensorflow as tf
 from speech2face.records import schema
 
 FILENAME = "dataset_info.json"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 BUILDERS = ("toy_world", "build_records")
 
 
@@ -40,7 +44,9 @@ class DatasetInfo:
       counts: {split: {"clips": int, "speakers": int, ...}}; every split has "clips".
       files: {split: shard file names, relative to the data set's directory}.
       bytes: {split: bytes of its shards}.
-      spectrogram: {"dtype", "shape", "content"} of the stored spectrograms.
+      layout: the records layout, one of `schema.LAYOUTS`.
+      spectrogram: {"dtype", "shape", "content", "stored"} of the spectrograms: stored in the
+        records, or (waveform_int16, "stored": False) computed by their readers.
       vggface_weights: {"path" (relative to the data set's directory, or absolute),
         "random_init" (bool), ...} of the weights v_f was computed with.
       config: the builder's configuration, as a dict.
@@ -55,6 +61,7 @@ class DatasetInfo:
     counts: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
     files: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
     bytes: Dict[str, int] = dataclasses.field(default_factory=dict)
+    layout: str = schema.DEFAULT_LAYOUT
     spectrogram: Dict[str, Any] = dataclasses.field(default_factory=dict)
     vggface_weights: Dict[str, Any] = dataclasses.field(default_factory=dict)
     config: Dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -78,11 +85,18 @@ class DatasetInfo:
                                else "build_records")
             names = {f.name for f in dataclasses.fields(cls)}
             content["details"] = {k: content.pop(k) for k in list(content) if k not in names}
-        elif version != VERSION:
+        elif version not in READABLE_VERSIONS:
             raise DatasetInfoError(f"{where}: info_version {version} is not supported (this "
-                                   f"version of speech2face reads version {VERSION})")
+                                   "version of speech2face reads versions "
+                                   f"{', '.join(map(str, READABLE_VERSIONS))})")
+        if version != VERSION:  # before version 2: a spectrogram layout, named by its dtype
+            dtype = (content.get("spectrogram") or {}).get("dtype", schema.DEFAULT_SPECTROGRAM_DTYPE)
+            content["layout"], content["info_version"] = f"spectrogram_{dtype}", VERSION
         try:
+            schema.check_layout(content.get("layout", schema.DEFAULT_LAYOUT))
             info = cls(**content)
+        except schema.RecordError as e:
+            raise DatasetInfoError(f"{where}: {e}") from e
         except TypeError as e:
             raise DatasetInfoError(f"{where}: not a dataset_info.json ({e})") from e
         for split, c in info.counts.items():

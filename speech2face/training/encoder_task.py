@@ -66,7 +66,7 @@ class EncoderTaskConfig:
     mean_feature_init: bool = False
 
 
-WAVEFORM_KEY = "waveform_int16"  # [B, num_samples] int16 crops, for the spectrogram in the step
+WAVEFORM_KEY = data.WAVEFORM_KEY  # [B, num_samples] int16 crops, for the spectrogram in the step
 
 
 def _random_crops(num_samples: int, seed: int):
@@ -93,12 +93,9 @@ def _random_crops(num_samples: int, seed: int):
     return transform
 
 
-def spectrogram_of(batch) -> tf.Tensor:
-    """The batch's spectrogram [B, T, 257, 2]: stored, or computed from its int16 crops (on the
-    device running the step): `audio.spectrogram` of the crops scaled to [-1, 1)."""
-    if WAVEFORM_KEY in batch:
-        return audio.spectrogram(tf.cast(batch[WAVEFORM_KEY], tf.float32) / 32768.0)
-    return batch["spectrogram"]
+# The batch's spectrogram, stored or computed from its int16 crops or segments (waveform_int16
+# records) on the device running the step: the one function of every reader.
+spectrogram_of = data.spectrogram_of
 
 
 def _decode_faces(batch):
@@ -181,7 +178,7 @@ class EncoderTask(loop.Task):
             temperature=self.cfg.temperature)
 
     def summaries(self, model, batch) -> Dict[str, tuple]:
-        v_s = model(batch["spectrogram"], training=False)
+        v_s = model(spectrogram_of(batch), training=False)
         size = self.decoder.config.image_size
         true = tf.image.resize(batch["face_image"], [size, size], method="area")
         from_f = self.decoder(batch["face_feature"], training=False)["image"]
@@ -199,7 +196,7 @@ class EncoderTask(loop.Task):
         clip's face among all held-out faces, and the feature distances of docs/evaluation.md."""
         v_s, v_f = [], []
         for batch in eval_dataset:
-            v_s.append(model(batch["spectrogram"], training=False).numpy())
+            v_s.append(model(spectrogram_of(batch), training=False).numpy())
             v_f.append(batch["face_feature"].numpy())
         v_s, v_f = np.concatenate(v_s), np.concatenate(v_f)
         recall = metrics.retrieval_recall(v_s, v_f, metric="cos")

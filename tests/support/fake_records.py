@@ -9,8 +9,10 @@ from PIL import Image
 from speech2face import records
 
 
-def make_example(index: int, num_frames: int = 7, with_extras: bool = True) -> records.Example:
-    """Example `index` with values derived from the index, so readers can be checked exactly."""
+def make_example(index: int, num_frames: int = 7, with_extras: bool = True,
+                 layout: str = records.DEFAULT_LAYOUT) -> records.Example:
+    """Example `index` with values derived from the index, so readers can be checked exactly.
+    A waveform_int16 example has no spectrogram and 6 s + 400 + index samples of waveform."""
     rng = np.random.default_rng(index)
     jpeg = b""
     landmarks = waveform = None
@@ -22,8 +24,13 @@ def make_example(index: int, num_frames: int = 7, with_extras: bool = True) -> r
         jpeg = buffer.getvalue()
         landmarks = rng.uniform(0, records.FACE_SIZE, (records.NUM_LANDMARKS, 2)).astype(np.float32)
         waveform = rng.integers(-32768, 32767, 400 + index, dtype=np.int16)
+    spectrogram = rng.standard_normal((num_frames, records.NUM_FREQ_BINS, 2)).astype(np.float32)
+    if layout == records.WAVEFORM_LAYOUT:
+        spectrogram = None
+        waveform = rng.integers(-32768, 32767, records.SEGMENT_SAMPLES + 400 + index,
+                                dtype=np.int16)
     return records.Example(
-        spectrogram=rng.standard_normal((num_frames, records.NUM_FREQ_BINS, 2)).astype(np.float32),
+        spectrogram=spectrogram,
         face_feature=rng.random(records.FEATURE_DIM, dtype=np.float32),
         speaker_id=f"spk{index // 3:03d}",
         clip_id=f"clip{index:05d}",
@@ -39,7 +46,7 @@ def write_record_files(
     num_files: int,
     per_file: int,
     num_frames: int = 7,
-    spectrogram_dtype: str = "float16",
+    layout: str = records.DEFAULT_LAYOUT,
     prefix: str = "train",
     landmarks_fn=None,
 ):
@@ -50,10 +57,10 @@ def write_record_files(
     clip_ids = []
     for f in range(num_files):
         with records.ShardedWriter(
-            os.path.join(directory, f"{prefix}{f}"), spectrogram_dtype=spectrogram_dtype
+            os.path.join(directory, f"{prefix}{f}"), layout=layout
         ) as writer:
             for i in range(per_file):
-                example = make_example(f * per_file + i, num_frames)
+                example = make_example(f * per_file + i, num_frames, layout=layout)
                 if landmarks_fn is not None:
                     example.landmarks = np.asarray(landmarks_fn(f * per_file + i), np.float32)
                 writer.write(example)

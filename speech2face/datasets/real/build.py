@@ -277,7 +277,7 @@ def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
     committed = (examples
               | "WriteShards" >> beam.ParDo(shards.WriteShards(config.output_dir,
                                                          config.target_shard_bytes,
-                                                         config.spectrogram_dtype))
+                                                         config.records_layout))
               | "AllShards" >> beam.combiners.ToList()
               | "NameShards" >> beam.FlatMap(shards.plan_names)
               | "SpreadCommits" >> beam.Reshuffle()

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from speech2face.datasets.real import faces, manifests
 from speech2face.datasets.real.manifests import Reason, SkipClip
-from speech2face import audio, media
+from speech2face import audio, media, records
 
 if TYPE_CHECKING:  # the builder's config; only its clip fields are read here
     from speech2face.datasets.real.config import BuildConfig
@@ -118,7 +118,8 @@ class Prepared:
 
     Attributes:
       clip: the manifest item.
-      spectrogram: [598, 257, 2] in the storage dtype, of the first 6 s (tiled if shorter).
+      spectrogram: [598, 257, 2] in the storage dtype, of the first 6 s (tiled if shorter);
+        None for the waveform_int16 layout.
       waveform: int16 [n >= 96000] 16 kHz (the clip tiled to at least 6 s), or None.
       face_jpeg: JPEG of the 224×224 RGB crop (VGG-Face sees this very image, decoded).
       landmarks: float32 [68, 2] (x, y) in crop pixels.
@@ -126,7 +127,7 @@ class Prepared:
     """
 
     clip: manifests.Clip
-    spectrogram: np.ndarray
+    spectrogram: Optional[np.ndarray]
     waveform: Optional[np.ndarray]
     face_jpeg: bytes
     landmarks: np.ndarray
@@ -211,11 +212,13 @@ def prepare_clip(clip: manifests.Clip, finder: faces.FaceFinder, config: BuildCo
                 face, frame_seconds = _face_in_video(local, info, 0.0, seconds, clip.hint,
                                                      finder, config)
 
-    spectrogram = audio.spectrogram_np(audio.fit_to_length(waveform, audio.SEGMENT_SAMPLES))
+    dtype = records.spectrogram_dtype_of(config.records_layout)  # None: no spectrogram stored
+    spectrogram = None if dtype is None else audio.spectrogram_np(
+        audio.fit_to_length(waveform, audio.SEGMENT_SAMPLES)).astype(dtype)
     stored = None
     if config.store_waveform:
         tiled = audio.fit_to_length(waveform, max(waveform.size, audio.SEGMENT_SAMPLES))
         stored = np.round(np.clip(tiled, -1.0, 1.0) * 32767.0).astype(np.int16)
-    return Prepared(clip=clip, spectrogram=spectrogram.astype(config.spectrogram_dtype),
+    return Prepared(clip=clip, spectrogram=spectrogram,
                     waveform=stored, face_jpeg=media.encode_jpeg(face.crop, faces.JPEG_QUALITY),
                     landmarks=face.landmarks, frame_seconds=frame_seconds)

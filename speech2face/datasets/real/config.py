@@ -37,8 +37,11 @@ class BuildConfig:
         face_tries frames are tried around the segment's middle, 0.5 s apart.
       min_seconds: shorter clips are rejected (`too_short`).
       max_seconds: longer clips keep their first max_seconds (the stored waveform).
-      spectrogram_dtype: "float16" (0.6 MB per 6 s example) or "float32".
-      store_waveform: also store the clip (tiled to >= 6 s) as int16, for random-crop training.
+      records_layout: one of `records.LAYOUTS` (docs/data.md, "Record layouts"):
+        spectrogram_float16 (0.6 MB of spectrogram per example), spectrogram_float32, or
+        waveform_int16 (no spectrogram: readers compute it from the stored waveform).
+      store_waveform: also store the clip (tiled to >= 6 s) as int16, for random-crop training
+        (waveform_int16 needs it).
       vgg_batch_size: faces per VGG-Face forward pass.
       tf_threads: TensorFlow intra-op threads per worker for VGG-Face; 0 keeps TF's default
         (all cores), which oversubscribes the CPU when every core runs a worker. None: cores /
@@ -65,7 +68,7 @@ class BuildConfig:
     face_tries: int = 3
     min_seconds: float = 1.0
     max_seconds: float = 10.0
-    spectrogram_dtype: str = records.DEFAULT_SPECTROGRAM_DTYPE
+    records_layout: str = records.DEFAULT_LAYOUT
     store_waveform: bool = True
     vgg_batch_size: int = 16
     tf_threads: Optional[int] = None
@@ -98,8 +101,12 @@ class BuildConfig:
             raise ValueError(f"test_fraction must be in [0, 1], got {self.test_fraction}")
         if self.detector not in faces.DETECTORS:
             raise ValueError(f"detector must be one of {faces.DETECTORS}, got {self.detector!r}")
-        if self.spectrogram_dtype not in records.SPECTROGRAM_DTYPES:
-            raise ValueError(f"spectrogram_dtype must be one of {records.SPECTROGRAM_DTYPES}")
+        if self.records_layout not in records.LAYOUTS:
+            raise ValueError(f"records_layout must be one of {records.LAYOUTS}, got "
+                             f"{self.records_layout!r}")
+        if self.records_layout == records.WAVEFORM_LAYOUT and not self.store_waveform:
+            raise ValueError(f"records_layout {records.WAVEFORM_LAYOUT} stores only the "
+                             "waveform: it needs --store_waveform")
         if not 0.1 <= self.min_seconds <= self.max_seconds:
             raise ValueError(f"need 0.1 <= min_seconds <= max_seconds, got {self.min_seconds}, "
                              f"{self.max_seconds}")

@@ -69,8 +69,8 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
 class _Shard:
     """One shard being written: a ShardedWriter that never rolls over, and what it holds."""
 
-    def __init__(self, directory: str, name: str, dtype: str):
-        self.writer = records.ShardedWriter(os.path.join(directory, name), 2**62, dtype)
+    def __init__(self, directory: str, name: str, layout: str):
+        self.writer = records.ShardedWriter(os.path.join(directory, name), 2**62, layout)
         self.speakers, self.sources = set(), collections.Counter()
 
     def write(self, example: records.Example):
@@ -93,9 +93,9 @@ class WriteShards(beam.DoFn):
     at the end. Remote outputs (gs://...) are written locally and copied when a shard closes.
     """
 
-    def __init__(self, output_dir: str, target_shard_bytes: int, spectrogram_dtype: str):
+    def __init__(self, output_dir: str, target_shard_bytes: int, layout: str):
         self._incomplete = os.path.join(output_dir, INCOMPLETE_DIR)
-        self._target, self._dtype = target_shard_bytes, spectrogram_dtype
+        self._target, self._layout = target_shard_bytes, layout
         self._remote = "://" in output_dir
 
     def start_bundle(self):
@@ -111,7 +111,7 @@ class WriteShards(beam.DoFn):
         if shard is None:
             name = f"{split}-{self._bundle}-{self._count:04d}"
             self._count += 1
-            shard = self._open[split] = _Shard(self._local or self._incomplete, name, self._dtype)
+            shard = self._open[split] = _Shard(self._local or self._incomplete, name, self._layout)
         shard.write(example)
         if shard.writer.num_bytes >= self._target:
             self._close(split)
@@ -239,9 +239,11 @@ def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
     info = dataset_info.DatasetInfo(
         name=f"speech2face records ({config.manifest_format})", builder="build_records",
         counts=counts, files=files, bytes=num_bytes,
-        spectrogram={"dtype": config.spectrogram_dtype,
+        layout=config.records_layout,
+        spectrogram={"dtype": records.spectrogram_dtype_of(config.records_layout) or "float32",
                      "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
-                     "content": "first 6 s of the clip, tiled if shorter (docs/data.md)"},
+                     "content": "first 6 s of the clip, tiled if shorter (docs/data.md)",
+                     "stored": config.records_layout != records.WAVEFORM_LAYOUT},
         vggface_weights=run_info["vggface_weights"], config=dataclasses.asdict(config),
         build_seconds=round(time.time() - start_time, 1), details=details)
     incomplete = os.path.join(config.output_dir, INCOMPLETE_DIR)

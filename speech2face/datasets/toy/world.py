@@ -48,10 +48,12 @@ class ToyWorldConfig:
         paired with face i % faces_per_speaker. Each face costs one VGG-Face pass (~0.1 s here).
       test_fraction: share of speakers held out for the test split.
       min_seconds, max_seconds: clip lengths are uniform in this range; the records hold the
-        first 6 s (short clips tiled) as a spectrogram, and the clip itself (tiled to at
-        least 6 s) as an int16 waveform for random-crop training.
+        clip itself (tiled to at least 6 s) as an int16 waveform for random-crop training, and
+        in the spectrogram layouts the spectrogram of its first 6 s.
       seed: everything is a function of this seed.
-      spectrogram_dtype: storage dtype, "float16" or "float32".
+      records_layout: one of `records.LAYOUTS` (docs/data.md, "Record layouts"):
+        spectrogram_float16, spectrogram_float32, or waveform_int16 (no spectrogram stored;
+        its readers compute it from the waveform).
       vggface_weights: an rcmalli-layout VGG-Face .h5; None writes seeded random weights.
       max_shard_bytes: shard size of the record files.
     """
@@ -64,7 +66,7 @@ class ToyWorldConfig:
     vggface_weights: Optional[str] = None
     min_seconds: float = 2.0
     max_seconds: float = 8.0
-    spectrogram_dtype: str = records.DEFAULT_SPECTROGRAM_DTYPE
+    records_layout: str = records.DEFAULT_LAYOUT
     max_shard_bytes: int = 150 * 2**20
 
     def validate(self):
@@ -81,8 +83,9 @@ class ToyWorldConfig:
                 f"need 0.5 <= min_seconds <= max_seconds, got {self.min_seconds}, "
                 f"{self.max_seconds}"
             )
-        if self.spectrogram_dtype not in records.SPECTROGRAM_DTYPES:
-            raise ValueError(f"spectrogram_dtype must be one of {records.SPECTROGRAM_DTYPES}")
+        if self.records_layout not in records.LAYOUTS:
+            raise ValueError(f"records_layout must be one of {records.LAYOUTS}, got "
+                             f"{self.records_layout!r}")
 
 
 def _rng(seed: int, *stream: int) -> np.random.Generator:
@@ -250,7 +253,8 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.Dat
     t = time.perf_counter()
     clips = _synthesize_clips(speakers, config)
     flat_clips = [w for row in clips for w in row]
-    spectrograms = _spectrograms(flat_clips)
+    stores_spectrogram = records.spectrogram_dtype_of(config.records_layout) is not None
+    spectrograms = _spectrograms(flat_clips) if stores_spectrogram else [None] * len(flat_clips)
     voice_stats = np.stack([toy_voice_stats.voice_statistics(w, audio.SAMPLE_RATE) for w in flat_clips])
     logging.info(
         "Synthesised %d clips with spectrograms in %.1f s.",
@@ -262,7 +266,7 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.Dat
     files, counts, num_bytes = {}, {}, {}
     for split, members in splits.items():
         with records.ShardedWriter(
-            os.path.join(output_dir, split), config.max_shard_bytes, config.spectrogram_dtype
+            os.path.join(output_dir, split), config.max_shard_bytes, config.records_layout
         ) as writer:
             for i in members:
                 jpegs = [media.encode_jpeg(image, JPEG_QUALITY) for image in images[i]]
@@ -297,10 +301,12 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.Dat
         builder="toy_world",
         config=dataclasses.asdict(config),
         counts=counts,
+        layout=config.records_layout,
         spectrogram={
-            "dtype": config.spectrogram_dtype,
+            "dtype": records.spectrogram_dtype_of(config.records_layout) or "float32",
             "shape": [audio.num_frames(audio.SEGMENT_SAMPLES), audio.NUM_FREQ_BINS, 2],
             "content": "first 6 s of the clip, tiled if shorter (docs/data.md)",
+            "stored": stores_spectrogram,
         },
         vggface_weights={
             "path": os.path.basename(weights) if random_teacher else os.path.abspath(weights),
@@ -360,7 +366,7 @@ def format_summary(info: dataset_info.DatasetInfo) -> str:
         f"{secs['shorter_than_6s']} clips shorter than 6 s (tiled)",
         f"  records   {total_bytes / 2**20:.0f} MiB in "
         f"{sum(len(v) for v in info.files.values())} files "
-        f"({info.spectrogram['dtype']} spectrograms {info.spectrogram['shape']})",
+        f"({info.layout})",
         f"  VGG-Face  {info.vggface_weights['path']}"
         f"{' (seeded random weights)' if info.vggface_weights['random_init'] else ''}",
         "  self-check: held-out linear-probe R^2 of each latent attribute",
