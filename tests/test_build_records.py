@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from speech2face.datasets.real import build as lib
 from speech2face.datasets.real import config as build_config, faces, manifests, runners, shards
@@ -272,6 +273,54 @@ def test_face_nearest_the_hint_is_chosen(hog):
     assert e.value.reason == Reason.FACE_TOO_SMALL
 
 
+def _landmarks_in_frame(face):
+    x0, y0, side = face.crop_box
+    return (face.landmarks + 0.5) * side / faces.FACE_SIZE - 0.5 + (x0, y0)
+
+
+def _backdrop_frame(x=77):
+    """640×360 (an AVSpeech-sized frame) with the face at x, and the hint of its centre."""
+    frame = np.empty((360, 640, 3), np.uint8)
+    frame[:] = (120, 110, 100)
+    frame[20:340, x:x + 320] = fake_media.face_frame()
+    return frame, ((x + 0.45 * 320) / 640, (20 + 0.36 * 320) / 360)
+
+
+def test_cnn_window_near_the_hint_finds_the_whole_frames_face():
+    whole, near = faces.FaceFinder("cnn", near_hint=False), faces.FaceFinder("cnn")
+    frame, hint = _backdrop_frame()
+    two = fake_media.two_face_frame()
+    for image, point in ((frame, hint), (two, (0.75, 0.4))):
+        expected, got = whole.find(image, point), near.find(image, point)
+        # The same face, its landmarks about as close as the whole frame's own answer is to
+        # itself when the video moves by a pixel (~0.2-1.1 px on these frames).
+        assert abs(got.box.cx - expected.box.cx) < 0.25 * expected.box.w
+        assert abs(got.box.cy - expected.box.cy) < 0.25 * expected.box.h
+        diff = np.abs(_landmarks_in_frame(got) - _landmarks_in_frame(expected))
+        assert diff.mean() < 1.5, diff.mean()
+        assert abs(got.crop_box[2] / expected.crop_box[2] - 1) < 0.06
+    assert fake_media.is_blue_face(near.find(two, (0.75, 0.4)).crop)
+    assert near.counts == {"near_hint": 3} and whole.counts == {"whole_frame": 2}
+
+
+def test_window_near_the_hint_leaves_doubtful_frames_to_the_whole_frame(hog):
+    near = faces.FaceFinder("cnn")
+    frame, hint = _backdrop_frame()
+    assert near.detect_near_hint(frame, (0.95, 0.9)) is None  # no face holds the hint
+    assert near.detect_near_hint(fake_media.no_face_frame(), (0.5, 0.5)) is None
+    # HOG misses the face turned by 60 degrees: the whole frame decides.
+    tilted = np.asarray(Image.fromarray(frame).rotate(60, center=(hint[0] * 640, hint[1] * 360),
+                                                      fillcolor=(120, 110, 100)))
+    assert not hog.detect(tilted) and near.detect_near_hint(tilted, hint) is None
+    # A window as large as half the frame saves nothing.
+    tight = np.ascontiguousarray(fake_media.face_frame()[30:250, 30:250])
+    assert hog.detect(tight) and near.detect_near_hint(tight, (0.52, 0.39)) is None
+    assert hog.detect_near_hint(frame, hint) is None  # the shortcut is the CNN's
+    with pytest.raises(faces.FaceError) as e:
+        near.find(fake_media.no_face_frame(), (0.5, 0.5))
+    assert e.value.reason == Reason.NO_FACE and near.counts == {"whole_frame": 1}
+
+
 def test_crop_geometry():
     frame = np.full((100, 100, 3), 255, np.uint8)
     crop, (x0, y0, side) = faces.crop_face(frame, (10.0, 50.0, 40.0, 40.0), crop_scale=1.5)
@@ -295,6 +344,8 @@ def test_unexpected_error_becomes_a_processing_error_reject(tmp_path, weights):
             raise RuntimeError("boom")
 
     dofn = lib._PrepareClip(config)  # pylint: disable=protected-access
+    dofn.setup()
+    assert dofn._finder.near_hint  # pylint: disable=protected-access
     dofn._finder = Broken()  # pylint: disable=protected-access
     (out,) = list(dofn.process(clip))
     assert out.tag == "rejects" and out.value.reason == Reason.PROCESSING_ERROR
@@ -384,6 +435,7 @@ def test_avspeech_rejects_every_bad_item_with_its_reason(avspeech):
     for reason, n in expected.items():
         assert counters[f"rejected_{reason}"] == n
     assert counters["examples_train"] == 2 and counters["examples_test"] == 1
+    assert counters["face_batches"] == 1  # one bundle: all three faces in one VGG-Face batch
 
 
 def test_avspeech_shards_hold_the_faces_and_voices(avspeech, hog):

@@ -10,7 +10,7 @@ Apache Beam, on one machine (DirectRunner, several processes) or on any Beam run
       -> Prepared | Reject         _PrepareClip -> clips.prepare_clip: probe, audio segment
                                    -> 6 s -> spectrogram; frame -> dlib face -> 224 crop, 68
                                    landmarks, JPEG
-      -> batches of <= vgg_batch_size
+      -> batches of vgg_batch_size (a bundle's last one smaller)
       -> (split, Example)          _FaceFeatures: VGG-Face fc7 of the stored JPEGs; the split
                                    (the clip's, from its manifest, else the speaker hash)
       -> shard files               shards.WriteShards: per split per bundle, ~150 MB
@@ -161,7 +161,7 @@ class _PrepareClip(beam.DoFn):
     def setup(self):
         c = self._config
         self._finder = faces.FaceFinder(c.detector, c.upsample, c.max_detect_side,
-                                        c.min_face_size)
+                                        c.min_face_size, near_hint=c.detect_near_hint)
 
     def process(self, clip: manifests.Clip):
         try:
@@ -209,6 +209,7 @@ class _FaceFeatures(beam.DoFn):
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     def process(self, batch):
+        beam.metrics.Metrics.counter(METRICS_NAMESPACE, "face_batches").inc()
         features = self._extractor(np.stack([media.decode_jpeg(p.face_jpeg) for p in batch]))
         for p, feature in zip(batch, features):
             split = p.clip.split or split_for(p.clip.speaker_id, self._test_fraction)
@@ -269,7 +270,9 @@ def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
                 | "PrepareClip" >> beam.ParDo(_PrepareClip(config))
                 .with_outputs(_REJECTS_TAG, main="prepared"))
     examples = (prepared.prepared
-                | "BatchFaces" >> beam.BatchElements(min_batch_size=1,
+                # Full batches (but the last of a bundle): the extractor pads every batch to
+                # vgg_batch_size, so a batch of one costs as much as a full one.
+                | "BatchFaces" >> beam.BatchElements(min_batch_size=config.vgg_batch_size,
                                                      max_batch_size=config.vgg_batch_size)
                 | "FaceFeatures" >> beam.ParDo(_FaceFeatures(weights, config.vgg_batch_size,
                                                              config.hash_test_fraction,
