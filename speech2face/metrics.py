@@ -6,27 +6,23 @@ does not say which it did; its L2 retrieval row lies below its cosine row, which
 on unit vectors (L2 then ranks exactly as cosine), so its L2 and L1 rows were computed on raw
 features. `feature_metrics` reports both (see `feature_distances`).
 
-Retrieval is exact and vectorised: cosine and L2 go through float64 matrix products over chunks
-of queries; L1, which has no matrix-product form, through the kernels of `l1_distance` (numba,
-or NumPy where numba is missing). `benchmarks/retrieval.py` times them at the paper's
-5,000 × 5,000 × 4096.
+Retrieval ranks are exact (as from float64 distances) and need no sort: `ranking` decides most
+gallery rows from one float32 matrix product (cosine, L2) or the L1 kernels of `l1_distance`
+(numba, or NumPy where numba is missing), with a rigorous error bound, and recomputes the few
+undecided rows in float64. `benchmarks/retrieval.py` times them at the paper's 5,000 × 5,000 ×
+4096 (docs/performance.md).
 """
 
 import numpy as np
 
-from speech2face import l1_distance
+from speech2face import l1_distance, ranking
 
 METRICS = ("cos", "l1", "l2")
 DEFAULT_KS = (1, 2, 5, 10)
 
-_EPSILON = 1e-12  # norm floor: an all-zero row stays zero instead of becoming NaN
+_EPSILON = ranking.EPSILON  # norm floor: an all-zero row stays zero instead of becoming NaN
 _ROW_CHUNK = 1024  # rows per float64 chunk in paired distances (bounds memory for 150 k pairs)
-_QUERY_CHUNK = 256  # queries per distance-matrix chunk in `ranks`: 256 × gallery float64
-# Distances this close to the true one (relative to the size of the terms summed: ‖q‖² + ‖g‖²,
-# ‖q‖₁ + ‖g‖₁) count as ties: float64 rounding can differ between matrix-product columns or
-# vectorised sums, and an exact duplicate of the true gallery row must tie, not win. 1e-12 is
-# far below any real gap between features.
-_TIE_RTOL = 1e-12
+_CHUNK_ELEMENTS = 1 << 23  # queries × gallery rows per chunk of `ranks` (32 MB of float32 keys)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,45 +150,7 @@ def feature_distances(pred, true, normalize=True):
 # Retrieval
 
 
-class _Gallery:
-    """A gallery prepared once for many query chunks.
-
-    `scores(q)` returns, for query rows q [c, d] (already normalised as required), float64
-    [c, m] values that order gallery rows exactly as the metric's distance does: 1 − cosine,
-    squared L2 (the square root would only merge distinct values), or L1.
-    """
-
-    def __init__(self, gallery, metric, num_threads):
-        self.metric = metric
-        self.num_threads = num_threads
-        if metric == "l1":
-            g32 = gallery.astype(np.float32)
-            self.l1 = l1_distance.L1Gallery(g32, num_threads)
-            self.l1_norms = np.abs(g32).sum(axis=1, dtype=np.float64)
-        else:
-            self.rows = gallery
-            self.sq_norms = np.einsum("ij,ij->i", gallery, gallery)
-            self.norms = np.maximum(np.sqrt(self.sq_norms), _EPSILON)
-
-    def scores(self, q):
-        if self.metric == "cos":
-            q_norms = np.maximum(np.linalg.norm(q, axis=1), _EPSILON)
-            return 1.0 - (q @ self.rows.T) / (q_norms[:, None] * self.norms[None, :])
-        if self.metric == "l2":
-            q_sq = np.einsum("ij,ij->i", q, q)
-            return np.maximum(q_sq[:, None] + self.sq_norms[None, :] - 2.0 * (q @ self.rows.T), 0)
-        return self.l1.scores(q.astype(np.float32))
-
-    def tie_tolerance(self, q, columns):
-        """[c] tolerance for query rows q [c, d] against their true gallery columns [c]."""
-        if self.metric == "cos":
-            return np.full(q.shape[0], _TIE_RTOL)
-        if self.metric == "l2":
-            return _TIE_RTOL * (np.einsum("ij,ij->i", q, q) + self.sq_norms[columns])
-        return _TIE_RTOL * (np.abs(q).sum(axis=1) + self.l1_norms[columns])
-
-
-def _prepare(queries, gallery, metric, normalize):
+def _prepare(queries, gallery, metric):
     _check_metric(metric)
     queries = _check_matrix(queries, "queries")
     gallery = _check_matrix(gallery, "gallery")
@@ -201,9 +159,19 @@ def _prepare(queries, gallery, metric, normalize):
             f"queries and gallery must have the same feature size; got queries {queries.shape} "
             f"and gallery {gallery.shape}"
         )
-    # Cosine is scale-free; normalising anyway keeps its float64 products well scaled.
-    gallery = _normalize(gallery, normalize or metric == "cos", "gallery")
     return queries, gallery
+
+
+def _screen(queries, gallery, metric, normalize, num_threads):
+    """`ranking.Screen` of checked inputs (rows normalised when `normalize` or for cos)."""
+    normalize = normalize or metric == "cos"
+    want_l1 = metric == "l1"
+    return ranking.Screen(
+        metric,
+        ranking.Rows(queries, normalize, "queries", want_l1),
+        ranking.Rows(gallery, normalize, "gallery", want_l1),
+        num_threads or l1_distance.default_threads(),
+    )
 
 
 def distance_matrix(a, b, metric="cos", normalize=True, num_threads=None):
@@ -216,22 +184,32 @@ def distance_matrix(a, b, metric="cos", normalize=True, num_threads=None):
       num_threads: threads of the L1 kernel; None = the CPUs this process may use.
 
     Returns:
-      float64 [n, m]. Memory: `b` is held as float64 (cos, l2) or float32 (l1).
+      float64 [n, m]: cos and l2 from float64 products; l1 from the fast kernel of
+      `l1_distance` (float32 partial sums: ≈ 1e-6 off, which `ranks` never relies on).
 
     Raises:
       ValueError: unknown metric, feature sizes differ, or NaN/inf in the input.
     """
-    a, b = _prepare(a, b, metric, normalize)
-    gallery = _Gallery(b, metric, num_threads or l1_distance.default_threads())
-    out = np.empty((a.shape[0], b.shape[0]), np.float64)
-    for start in range(0, a.shape[0], _QUERY_CHUNK):
-        q = _normalize(a[start : start + _QUERY_CHUNK], normalize or metric == "cos", "a")
-        out[start : start + q.shape[0]] = gallery.scores(q)
-    return np.sqrt(out) if metric == "l2" else out
+    a, b = _prepare(a, b, metric)
+    normalize = normalize or metric == "cos"
+    if metric == "l1":
+        screen = _screen(a, b, metric, normalize, num_threads)
+        return screen.q_sums[:, None] - screen.keys(np.arange(a.shape[0]))
+    x, y = _normalize(a, normalize, "a"), _normalize(b, normalize, "b")
+    dot = x @ y.T
+    if metric == "cos":
+        norms = np.maximum(np.linalg.norm(x, axis=1), _EPSILON)[:, None]
+        return 1.0 - dot / (norms * np.maximum(np.linalg.norm(y, axis=1), _EPSILON)[None, :])
+    sq_x, sq_y = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
+    return np.sqrt(np.maximum(sq_x[:, None] + sq_y[None, :] - 2.0 * dot, 0.0))
 
 
 def ranks(queries, gallery, metric="cos", normalize=True, num_threads=None):
     """Rank of each query's own gallery row: how many gallery rows are strictly closer.
+
+    Exact: equal to comparing float64 distances of the L2-normalised rows, as if computed one
+    pair at a time; most rows are decided by float32 products or the L1 kernel with a rigorous
+    error bound, the undecided few in float64 (see `ranking`). No sort: one comparison pass.
 
     Args:
       queries: [n, d] (e.g. v_s); row i belongs with row i of `gallery`.
@@ -243,29 +221,25 @@ def ranks(queries, gallery, metric="cos", normalize=True, num_threads=None):
 
     Returns:
       int64 [n]: 0 means the query's own row is the nearest. Ties favour the query: a row at the
-      same distance (within 1e-12 relative for cos/l2, where float64 products round
-      differently per column; exactly for l1) does not count as closer.
+      same distance, within 1e-12 relative (of ‖q‖² + ‖g‖² for l2, ‖q‖₁ + ‖g‖₁ for l1, absolute
+      for cos), does not count as closer; exact duplicates of the own row always tie.
 
     Raises:
       ValueError: unknown metric, fewer gallery rows than queries, feature sizes differ, or
         NaN/inf in the input.
     """
-    queries, gallery = _prepare(queries, gallery, metric, normalize)
+    queries, gallery = _prepare(queries, gallery, metric)
     if gallery.shape[0] < queries.shape[0]:
         raise ValueError(
             f"gallery needs a row for every query (row i of queries belongs with row i of "
             f"gallery); got {queries.shape[0]} queries and {gallery.shape[0]} gallery rows"
         )
-    prepared = _Gallery(gallery, metric, num_threads or l1_distance.default_threads())
+    screen = _screen(queries, gallery, metric, normalize, num_threads)
+    chunk = int(np.clip(_CHUNK_ELEMENTS // gallery.shape[0], 16, 1024))
     out = np.empty(queries.shape[0], np.int64)
-    for start in range(0, queries.shape[0], _QUERY_CHUNK):
-        chunk = queries[start : start + _QUERY_CHUNK]
-        q = _normalize(chunk, normalize or metric == "cos", "queries")
-        rows = np.arange(q.shape[0])
-        columns = start + rows
-        scores = prepared.scores(q)
-        threshold = scores[rows, columns] - prepared.tie_tolerance(q, columns)
-        out[start : start + q.shape[0]] = (scores < threshold[:, None]).sum(axis=1)
+    for start in range(0, queries.shape[0], chunk):
+        rows = np.arange(start, min(start + chunk, queries.shape[0]))
+        out[rows] = screen.count_closer(rows)
     return out
 
 

@@ -118,6 +118,66 @@ def test_l1_duplicates_tie_wherever_they_sit(l1_backend):
     np.testing.assert_array_equal(metrics.ranks(queries, gallery, "l1"), [0, 0, 0])
 
 
+def _reference_ranks(queries, gallery, metric, normalize=True):
+    """One pair at a time in float64, with the documented tie tolerances (1e-12 relative)."""
+    q, g = queries.astype(np.float64), gallery.astype(np.float64)
+    if normalize or metric == "cos":
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    out = []
+    for i, row in enumerate(q):
+        if metric == "cos":
+            dist, tol = 1.0 - g @ row, 1e-12
+        elif metric == "l2":
+            dist = ((g - row) ** 2).sum(axis=1)
+            tol = 1e-12 * (row @ row + g[i] @ g[i])
+        else:
+            dist = np.abs(g - row).sum(axis=1)
+            tol = 1e-12 * (np.abs(row).sum() + np.abs(g[i]).sum())
+        out.append(int(np.sum(dist < dist[i] - tol)))
+    return np.array(out)
+
+
+def _near_ties(seed=9, n=40, d=300):
+    """Queries and a gallery where float32 cannot order the rows but float64 can.
+
+    For the first 12 queries the gallery also holds copies of the own row moved by ~1e-9
+    (relative: far above the 1e-12 tie tolerance, far below float32's 6e-8), an exact copy
+    and a copy scaled by 3 (both ties on normalised rows); the rest are distractors.
+    """
+    rng = np.random.default_rng(seed)
+    gallery = np.maximum(rng.standard_normal((n + 20, d)), 0.0) + 0.1
+    queries = gallery[:n] * rng.uniform(0.5, 2.0, (n, 1)) + 0.4 * rng.standard_normal((n, d))
+    extra = [gallery[i] + 1e-9 * rng.standard_normal((6, d)) for i in range(12)]
+    extra += [gallery[:12], 3.0 * gallery[:12]]
+    return queries, np.concatenate([gallery] + extra)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("metric", metrics.METRICS)
+def test_ranks_exact_on_near_ties(metric, normalize, l1_backend):
+    queries, gallery = _near_ties()
+    expected = _reference_ranks(queries, gallery, metric, normalize)
+    got = metrics.ranks(queries, gallery, metric, normalize=normalize, num_threads=2)
+    np.testing.assert_array_equal(got, expected)
+    assert 0 < np.mean(expected == 0) < 1 and expected[:12].max() > 0
+    # The case is a real test: distances from float32 rows would misplace some near ties.
+    q32, g32 = queries.astype(np.float32), gallery.astype(np.float32)
+    assert not np.array_equal(_reference_ranks(q32, g32, metric, normalize), expected)
+
+
+def test_l1_keys_within_their_bound(l1_backend):
+    queries, gallery = _noisy_pairs(37, 300, noise=1.0, distractors=40, seed=10)
+    q32, g32 = np.abs(queries).astype(np.float32), gallery.astype(np.float32)
+    prepared = l1_distance.L1Gallery(g32, 2)
+    got = q32.sum(axis=1, dtype=np.float64)[:, None] - prepared.keys(q32)
+    q64, g64 = q32.astype(np.float64), g32.astype(np.float64)
+    exact = np.abs(q64[:, None] - g64[None]).sum(-1)
+    bound = prepared.rel_error * (np.abs(q64).sum(1)[:, None] + np.abs(g64).sum(1)[None, :])
+    assert np.all(np.abs(got - exact) <= bound)
+    assert np.abs(got - exact).max() > 0  # float32 sums: not exact, so the bound is needed
+
+
 def test_distance_matrix_values():
     a = np.array([[1.0, 0.0], [0.0, 2.0]])
     b = np.array([[1.0, 1.0], [-3.0, 0.0]])
