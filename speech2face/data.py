@@ -97,6 +97,18 @@ def list_files(file_pattern: str) -> List[str]:
     return files
 
 
+def _kept(example, kept):
+    """`Dataset.filter` predicate of the `example_filter` step (a named function: AutoGraph
+    cannot read the source of two lambdas on one line)."""
+    del example
+    return kept
+
+
+def _example(example, kept):
+    del kept
+    return example
+
+
 def input_fn(
     file_pattern: str,
     input_context: Optional[tf.distribute.InputContext],
@@ -155,7 +167,7 @@ def input_fn(
         keep = options.example_filter
         dataset = dataset.map(lambda s: (s, keep(s)), num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=deterministic)
-        dataset = dataset.filter(lambda s, kept: kept).map(lambda s, kept: s)
+        dataset = dataset.filter(_kept).map(_example)
     if training:
         dataset = dataset.shuffle(options.shuffle_buffer, seed=options.seed)
     dataset = dataset.batch(batch_size, drop_remainder=training)

@@ -1,5 +1,7 @@
 """Tests of the voice encoder: paper Table 1 shapes and size, the time mean, presets, FLOPs."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -174,3 +176,25 @@ def test_presets_and_config_errors():
     # Lists (as JSON gives them back) become tuples, so configs compare and hash.
     assert ve.EncoderConfig(conv_channels=list(TINY.conv_channels), hidden_units=3, output_dim=4,
                             freq_bins=5, kernel_size=2) == TINY
+
+
+@pytest.mark.parametrize("frames", [64, 98, 598])
+def test_strided_conv1_shapes_follow_layer_shapes(frames):
+    # The toy preset's conv1 strides (4, 2): every later layer sees a quarter of the frames and
+    # half of the frequencies, and the shortest input grows by the time stride.
+    config = dataclasses.replace(TINY, conv1_stride=(4, 2))
+    model = ve.build_voice_encoder(config)
+    expected = ve.layer_shapes(config, frames)[1:]
+    assert dict(expected)["conv1"][:2] == (-(-frames // 4), 3)
+    assert symbolic_shapes(model, [n for n, _ in expected], frames, 5) == [s for _, s in expected]
+    assert ve.min_frames(config) == 4 * ve.MIN_FRAMES
+    with pytest.raises(ValueError, match="num_frames"):
+        ve.flops_per_example(config, num_frames=ve.min_frames(config) - 1)
+
+
+def test_toy_preset_is_small_with_a_strided_conv1():
+    small, toy = ve.encoder_config("small"), ve.encoder_config("toy")
+    assert toy == dataclasses.replace(small, conv1_stride=(4, 2))
+    assert ve.flops_per_example(toy) < ve.flops_per_example(small) / 7
+    with pytest.raises(ValueError, match="conv1_stride"):
+        ve.EncoderConfig(conv1_stride=(0, 1))

@@ -59,6 +59,9 @@ class EncoderConfig:
       input_channels: 2 (real and imaginary part of the power-law compressed STFT).
       kernel_size: side of the square conv kernels (4).
       bn_momentum, bn_epsilon: batch-norm settings (Keras defaults; the paper gives none).
+      conv1_stride: (time, frequency) stride of conv1; the paper's (1, 1) keeps the input's full
+        resolution through conv1-3. A toy-sized encoder strides here so that its early layers,
+        memory-bound at full resolution, cost a fraction (docs/toy_world.md).
     """
 
     conv_channels: Tuple[int, ...] = (64, 64, 128, 128, 128, 256, 512, 512, 512)
@@ -69,10 +72,15 @@ class EncoderConfig:
     kernel_size: int = 4
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
+    conv1_stride: Tuple[int, int] = (1, 1)
 
     def __post_init__(self):
         # JSON turns tuples into lists; frozen, hence object.__setattr__.
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
+        object.__setattr__(self, "conv1_stride", tuple(int(s) for s in self.conv1_stride))
+        if len(self.conv1_stride) != 2 or min(self.conv1_stride) < 1:
+            raise ValueError(f"EncoderConfig: conv1_stride needs two strides >= 1 (time, "
+                             f"frequency), got {self.conv1_stride}.")
         if len(self.conv_channels) != NUM_CONVS:
             raise ValueError(f"EncoderConfig: conv_channels needs {NUM_CONVS} values (conv1 ... "
                              f"conv9 of paper Table 1), got {len(self.conv_channels)}.")
@@ -89,13 +97,19 @@ _PRESETS = {
     # CPU tests and the toy world: channels ÷8 and a 512-unit hidden FC (4.42 M parameters,
     # 3.3 GFLOP per 6 s forward pass); the output stays 4096-D because v_s is compared with v_f.
     "small": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512),
+    # The toy world's: `small` with conv1 striding 4 in time and 2 in frequency, so that conv2
+    # onwards see 150 × 129 instead of 598 × 257 (3.37 M parameters, 0.42 GFLOP per 6 s
+    # forward pass; ~8× faster to train than `small` on two CPU cores; docs/toy_world.md).
+    "toy": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512,
+                         conv1_stride=(4, 2)),
 }
 
 PRESETS = presets.names(_PRESETS)
 
 
 def encoder_config(preset: str) -> EncoderConfig:
-    """The `EncoderConfig` of a preset: "paper" (Table 1) or "small" (channels ÷8, CPU-sized)."""
+    """The `EncoderConfig` of a preset: "paper" (Table 1), "small" (channels ÷8, CPU-sized) or
+    "toy" (`small` with a strided conv1, the toy world's)."""
     return presets.lookup(_PRESETS, preset, "voice encoder")
 
 
@@ -121,6 +135,18 @@ def _same(n, stride):
     return None if n is None else -(-n // stride)
 
 
+def _conv_stride(config: EncoderConfig, i: int) -> Tuple[int, int]:
+    """(time, frequency) stride of conv i (1-based)."""
+    if i == 1:
+        return config.conv1_stride
+    return (2, 2) if i in _STRIDE2 else (1, 1)
+
+
+def min_frames(config: EncoderConfig) -> int:
+    """The fewest input frames that keep one frame through conv1's stride and the four pools."""
+    return MIN_FRAMES * config.conv1_stride[0]
+
+
 def layer_shapes(config: EncoderConfig, num_frames=598) -> List[Tuple[str, tuple]]:
     """Hand-computed output shape (no batch axis) of every shape-changing layer, in order.
 
@@ -136,8 +162,8 @@ def layer_shapes(config: EncoderConfig, num_frames=598) -> List[Tuple[str, tuple
     shapes = [("input", (t, f, config.input_channels))]
     pools = 0
     for i, channels in enumerate(config.conv_channels, start=1):
-        stride = 2 if i in _STRIDE2 else 1
-        t, f = _same(t, stride), _same(f, stride)
+        stride_t, stride_f = _conv_stride(config, i)
+        t, f = _same(t, stride_t), _same(f, stride_f)
         shapes.append((f"conv{i}", (t, f, channels)))
         if i in _POOL_AFTER:
             pools += 1
@@ -161,8 +187,8 @@ def flops_per_example(config: EncoderConfig, num_frames=598) -> int:
       config: the encoder's sizes.
       num_frames: input frames T (598 for 6 s, 298 for 3 s).
     """
-    if num_frames < MIN_FRAMES:
-        raise ValueError(f"num_frames must be >= {MIN_FRAMES}, got {num_frames}.")
+    if num_frames < min_frames(config):
+        raise ValueError(f"num_frames must be >= {min_frames(config)}, got {num_frames}.")
     shapes = dict(layer_shapes(config, num_frames))
     k2 = config.kernel_size ** 2
     flops = 0
@@ -198,8 +224,8 @@ def build_voice_encoder(config: EncoderConfig, name="voice_encoder") -> keras.Mo
     x = inputs
     pools = 0
     for i, channels in enumerate(c.conv_channels, start=1):
-        stride = 2 if i in _STRIDE2 else 1
-        x = keras.layers.Conv2D(channels, c.kernel_size, strides=stride, padding="same",
+        x = keras.layers.Conv2D(channels, c.kernel_size, strides=_conv_stride(c, i),
+                                padding="same",
                                 name=f"conv{i}")(x)
         if i < NUM_CONVS:  # conv9 is linear: its ReLU → BN come after the time mean
             x = keras.layers.ReLU(name=f"relu{i}")(x)
