@@ -119,10 +119,11 @@ def main(_):
         "and extrapolated",
         flush=True,
     )
-    # Rounds interleave the paths, so that a change in the machine's load hits all of them.
+    # Rounds interleave the paths, in alternating order, so that a change in the machine's load
+    # hits all of them alike.
     results, seconds, cpu_seconds = {}, {}, {}
-    for _ in range(max(1, FLAGS.repeats)):
-        for label, metric, backend in _paths():
+    for round_index in range(max(1, FLAGS.repeats)):
+        for label, metric, backend in _paths()[:: -1 if round_index % 2 else 1]:
             key = "l1_numpy" if backend == "numpy" else metric
             results[key], wall, cpu = _time_path(metric, backend, voices, faces, threads)
             seconds[key] = min(wall, seconds.get(key, wall))
