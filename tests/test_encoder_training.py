@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from speech2face import audio, data
 from speech2face.models import export, vggface
-from speech2face.training import encoder_task, loop
+from speech2face.training import config, encoder_task, loop
 from tests.support import helpers
 from tests.support.tiny import trainer_kwargs
 
@@ -25,8 +25,9 @@ def decoder_dir(tiny_models):
 
 
 def _task(world, decoder_dir, **kwargs):
+    kwargs.setdefault("preset", "small")
     return encoder_task.EncoderTask(encoder_task.EncoderTaskConfig(
-        preset="small", decoder_dir=decoder_dir,
+        decoder_dir=decoder_dir,
         vggface_weights=os.path.join(world, "vggface_random_seed3.h5"), **kwargs))
 
 
@@ -101,6 +102,19 @@ def test_random_crops_reach_the_step_as_int16_and_its_spectrogram(tiny_world, mi
     per_replica = mirrored.run(tf.function(encoder_task.spectrogram_of), args=(next(iter(dataset)),))
     split = np.concatenate([t.numpy() for t in mirrored.experimental_local_results(per_replica)])
     np.testing.assert_allclose(split, one, atol=1e-5)
+
+
+def test_xla_step_trains_the_toy_preset(tiny_world, decoder_dir, tmp_path):
+    """The toy experiment's runtime: the replica step under XLA (its batch carries string ids,
+    which XLA cannot take: they stay outside the compiled step), the `toy` encoder."""
+    world, _ = tiny_world
+    task = _task(world, decoder_dir, preset="toy")
+    result = loop.Trainer(task, **_config(world, str(tmp_path / "xla"), train_steps=2,
+                                          steps_per_loop=2, eval_every=100),
+                          runtime=config.RuntimeConfig(jit_compile=True)).train()
+    assert result["status"] == "finished" and result["step"] == 2
+    assert np.all(np.isfinite(list(result["losses"].values())))
+    assert task.encoder_config.conv1_stride == (4, 1)
 
 
 def test_missing_teachers_are_clear_errors(tiny_world):

@@ -36,11 +36,13 @@ def test_paper_experiments_are_the_papers_settings():
 
 def test_toy_experiments_name_their_changes():
     enc = experiments.get("toy_encoder")
-    assert (enc.task.preset, enc.task.lambda1, enc.task.mean_feature_init) == ("small", 1e4, True)
+    assert (enc.task.preset, enc.task.lambda1, enc.task.mean_feature_init) == ("toy", 1e4, True)
     assert enc.trainer.train_steps == 800 and enc.trainer.global_batch_size == 8
+    assert enc.runtime.jit_compile
     dec = experiments.get("toy_decoder")
-    assert (dec.task.preset, dec.task.perceptual_layer) == ("small", "pool2")
-    assert dec.trainer.train_steps == 600 and dec.trainer.global_batch_size == 16
+    assert (dec.task.preset, dec.task.perceptual_layer) == ("small", "none")
+    assert dec.trainer.train_steps == 300 and dec.trainer.global_batch_size == 16
+    assert not dec.runtime.jit_compile
     with pytest.raises(ValueError, match="unknown experiment 'tiny'"):
         experiments.get("tiny")
 
@@ -157,7 +159,7 @@ def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
     assert dec["task"]["canonical_faces"] is True and dec["task"]["canonical_max_yaw"] == 0.25
     assert toy_dec["task"]["canonical_faces"] is False
     assert toy_dec["task"]["canonical_max_mouth_open"] == 0.3
-    assert toy["task"]["preset"] == "small" and toy["task"]["lambda1"] == 5.0
+    assert toy["task"]["preset"] == "toy" and toy["task"]["lambda1"] == 5.0
     assert toy["task"]["mean_feature_init"] is False and toy["trainer"]["train_steps"] == 800
     recorded.write_text(json.dumps({"experiment": toy}))
     (again,) = _resolve([f"--from_config={recorded}", "--train_steps=9"])

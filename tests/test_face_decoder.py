@@ -389,3 +389,23 @@ def test_losses_exact_values():
                                np.broadcast_to(mean, (2, 68, 2)), mean)
     np.testing.assert_allclose(losses["perceptual"], 0.0)
     np.testing.assert_allclose(losses["texture_l1"], 0.25, rtol=1e-5)
+
+
+def test_a_step_without_image_terms_skips_the_rendering():
+    # Texture and landmark terms only (the toy decoder): the decoder need not warp, and the two
+    # losses are the same as with the rendered image.
+    decoder = fd.FaceDecoder(fd.decoder_config("small"), mean_landmarks=lm.template_landmarks())
+    features = tf.constant(np.random.default_rng(0).random((2, 4096), dtype=np.float32))
+    full, bare = decoder(features), decoder(features, render=False)
+    assert "image" in full and set(bare) == {"texture", "landmarks"}
+    face = smooth_image(2, 64, 64, seed=3)
+    true = np.broadcast_to(lm.template_landmarks() + 0.01, (2, 68, 2)).astype(np.float32)
+    weights = fd.DecoderLossWeights(perceptual=0.0, image=0.0)
+    a = fd.decoder_losses(full, face, true, decoder.mean_landmarks, weights)
+    b = fd.decoder_losses(bare, face, true, decoder.mean_landmarks, weights)
+    for name in ("total", "landmark_mse", "texture_l1"):
+        np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(b["image_l1"].numpy(), 0.0)
+    with pytest.raises(ValueError, match="render=True"):
+        fd.decoder_losses(bare, face, true, decoder.mean_landmarks,
+                          fd.DecoderLossWeights(image=1.0))

@@ -10,7 +10,7 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
    `WORKDIR/decoder/decoded_faces.png`: held-out speakers' true faces above the faces decoded
    from their true face features; `decoder_eval.json` holds pixel and landmark errors beside the
    mean-face baseline.
-4. Train the small voice encoder (stage 2, the paper's loss against the frozen decoder's f_dec
+4. Train the toy voice encoder (stage 2, the paper's loss against the frozen decoder's f_dec
    and VGG-Face fc8, with λ1 = 10⁴ instead of 0.025: `--encoder_lambda1`) into
    `WORKDIR/encoder`; `encoder_eval.json` holds a first look at held-out retrieval.
 5. Write the trained model as one self-contained directory, `WORKDIR/model` (encoder,
@@ -238,7 +238,7 @@ def train_encoder(world: str, workdir: str, decoder_dir: str, steps=None,
     experiment = _toy_experiment("toy_encoder", world, **{
         "task.decoder_dir": decoder_dir, "trainer.train_steps": steps,
         "trainer.global_batch_size": batch_size, "task.lambda1": lambda1})
-    logging.info("Stage 4: training the small voice encoder (toy_encoder) for %d steps in %s "
+    logging.info("Stage 4: training the toy voice encoder (toy_encoder) for %d steps in %s "
                  "(TensorBoard: tensorboard --logdir=%s), λ1 = %g (the paper's: %g; see "
                  "docs/toy_world.md).", experiment.trainer.train_steps, model_dir, model_dir,
                  experiment.task.lambda1, encoder_task.EncoderTaskConfig.lambda1)

@@ -251,17 +251,20 @@ class FaceDecoder(keras.Model):
         self.texture_rgb.build(shapes[-1])
         self.built = True
 
-    def call(self, features, training=False):
+    def call(self, features, training=False, render=True):
         """Decodes face features.
 
         Args:
           features: [B, 4096] float, a face feature (v_f, or v_s from the voice encoder).
           training: batch-norm mode.
+          render: warp the texture into the image; False leaves `image` out, for a training
+            step whose losses do not look at it (only the texture and landmark terms), which
+            then skips the warp and its gradient, most of the step's cost.
 
         Returns:
           dict of float32 tensors (float64 for a float64 model):
             `image`: [B, S, S, 3] in [0, 1], the texture warped from the mean landmarks to the
-              predicted ones (the decoded face).
+              predicted ones (the decoded face); absent with `render=False`.
             `texture`: [B, S, S, 3] in [0, 1], in the mean-landmark frame.
             `landmarks`: [B, 68, 2] normalised (x, y), = mean landmarks + predicted offsets.
         """
@@ -283,6 +286,8 @@ class FaceDecoder(keras.Model):
         for i, deconv in enumerate(self.texture_deconvs):
             t = keras.ops.relu(self._norm(i + 1, deconv(t), training))
         texture = tf.sigmoid(self.texture_rgb(t))
+        if not render:
+            return {"texture": texture, "landmarks": landmarks}
         image = warp.warp_image(texture, control_from=self.mean_landmarks, control_to=landmarks,
                            regularization=c.tps_regularization)
         return {"image": image, "texture": texture, "landmarks": landmarks}
@@ -357,15 +362,15 @@ def decoder_losses(outputs: Dict[str, tf.Tensor], face_image, true_landmarks, me
       |texture − target| over pixels and channels; target = true face warped from its landmarks
       to the mean ones, without gradient), `perceptual` (‖e/‖e‖ − ê/‖ê‖‖² = 2 − 2 cos between the
       embeddings of the rendered and the true face, scale-free so the weight does not depend on
-      the embedding's scale; zeros without `perceptual_fn`), `image_l1` (mean |image − face|),
+      the embedding's scale; zeros without `perceptual_fn`), `image_l1` (mean |image − face|;
+      zeros when `outputs` holds no image),
       and `total` = the weighted sum of the four.
     """
-    image = tf.cast(outputs["image"], tf.float32)
     texture = tf.cast(outputs["texture"], tf.float32)
     landmarks = tf.cast(outputs["landmarks"], tf.float32)
     face = tf.cast(face_image, tf.float32)
     true_landmarks = tf.cast(true_landmarks, tf.float32)
-    size = image.shape[1:3]
+    size = texture.shape[1:3]
     if face.shape[1:3] != size:
         face = tf.image.resize(face, size, method="bilinear", antialias=True)
 
@@ -373,7 +378,14 @@ def decoder_losses(outputs: Dict[str, tf.Tensor], face_image, true_landmarks, me
     target = tf.stop_gradient(warp.warp_image(face, control_from=true_landmarks,
                                          control_to=mean_landmarks, regularization=regularization))
     texture_l1 = tf.reduce_mean(tf.abs(texture - target), axis=[1, 2, 3])
-    image_l1 = tf.reduce_mean(tf.abs(image - face), axis=[1, 2, 3])
+    # The rendered image is needed only by its own two terms (a step without them can skip
+    # the warp: `FaceDecoder.call(render=False)`).
+    image = tf.cast(outputs["image"], tf.float32) if "image" in outputs else None
+    if image is None and (weights.image or perceptual_fn is not None):
+        raise ValueError("decoder_losses: the image-L1 and perceptual terms need the rendered "
+                         "image; call the decoder with render=True")
+    image_l1 = (tf.zeros_like(landmark_mse) if image is None
+                else tf.reduce_mean(tf.abs(image - face), axis=[1, 2, 3]))
     if perceptual_fn is None:
         perceptual = tf.zeros_like(landmark_mse)
     else:

@@ -60,7 +60,7 @@ class EncoderConfig:
       kernel_size: side of the square conv kernels (4).
       bn_momentum, bn_epsilon: batch-norm settings (Keras defaults; the paper gives none).
       conv1_stride: (time, frequency) stride of conv1; the paper's (1, 1) keeps the input's full
-        resolution through conv1-3. A toy-sized encoder strides here so that its early layers,
+        resolution through conv1-3. The toy preset strides time here so that its early layers,
         memory-bound at full resolution, cost a fraction (docs/toy_world.md).
     """
 
@@ -94,14 +94,15 @@ _PRESETS = {
     # Paper Table 1 exactly: 164,844,800 parameters (4,608 of them batch-norm statistics),
     # 0.2076 TFLOP per 6 s forward pass.
     "paper": EncoderConfig(),
-    # CPU tests and the toy world: channels ÷8 and a 512-unit hidden FC (4.42 M parameters,
+    # CPU tests: channels ÷8 and a 512-unit hidden FC (4.42 M parameters,
     # 3.3 GFLOP per 6 s forward pass); the output stays 4096-D because v_s is compared with v_f.
     "small": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512),
-    # The toy world's: `small` with conv1 striding 4 in time and 2 in frequency, so that conv2
-    # onwards see 150 × 129 instead of 598 × 257 (3.37 M parameters, 0.42 GFLOP per 6 s
-    # forward pass; ~8× faster to train than `small` on two CPU cores; docs/toy_world.md).
+    # The toy world's: `small` with conv1 striding 4 in time (frequency keeps its 257 bins), so
+    # that conv2 onwards see 150 instead of 598 frames (4.42 M parameters, 0.84 GFLOP per 6 s
+    # forward pass; ~5× faster to train than `small` on two CPU cores with XLA;
+    # docs/toy_world.md).
     "toy": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512,
-                         conv1_stride=(4, 2)),
+                         conv1_stride=(4, 1)),
 }
 
 PRESETS = presets.names(_PRESETS)
@@ -109,7 +110,7 @@ PRESETS = presets.names(_PRESETS)
 
 def encoder_config(preset: str) -> EncoderConfig:
     """The `EncoderConfig` of a preset: "paper" (Table 1), "small" (channels ÷8, CPU-sized) or
-    "toy" (`small` with a strided conv1, the toy world's)."""
+    "toy" (`small` with conv1 striding 4 in time, the toy world's)."""
     return presets.lookup(_PRESETS, preset, "voice encoder")
 
 

@@ -286,7 +286,9 @@ class DecoderTask(loop.Task):
         return losses.paper_optimizer(self.cfg.learning_rate)
 
     def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
-        outputs = model(batch["face_feature"], training=training)
+        # Without an image term the step needs no rendering (texture and landmark terms only).
+        render = bool(self.weights.image) or self._perceptual is not None
+        outputs = model(batch["face_feature"], training=training, render=render)
         return face_decoder.decoder_losses(
             outputs, batch["face_image"], batch["landmarks"], model.mean_landmarks,
             weights=self.weights, perceptual_fn=self._perceptual)

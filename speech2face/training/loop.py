@@ -201,7 +201,10 @@ class Trainer:
             return out
 
         if self.runtime.jit_compile:
-            replica_step = tf.function(replica_step, jit_compile=True)
+            compiled = tf.function(replica_step, jit_compile=True)
+
+            def replica_step(batch):  # noqa: F811 (XLA takes no strings: ids stay outside)
+                return compiled({k: v for k, v in batch.items() if v.dtype != tf.string})
 
         @tf.function
         def train_loop(iterator, num_steps):
