@@ -84,6 +84,7 @@ def test_load_and_predict_after_the_training_runs_are_gone(handed_on):
     assert model.source["step"] == 4 and model.source["differs_from_paper"]["encoder"]
 
 
+@pytest.mark.slow
 def test_saved_model_serves_waveforms_without_the_package(handed_on, tmp_path):
     path, _, _ = handed_on
     model = speech2face.load_model(path)

@@ -286,6 +286,7 @@ def _backdrop_frame(x=77):
     return frame, ((x + 0.45 * 320) / 640, (20 + 0.36 * 320) / 360)
 
 
+@pytest.mark.slow
 def test_cnn_window_near_the_hint_finds_the_whole_frames_face():
     whole, near = faces.FaceFinder("cnn", near_hint=False), faces.FaceFinder("cnn")
     frame, hint = _backdrop_frame()
@@ -519,6 +520,7 @@ def _write(path, *lines):
 
 @pytest.mark.parametrize("options", [IN_PROCESS, ["--direct_running_mode=multi_threading",
                                                   "--direct_num_workers=2"]])
+@pytest.mark.slow
 def test_avspeech_own_train_and_test_csvs(tmp_path, weights, options):
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -564,6 +566,7 @@ def test_avspeech_own_train_and_test_csvs(tmp_path, weights, options):
     assert counters["examples_train"] == 2 and counters["examples_test"] == 2
 
 
+@pytest.mark.slow
 def test_cli_refuses_test_fraction_with_test_manifest(tmp_path):
     _write(tmp_path / "train.csv", "abc,0,3,0.5,0.5")
     _write(tmp_path / "test.csv", "xyz,0,3,0.5,0.5")
@@ -615,6 +618,7 @@ def _run_cli(*args):
                           cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_start_without_weights(tmp_path):
     (tmp_path / "m.csv").write_text("abc,0,3,0.5,0.5\n")
     result = _run_cli("--manifest", tmp_path / "m.csv", "--manifest_format=avspeech",

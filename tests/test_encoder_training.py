@@ -104,6 +104,7 @@ def test_random_crops_reach_the_step_as_int16_and_its_spectrogram(tiny_world, mi
     np.testing.assert_allclose(split, one, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_xla_step_trains_the_toy_preset(tiny_world, decoder_dir, tmp_path):
     """The toy experiment's runtime: the replica step under XLA (its batch carries string ids,
     which XLA cannot take: they stay outside the compiled step), the `toy` encoder."""

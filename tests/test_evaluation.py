@@ -222,6 +222,7 @@ def test_gallery_size_and_cli(tiny_world, tiny_models, tmp_path):
     assert "| 3 s |" not in report and "| r (e = 0) | p | r (e = 1.4) | p |" in report
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tiny_world, tmp_path):
     world, _ = tiny_world
     proc = subprocess.run(

@@ -72,6 +72,7 @@ def test_steps_from_epochs():
         config.TrainerConfig(train_steps=0).validate()
 
 
+@pytest.mark.slow
 def test_epochs_come_from_dataset_info_and_the_run_is_recorded(tiny_world, tmp_path):
     world, info = tiny_world
     num_train = info.counts["train"]["clips"]
@@ -105,6 +106,7 @@ def test_epochs_come_from_dataset_info_and_the_run_is_recorded(tiny_world, tmp_p
     assert differs["task.perceptual_layer"] == {"run": "pool3", "paper": "fc7"}
 
 
+@pytest.mark.slow
 def test_precision_is_set_by_the_runtime_config_and_restored(tiny_world, tmp_path):
     import keras
     world, _ = tiny_world
@@ -140,6 +142,7 @@ def _resolve(*arg_lists):
     return [json.loads(line) for line in result.stdout.strip().splitlines()[-len(arg_lists):]]
 
 
+@pytest.mark.slow
 def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
     recorded = tmp_path / "config.json"
     enc, dec, toy, toy_dec = _resolve(

@@ -136,6 +136,7 @@ def test_under_a_second_is_refused_and_the_rest_is_written(tiny_models, media, t
         model.predict(np.zeros(8000, np.float32))
 
 
+@pytest.mark.slow
 def test_cli(tiny_models, media, tmp_path):
     output = tmp_path / "face.png"
     proc = subprocess.run(

@@ -105,6 +105,7 @@ class _PoisonableTask(decoder_task.DecoderTask):
         return losses
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_world, tmp_path):
     world, _ = tiny_world
     model_dir = str(tmp_path / "decoder")

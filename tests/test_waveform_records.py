@@ -193,6 +193,7 @@ def test_waveform_toy_world_round_trips(tiny_world, waveform_world):
         assert np.linalg.norm(computed - stored) / np.linalg.norm(stored) < 0.01
 
 
+@pytest.mark.slow
 def test_evaluation_encodings_equal_those_of_spectrogram_records(tiny_world, waveform_world,
                                                                  tiny_models):
     """v_s at 6 s and 3 s from waveform-only records (spectrogram computed in the tf.function)
