@@ -62,9 +62,9 @@ flags.DEFINE_integer("decoder_steps", None, "Training steps of the small face de
                      f"[toy_decoder: {_TOY_DECODER.trainer.train_steps}].")
 flags.DEFINE_integer("decoder_batch_size", None, "Batch size of the face decoder "
                      f"[toy_decoder: {_TOY_DECODER.trainer.global_batch_size}].")
-flags.DEFINE_integer("encoder_steps", None, "Training steps of the small voice encoder "
+flags.DEFINE_integer("encoder_steps", None, "Training steps of the toy voice encoder "
                      f"[toy_encoder: {_TOY_ENCODER.trainer.train_steps}].")
-flags.DEFINE_integer("encoder_batch_size", None, "Batch size of the voice encoder "
+flags.DEFINE_integer("encoder_batch_size", None, "Batch size of the toy voice encoder "
                      f"[toy_encoder: {_TOY_ENCODER.trainer.global_batch_size}].")
 flags.DEFINE_float("encoder_lambda1", None,
                    "λ1, weight of the voice encoder's normalised-feature L2 term "

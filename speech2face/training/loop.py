@@ -200,11 +200,12 @@ class Trainer:
             out.append(grad_norm / strategy.num_replicas_in_sync)
             return out
 
+        run_step = replica_step
         if self.runtime.jit_compile:
+            # XLA takes no strings: the batch's ids stay outside the compiled step.
             compiled = tf.function(replica_step, jit_compile=True)
-
-            def replica_step(batch):  # noqa: F811 (XLA takes no strings: ids stay outside)
-                return compiled({k: v for k, v in batch.items() if v.dtype != tf.string})
+            run_step = lambda batch: compiled(  # noqa: E731
+                {k: v for k, v in batch.items() if v.dtype != tf.string})
 
         @tf.function
         def train_loop(iterator, num_steps):
@@ -214,7 +215,7 @@ class Trainer:
                 if bad_step >= 0:
                     # Stop at once: the update of a non-finite step has spoilt the weights.
                     break
-                per_replica = strategy.run(replica_step, args=(next(iterator),))
+                per_replica = strategy.run(run_step, args=(next(iterator),))
                 values = [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
                           for v in per_replica]
                 step.assign_add(1)
