@@ -44,24 +44,38 @@ def _frames(x: np.ndarray) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(x, _FRAME)[::_HOP][:num]
 
 
-def _lpc_formants(frame_autocorr: np.ndarray, sr: int, order: int = 16) -> np.ndarray:
-    """F1–F3 (Hz) from LPC on one frame's autocorrelation; NaN where not found."""
-    r = frame_autocorr[: order + 1]
-    if r[0] <= 0:
-        return np.full(3, np.nan)
-    r = r * np.exp(-0.5 * (2 * np.pi * 40.0 * np.arange(order + 1) / sr) ** 2)  # lag window
-    r[0] *= 1.0 + 1e-6
+def _lpc_formants(frame_autocorrs: np.ndarray, sr: int, order: int = 16) -> np.ndarray:
+    """F1–F3 (Hz) from LPC on each frame's autocorrelation: [N, >= order + 1] -> [N, 3], NaN
+    where not found. All frames at once: the normal equations as one batched solve of the
+    Toeplitz systems, the predictor's roots as the eigenvalues of its companion matrices (what
+    `np.roots` computes for one polynomial)."""
+    r = np.array(frame_autocorrs[:, : order + 1], np.float64)
+    out = np.full((len(r), 3), np.nan)
+    ok = r[:, 0] > 0
+    if not ok.any():
+        return out
+    r = r[ok] * np.exp(-0.5 * (2 * np.pi * 40.0 * np.arange(order + 1) / sr) ** 2)  # lag window
+    r[:, 0] *= 1.0 + 1e-6
+    lags = np.abs(np.arange(order)[:, None] - np.arange(order)[None, :])
     try:
-        a = linalg.solve_toeplitz(r[:-1], r[1:])
-    except (linalg.LinAlgError, ValueError):
-        return np.full(3, np.nan)
-    roots = np.roots(np.concatenate([[1.0], -a]))
-    roots = roots[np.imag(roots) > 0]
+        a = np.linalg.solve(r[:, lags], r[:, 1:, None])[..., 0]
+    except np.linalg.LinAlgError:  # a singular frame: solve them one by one, skipping it
+        a = np.full((len(r), order), np.nan)
+        for i, row in enumerate(r):
+            try:
+                a[i] = linalg.solve_toeplitz(row[:-1], row[1:])
+            except (linalg.LinAlgError, ValueError):
+                pass
+    solved = np.isfinite(a).all(axis=1)
+    companion = np.zeros((len(a), order, order))
+    companion[:, 0, :] = np.where(solved[:, None], a, 0.0)
+    companion[:, np.arange(1, order), np.arange(order - 1)] = 1.0
+    roots = np.linalg.eigvals(companion)
     freqs = np.angle(roots) * sr / (2 * np.pi)
     bws = -np.log(np.abs(roots) + 1e-12) * sr / np.pi
-    freqs = np.sort(freqs[(freqs > 150) & (bws < 600)])
-    out = np.full(3, np.nan)
-    out[: min(3, len(freqs))] = freqs[:3]
+    keep = (np.imag(roots) > 0) & (freqs > 150) & (bws < 600) & solved[:, None]
+    found = np.sort(np.where(keep, freqs, np.inf), axis=1)[:, :3]
+    out[ok] = np.where(np.isfinite(found), found, np.nan)
     return out
 
 
@@ -140,7 +154,7 @@ def voice_statistics(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np
         rows = rows[np.linspace(0, len(rows) - 1, min(len(rows), 120)).astype(int)]
         emph = _frames(np.append(x[0], x[1:] - 0.95 * x[:-1]))[rows] * window
         acs = np.fft.irfft(np.abs(np.fft.rfft(emph, nfft)) ** 2, nfft)
-        formants = np.array([_lpc_formants(a, sr) for a in acs])
+        formants = _lpc_formants(acs, sr)
         for j, name in enumerate(("log_f1", "log_f2", "log_f3")):
             col = formants[:, j]
             col = col[np.isfinite(col)]
