@@ -4,6 +4,7 @@ It serves the files of one directory with HTTP range requests (as video hosts do
 needs to read only a segment), counts the requests and the bytes sent per path, answers 404 for
 what it does not have, and can cut transfers short: for the paths in `truncate` it promises the
 whole file (Content-Length) but sends only its first half, like a connection that drops.
+`bytes_per_second` paces the sending, as a link of that bandwidth would.
 """
 
 import collections
@@ -21,12 +22,13 @@ class MediaServer:
 
     Attributes:
       requests: path -> number of requests (404s included).
-      bytes_sent: path -> bytes written to the socket (within one socket buffer of what the
-        client read, the send buffer being kept small).
+      bytes_sent: path -> bytes written to the socket: what the client read, plus what the
+        socket buffers held when it hung up (little when `bytes_per_second` paces the sending).
     """
 
-    def __init__(self, root, truncate=(), delay: float = 0.0):
+    def __init__(self, root, truncate=(), delay: float = 0.0, bytes_per_second: float = 0.0):
         self.root, self.truncate, self.delay = str(root), set(truncate), delay
+        self.bytes_per_second = bytes_per_second  # 0: as fast as the socket takes it
         self.requests = collections.Counter()
         self.bytes_sent = collections.Counter()
         self._lock = threading.Lock()
@@ -110,5 +112,7 @@ class MediaServer:
                 return
             with self._lock:
                 self.bytes_sent[name] += len(body[i:i + 16384])
+            if self.bytes_per_second:  # paced, the client's buffers stay nearly empty
+                threading.Event().wait(len(body[i:i + 16384]) / self.bytes_per_second)
         if name in self.truncate:
             handler.close_connection = True
