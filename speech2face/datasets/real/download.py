@@ -20,27 +20,24 @@ rerun fetches nothing that is done, and skips the rows that failed for good (not
 import concurrent.futures
 import dataclasses
 import glob
-import json
 import os
 import random
 import subprocess
 import threading
 import time
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from absl import logging
 
 from speech2face import media
 from speech2face.datasets.real import clips as clip_media, manifests
 from speech2face.datasets.real import download_errors as errors
+from speech2face.datasets.real.download_journal import (  # noqa: F401 (the file names)
+    FAILURES, JOURNAL, SEGMENTS_CSV, State)
 
-SEGMENTS_CSV = "segments.csv"
-FAILURES = "failures.jsonl"
-JOURNAL = "downloaded.jsonl"
 PART = ".part.mp4"
+WHOLE = ".part.whole"  # a whole video, from a server without range requests
 DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={id}"
-_CSV_COMMENT = ("# youtube_id, start, end, x, y, file: data_prep.download's cuts, times relative "
-                "to each cut (build_records --manifest_format=avspeech reads this file)\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,71 +131,6 @@ def check_config(config: DownloadConfig) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# The journal and the failures list
-
-
-def _read_jsonl(path: str) -> Iterator[dict]:
-    """The parsed lines of a JSONL file; a line cut off by a kill is skipped."""
-    if not os.path.exists(path):
-        return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue
-
-
-class _State:
-    """The journal of finished cuts and the failures, shared by the workers (appends are
-    locked and flushed: a kill loses at most a line being written)."""
-
-    def __init__(self, output_dir: str):
-        self.dir = output_dir
-        self.done: Dict[str, str] = {}  # clip_id -> its segments.csv row
-        for entry in _read_jsonl(os.path.join(output_dir, JOURNAL)):
-            if os.path.exists(os.path.join(output_dir, entry["file"])):
-                self.done[entry["clip_id"]] = entry["row"]
-        self.failures: Dict[str, dict] = {e["item"]: e for e in
-                                          _read_jsonl(os.path.join(output_dir, FAILURES))}
-        self._lock = threading.Lock()
-        self._journal = open(os.path.join(output_dir, JOURNAL), "a", encoding="utf-8")
-        self._failed = open(os.path.join(output_dir, FAILURES), "a", encoding="utf-8")
-
-    def finish(self, clip_id: str, file: str, row: str) -> None:
-        with self._lock:
-            self._journal.write(json.dumps({"clip_id": clip_id, "file": file, "row": row}) + "\n")
-            self._journal.flush()
-            os.fsync(self._journal.fileno())
-            self.done[clip_id] = row
-            self.failures.pop(clip_id, None)
-
-    def fail(self, entry: dict) -> None:
-        with self._lock:
-            self._failed.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
-            self._failed.flush()
-            self.failures[entry["item"]] = entry
-
-    def close(self) -> None:
-        """Closes the logs, then rewrites failures.jsonl (the latest entry of each row still
-        failing) and segments.csv (every finished cut), each through a temporary file."""
-        self._journal.close()
-        self._failed.close()
-        write_lines(os.path.join(self.dir, FAILURES), (
-            json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n"
-            for item, e in self.failures.items() if item not in self.done))
-        write_lines(os.path.join(self.dir, SEGMENTS_CSV),
-                    [_CSV_COMMENT, *(self.done[c] + "\n" for c in sorted(self.done))])
-
-
-def write_lines(path: str, lines) -> None:
-    """Writes `path` through a temporary file renamed over it (a kill leaves the old one)."""
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(lines)
-    os.replace(path + ".tmp", path)
-
-
-# ----------------------------------------------------------------------------------------------
 # One video: its URLs once, then one cut per row
 
 
@@ -223,7 +155,7 @@ class _RateLimit:
 class _Fetcher:
     """Resolves and cuts; one yt-dlp instance per thread (YoutubeDL is not thread-safe)."""
 
-    def __init__(self, config: DownloadConfig, state: _State):
+    def __init__(self, config: DownloadConfig, state: State):
         self.config, self.state = config, state
         self.rate = _RateLimit(config.rate_limit)
         self._local = threading.local()
@@ -257,6 +189,27 @@ class _Fetcher:
             inputs = self._with_retries(youtube_id, lambda: errors.resolve(self._ydl(), url))
         except errors.Failure as e:
             return [(item, _failure(item, e, url)) for item in items]
+        timeout = self.config.timeout_seconds
+        if not all(errors.ranges_supported(u, h, timeout) for u, h in inputs):
+            # Only a static file server does this (not YouTube): the whole file, once per
+            # video, then the cuts from the local copy (docs/data.md, "Getting the data").
+            logging.info("%s: the server ignores range requests; fetching the whole video", url)
+            local = []
+            try:
+                for n, (u, h) in enumerate(inputs):
+                    local.append(os.path.join(self.config.output_dir, f"{youtube_id}.{n}{WHOLE}"))
+                    self._with_retries(youtube_id, lambda: errors.fetch_whole(
+                        u, h, local[-1], timeout))
+                return self._cuts(items, [("file:" + p, None) for p in local], url)
+            except errors.Failure as e:
+                return [(item, _failure(item, e, url)) for item in items]
+            finally:
+                for path in local:
+                    if os.path.exists(path):
+                        os.remove(path)
+        return self._cuts(items, inputs, url)
+
+    def _cuts(self, items: List[_Item], inputs, url: str):
         results = []
         for item in items:
             try:
@@ -330,7 +283,7 @@ def _failure(item: _Item, e: "errors.Failure", url: str) -> dict:
 # The run
 
 
-def _videos(config: DownloadConfig, state: _State, summary: Summary):
+def _videos(config: DownloadConfig, state: State, summary: Summary):
     """(youtube_id, items) for consecutive rows of one video still to fetch; counts the rest.
     Malformed rows become failures (`malformed_row`)."""
     seen, group = set(), []
@@ -372,10 +325,11 @@ def download(config: DownloadConfig) -> Summary:
     """Fetches the segments of `config.manifest` into `config.output_dir` (module docstring)."""
     check_config(config)
     os.makedirs(config.output_dir, exist_ok=True)
-    for stale in glob.glob(os.path.join(glob.escape(config.output_dir), "*" + PART)):
+    for stale in (glob.glob(os.path.join(glob.escape(config.output_dir), "*" + PART)) +
+                  glob.glob(os.path.join(glob.escape(config.output_dir), "*" + WHOLE))):
         os.remove(stale)  # the cuts in flight when an earlier run was killed
     started, total = time.monotonic(), _count_rows(config.manifest, config.max_items)
-    summary, state = Summary(), _State(config.output_dir)
+    summary, state = Summary(), State(config.output_dir)
     fetcher = _Fetcher(config, state)
     logging.info("%d rows in %s; %d cuts already in %s", total, config.manifest,
                  len(state.done), config.output_dir)
@@ -394,7 +348,7 @@ def download(config: DownloadConfig) -> Summary:
     return summary
 
 
-def _collect(pending, state: _State, summary: Summary, config: DownloadConfig, started: float,
+def _collect(pending, state: State, summary: Summary, config: DownloadConfig, started: float,
              total: int):
     done, pending = concurrent.futures.wait(pending,
                                             return_when=concurrent.futures.FIRST_COMPLETED)

@@ -5,7 +5,13 @@ transient ones (`TRANSIENT`) are retried with backoff, and retried again by a re
 are final, and a rerun skips them unless told to retry them (docs/data.md, "Getting the data").
 """
 
+import http.client
+import os
 import re
+import shutil
+import socket
+import urllib.error
+import urllib.request
 from typing import Dict, List, Optional, Tuple
 
 NOT_FOUND = "not_found"
@@ -150,3 +156,38 @@ def resolve(ydl, url: str) -> List[Tuple[str, Optional[Dict[str, str]]]]:
     if any(f.get("acodec") == "none" for f in formats) and len(formats) == 1:
         raise Failure(NO_AUDIO, f"the only format of {url} small enough has no audio")
     return [(f["url"], f.get("http_headers")) for f in formats]
+
+
+# ----------------------------------------------------------------------------------------------
+# Servers that ignore range requests (a plain static file server, not YouTube)
+
+
+def ranges_supported(url: str, headers: Optional[Dict[str, str]], timeout: float) -> bool:
+    """Whether the server answers a one-byte range request with 206; on any error True, so
+    that the ranged cut runs and reports that error as it is."""
+    request = urllib.request.Request(url, headers={**(headers or {}), "Range": "bytes=0-0"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status == 206
+    except (urllib.error.URLError, http.client.HTTPException, OSError):
+        return True
+
+
+def fetch_whole(url: str, headers: Optional[Dict[str, str]], path: str, timeout: float) -> None:
+    """Downloads all of `url` to `path` (Failure when it fails or ends short)."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response, \
+                open(path, "wb") as f:
+            expected = response.headers.get("Content-Length")
+            shutil.copyfileobj(response, f, 1 << 20)
+    except urllib.error.HTTPError as e:
+        raise Failure(NOT_FOUND if e.code == 404 else NETWORK, f"{url}: HTTP {e.code}") from None
+    except (socket.timeout, TimeoutError):
+        raise Failure(TIMEOUT, f"{url}: no data for {timeout:.0f} s") from None
+    except http.client.IncompleteRead as e:
+        raise Failure(TRUNCATED, f"{url}: the transfer ended early ({e})") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        raise Failure(NETWORK, f"{url}: {e}") from None
+    if expected and os.path.getsize(path) != int(expected):
+        raise Failure(TRUNCATED, f"{url}: {os.path.getsize(path)} of {expected} bytes")

@@ -19,7 +19,7 @@ import os
 import statistics
 from typing import Dict, List, Optional, Tuple
 
-from speech2face.datasets.real import clips as clip_media, download, manifests
+from speech2face.datasets.real import clips as clip_media, download_journal, manifests
 
 MANIFEST = "voxceleb2.txt"
 SPEAKERS_CSV = "speakers.csv"
@@ -127,10 +127,10 @@ def verify(media_dir: str, output_dir: str, workers: int = 4) -> VerifySummary:
     summary.videos = sum(len(v) for v, _, _ in speakers.values())
     summary.per_speaker = {s: n for s, (_, n, _) in speakers.items() if n}
     os.makedirs(output_dir, exist_ok=True)
-    download.write_lines(os.path.join(output_dir, MANIFEST), (rel + "\n" for rel in good))
-    download.write_lines(os.path.join(output_dir, SPEAKERS_CSV), [
+    download_journal.write_lines(os.path.join(output_dir, MANIFEST), (rel + "\n" for rel in good))
+    download_journal.write_lines(os.path.join(output_dir, SPEAKERS_CSV), [
         "speaker_id,videos,utterances,problems\n",
         *(f"{s},{len(v)},{n},{p}\n" for s, (v, n, p) in sorted(speakers.items()))])
-    download.write_lines(os.path.join(output_dir, FAILURES),
+    download_journal.write_lines(os.path.join(output_dir, FAILURES),
            (json.dumps(f, ensure_ascii=False, sort_keys=True) + "\n" for f in failures))
     return summary
