@@ -25,6 +25,11 @@ INSTALL_REQUIRES = [
     "apache-beam>=2.77,<3",
 ]
 
+# The optional AVSpeech segment downloader (python -m data_prep.download, docs/data.md): yt-dlp
+# resolves the media URLs, imageio-ffmpeg's ffmpeg (already required) cuts the segments.
+# YouTube changes often and only a recent yt-dlp keeps up, hence no upper bound.
+DOWNLOAD_REQUIRES = ["yt-dlp>=2025.1.15"]
+
 # The optional web app (speech2face.app): a small ASGI app, its server and its form parser.
 APP_REQUIRES = ["starlette>=1.2,<2", "uvicorn>=0.30,<1", "python-multipart>=0.0.18,<1"]
 
@@ -55,15 +60,19 @@ setuptools.setup(
         "speech2face-demo = speech2face.cli.demo:run",
         "speech2face-make-toy-world = speech2face.cli.make_toy_world:run",
         "speech2face-build-records = speech2face.cli.build_records:run",
+        "speech2face-download = speech2face.cli.download:run",
         "speech2face-app = speech2face.app.__main__:run",
     ]},
     extras_require={
         # The app's packages are here too, so that CI (which installs .[test]) runs its tests;
-        # httpx2 is what Starlette's TestClient uses (>= 1.2), selenium drives the browser test.
+        # httpx2 is what Starlette's TestClient uses (>= 1.2), selenium drives the browser test;
+        # the downloader's tests run against a local server, with yt-dlp.
         "test": ["pytest>=7", "scikit-image>=0.21", *APP_REQUIRES, "httpx2>=2,<3",
-                 "selenium>=4.25,<5"],
+                 "selenium>=4.25,<5", *DOWNLOAD_REQUIRES],
         # The web page to try a model on your own voice: python -m speech2face.app (docs/app.md).
         "app": APP_REQUIRES,
+        # Fetch only the AVSpeech segments: python -m data_prep.download (docs/data.md).
+        "download": DOWNLOAD_REQUIRES,
         # Google Cloud Dataflow and gs:// paths for the dataset builder (docs/data.md).
         "dataflow": ["apache-beam[gcp]>=2.77,<3"],
     },

@@ -6,7 +6,11 @@ Formats (docs/data.md; `media_dir` is the directory the relative paths are under
                avspeech_train.csv / avspeech_test.csv). The video is `<media_dir>/<youtube_id>`
                with extension .mp4, .mkv or .webm (looked up when the clip is processed); (x, y)
                is the normalised position of the speaker's face centre in the frame, in [0, 1].
-               The speaker id is the YouTube id (AVSpeech has no speaker ids).
+               The speaker id is the YouTube id (AVSpeech has no speaker ids). An optional
+               sixth column `file` names the video instead (relative to media_dir, or absolute)
+               and the clip id is then that file's name without extension: the `segments.csv`
+               that `data_prep.download` writes, one cut file per row, the times relative to
+               the cut, while the segments of one video keep its speaker id (docs/data.md).
     voxceleb2  The tree `<media_dir>/<speaker_id>/<video_id>/<utt>.mp4` (e.g. `dev/mp4` of
                VoxCeleb2). The manifest is optional: one relative path per line (as `find .
                -name '*.mp4'` run in media_dir prints it); without one the tree is listed.
@@ -147,14 +151,16 @@ def _join(media_dir: str, path: str) -> str:
     return os.path.join(media_dir, path)
 
 
-def _fields(line: str, expected: int, what: str):
+def _fields(line: str, expected: Union[int, Tuple[int, ...]], what: str):
     try:
         row = next(csv.reader([line], skipinitialspace=True))
     except (csv.Error, StopIteration) as e:
         raise ManifestError(f"not a CSV row ({e})") from e
     row = [field.strip() for field in row]
-    if len(row) != expected:
-        raise ManifestError(f"{len(row)} columns, expected {expected} ({what})")
+    counts = (expected,) if isinstance(expected, int) else expected
+    if len(row) not in counts:
+        raise ManifestError(f"{len(row)} columns, expected {' or '.join(map(str, counts))} "
+                            f"({what})")
     return row
 
 
@@ -169,8 +175,11 @@ def _number(text: str, name: str) -> float:
 
 
 def parse_avspeech_row(line: str, media_dir: str) -> Clip:
-    """`youtube_id, start, end, x, y` -> Clip; raises ManifestError."""
-    youtube_id, *numbers = _fields(line, 5, "youtube_id, start, end, x, y")
+    """`youtube_id, start, end, x, y[, file]` -> Clip; raises ManifestError."""
+    youtube_id, *numbers = _fields(line, (5, 6), "youtube_id, start, end, x, y[, file]")
+    file = numbers.pop() if len(numbers) == 5 else None
+    if file == "":
+        raise ManifestError("file (the sixth column) is empty")
     if not youtube_id or "/" in youtube_id or youtube_id in (".", ".."):
         raise ManifestError(f"youtube_id {youtube_id!r} is not a YouTube id")
     start, end, x, y = (_number(t, n) for t, n in zip(numbers, ("start", "end", "x", "y")))
@@ -178,8 +187,13 @@ def parse_avspeech_row(line: str, media_dir: str) -> Clip:
         raise ManifestError(f"segment [{start}, {end}] s is empty or negative")
     if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
         raise ManifestError(f"face hint ({x}, {y}) is outside [0, 1]")
-    video = _join(media_dir, youtube_id)  # extension found later, see `resolve_media`
-    return Clip(clip_id=f"{youtube_id}_{start:.3f}_{end:.3f}", speaker_id=youtube_id,
+    if file is not None:  # a cut of the video (data_prep.download): its own clip id and file
+        video = _join(media_dir, file)
+        clip_id = os.path.splitext(os.path.basename(file))[0]
+    else:
+        video = _join(media_dir, youtube_id)  # extension found later, see `resolve_media`
+        clip_id = f"{youtube_id}_{start:.3f}_{end:.3f}"
+    return Clip(clip_id=clip_id, speaker_id=youtube_id,
                 source="avspeech", audio_path=video, image_path=video, start=start, end=end,
                 hint=(x, y))
 
