@@ -61,6 +61,7 @@ setuptools.setup(
         "speech2face-make-toy-world = speech2face.cli.make_toy_world:run",
         "speech2face-build-records = speech2face.cli.build_records:run",
         "speech2face-download = speech2face.cli.download:run",
+        "speech2face-verify-records = speech2face.cli.verify_records:run",
         "speech2face-app = speech2face.app.__main__:run",
     ]},
     extras_require={

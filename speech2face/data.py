@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 
-from speech2face import audio, records
+from speech2face import audio, errors, records
 
 WAVEFORM_KEY = records.WAVEFORM_KEY  # int16 [B, samples]: segments or crops to compute it from
 
@@ -38,7 +38,7 @@ def spectrogram_of(batch: Dict[str, tf.Tensor]) -> tf.Tensor:
     return batch["spectrogram"]
 
 
-class NoRecordsError(ValueError):
+class NoRecordsError(errors.UserError, ValueError):
     """A file pattern that matches no TFRecord files."""
 
 
@@ -68,6 +68,11 @@ class InputOptions:
         by default), which halves host-to-accelerator bytes and skips a CPU cast that costs
         more than the rest of the pipeline together; Keras layers cast their inputs to their
         compute dtype on the device.
+      skip_corrupt: a corrupt or truncated record ends its file instead of the run: the records
+        before it are read, the rest of that file is skipped (`tf.data.experimental.
+        ignore_errors` on each file: TensorFlow's reader cannot find the next record after a
+        bad one). Off: the `tf.errors.DataLossError` reaches the caller (the training loop
+        names the file, docs/failures.md).
     """
 
     seed: int = 0
@@ -81,6 +86,7 @@ class InputOptions:
     batch_transform: Optional[Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]] = None
     example_filter: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
     output_dtype: Optional[tf.dtypes.DType] = None
+    skip_corrupt: bool = False
 
 
 def list_files(file_pattern: str) -> List[str]:
@@ -152,8 +158,15 @@ def input_fn(
     if training:
         dataset = dataset.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
         dataset = dataset.repeat()
+
+    def read(path):
+        records_of_file = tf.data.TFRecordDataset(path, buffer_size=8 * 2**20)
+        if options.skip_corrupt:
+            records_of_file = records_of_file.ignore_errors(log_warning=True)
+        return records_of_file
+
     dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, buffer_size=8 * 2**20),
+        read,
         cycle_length=options.cycle_length,
         block_length=options.block_length,
         num_parallel_calls=tf.data.AUTOTUNE,

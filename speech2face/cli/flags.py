@@ -6,12 +6,16 @@ own default (for the training configs, the paper's).
 """
 
 import dataclasses
+import errno
+import os
 import re
 import sys
 import typing
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from absl import app, flags
+
+from speech2face import errors
 
 _ATTRIBUTE = re.compile(r"^      ([a-z_0-9, ]+): (.*)$")
 
@@ -105,11 +109,43 @@ def as_main_module(module_name: str, doc: str) -> None:
         flags.FLAGS.register_flag_by_module(sys.argv[0], flag)
 
 
+# OS errors of the machine, not of the code: a read-only or full disk, a denied permission.
+_ENVIRONMENT_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def user_message(error: BaseException) -> Optional[str]:
+    """The one-line message of an error the user caused (a `speech2face.errors.UserError`, a
+    denied permission, a read-only or full disk), or None for anything else (a bug)."""
+    if isinstance(error, errors.UserError):
+        return str(error)
+    if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
+        where = f"{error.filename}: " if error.filename else ""
+        return (f"{where}{os.strerror(error.errno)}: choose a writable directory with free "
+                "space, or fix its permissions")
+    # tf.errors.PermissionDeniedError (gfile), without importing TensorFlow here.
+    if type(error).__name__ == "PermissionDeniedError":
+        return f"{getattr(error, 'message', error)}: fix the permissions or choose another path"
+    return None
+
+
 def run_main(module_name: str, doc: str, main) -> None:
     """Runs a tool's `main(argv)` under absl, its `--help` describing that tool
-    (`as_main_module`); every tool's `run()`, the console-script entry point, is this call."""
+    (`as_main_module`); every tool's `run()`, the console-script entry point, is this call.
+
+    An error the user caused (`user_message`) ends the tool with one line on stderr,
+    `PROG: error: MESSAGE`, and exit status 1; any other exception keeps its traceback."""
     as_main_module(module_name, doc)
-    app.run(main)
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except Exception as e:  # pylint: disable=broad-except
+            message = user_message(e)
+            if message is None:
+                raise
+            fail(os.path.basename(sys.argv[0]) or module_name, message)
+
+    app.run(guarded)
 
 
 def check_usage(argv: Sequence[str], required: Sequence[str] = ()) -> None:

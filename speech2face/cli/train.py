@@ -15,23 +15,27 @@ Stage 2, the voice encoder (speech -> face feature), the paper's training (the d
 changes one field of the experiment; `--from_config=RUN/config.json` repeats a run exactly.
 Without --train_steps a run makes the experiment's passes over the training set (the paper's 3
 epochs), counted from the records' dataset_info.json. A rerun with the same --model_dir resumes
-from its latest checkpoint; SIGTERM/SIGINT save one before exiting. --helpfull lists every flag.
+from its latest checkpoint (refused if a setting that changes what is trained differs), one run
+per --model_dir at a time; SIGTERM/SIGINT save a checkpoint and exit with status 128 + the
+signal, unexported. --helpfull lists every flag.
 When --vggface_weights is not given, the weights the records' dataset_info.json names are used.
 """
 
 import json
 import os
+import signal
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
-from speech2face import data  # noqa: E402
+from speech2face import data, errors  # noqa: E402
 from speech2face.records import dataset_info  # noqa: E402
 from speech2face.cli import flags as config_flags  # noqa: E402
 from speech2face.models import face_decoder, voice_encoder  # noqa: E402
 from speech2face.training import config, decoder_task, encoder_task, experiments  # noqa: E402
-from speech2face.training import loop, strategy  # noqa: E402
+from speech2face.training import strategy  # noqa: E402
 
 flags.DEFINE_enum("stage", None, list(experiments.STAGES),
                   "What to train: the voice encoder (stage 2, the paper's model; the default) or "
@@ -94,7 +98,7 @@ def resolve_experiment() -> experiments.ExperimentConfig:
     try:
         return experiments.override(experiment, changes)
     except (TypeError, ValueError) as e:
-        raise app.UsageError(str(e)) from e
+        raise errors.UserError(str(e)) from e
 
 
 def main(argv):
@@ -102,32 +106,32 @@ def main(argv):
     experiment = resolve_experiment()
     if not experiment.data.train_records:
         raise app.UsageError("--train_records is required")
-    try:
-        train_files = data.list_files(experiment.data.train_records)
-        if experiment.data.eval_records:
-            data.list_files(experiment.data.eval_records)
-    except data.NoRecordsError as e:
-        raise app.UsageError(str(e)) from e
+    train_files = data.list_files(experiment.data.train_records)
     if not experiment.task.vggface_weights:
         weights = dataset_info.vggface_weights(train_files)
         if weights:
             logging.info("Using the VGG-Face weights named by the records' dataset_info.json: %s",
                          weights)
             experiment = experiments.override(experiment, {"task.vggface_weights": weights})
-    dist = strategy.get_strategy(experiment.runtime.strategy, experiment.runtime.tpu)
+    try:
+        dist = strategy.get_strategy(experiment.runtime.strategy, experiment.runtime.tpu)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     logging.info("Strategy %s with %d replica(s).", type(dist).__name__, dist.num_replicas_in_sync)
     logging.info("Experiment: %s", json.dumps(experiments.to_dict(experiment), default=str))
     try:
         trainer = experiments.trainer(experiment, FLAGS.model_dir, dist)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from e
-    try:
-        result = trainer.train()
-    except dataset_info.DatasetInfoError as e:
-        raise app.UsageError(str(e)) from e
-    except loop.TrainingError as e:
-        logging.error("%s", e)
-        raise SystemExit(1) from e
+    except ValueError as e:  # a setting out of range (TrainerConfig.validate, a task's config)
+        raise errors.UserError(str(e)) from e
+    # Errors the user can fix (bad or corrupt inputs, a busy or read-only model_dir, a changed
+    # config on resume, a diverging loss) are `errors.UserError`s: run_main prints one line.
+    result = trainer.train()
+    if result["status"] == "interrupted":
+        signum = signal.Signals[result["signal"]]
+        print(f"{os.path.basename(sys.argv[0])}: stopped by {signum.name} at step "
+              f"{result['step']} of {result['train_steps']}; checkpoint saved, not exported. "
+              "Rerun the same command to resume.", file=sys.stderr)
+        sys.exit(128 + signum)
     logging.info("Done: %s", json.dumps(result, default=str))
 
 

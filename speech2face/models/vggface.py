@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speech2face import records
+from speech2face import errors, records
 from absl import logging
 
 _RELEASE = "https://github.com/rcmalli/keras-vggface/releases/download/v2.0/"
@@ -68,7 +68,7 @@ def _rcmalli_layer_names(include_top):
     return names
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(errors.UserError, ValueError):
     """A VGG-Face weights file is missing, unreadable or does not fit the model."""
 
 
@@ -137,6 +137,28 @@ def _check_weights_path(path):
     return path
 
 
+def check_weights_file(path, layers=()):
+    """`path` if it is a Keras VGG-Face weights file holding every layer in `layers` (none of
+    their weights read: the check before a training run); else `WeightsFileError`."""
+    path = _check_weights_path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            root = _weights_root(f, path)
+            names = set(_read_names_attr(root, "layer_names"))
+            missing = [name for name in layers if name not in names or name not in root]
+    except OSError as e:
+        raise WeightsFileError(f"Cannot open VGG-Face weights file {path!r}: {e}. "
+                               f"Re-download it or check its permissions.") from e
+    if missing:
+        hint = ("" if "fc6" not in missing or "conv1_1" in missing else
+                " It looks like the no-top file (rcmalli_vggface_tf_notop_vgg16.h5): use "
+                "build_vggface(include_top=False) or pass the full rcmalli_vggface_tf_vgg16.h5.")
+        raise WeightsFileError(
+            f"VGG-Face weights file {path!r} lacks layer(s) {', '.join(missing)} that the "
+            f"model needs.{hint}")
+    return path
+
+
 def _read_names_attr(group, attr):
     """A list-of-names attribute as str, including Keras 2's chunked form `attr0`, `attr1`, ..."""
     if attr in group.attrs:
@@ -176,35 +198,14 @@ def load_rcmalli_weights(model, path):
     """Loads an rcmalli VGG-Face .h5 file into a `build_vggface` model, by layer name.
 
     Every Conv2D/Dense layer of `model` is filled; extra layers in the file (fc6..fc8 when the
-    model has no top) are ignored. Everything is checked before anything is assigned, so a failure
-    leaves the model untouched.
-
-    Raises:
-      WeightsFileError: missing file, not HDF5, not a Keras weights file, a layer of the model
-        absent from the file, or a weight of the wrong shape.
-    """
-    path = _check_weights_path(path)
+    model has no top) are ignored. Everything is checked before anything is assigned, so a
+    failure (`WeightsFileError`: missing file, not HDF5, not a Keras weights file, a layer of
+    the model absent from the file, a weight of the wrong shape) leaves the model untouched."""
     targets = [layer for layer in model.layers
                if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise WeightsFileError(f"Cannot open VGG-Face weights file {path!r}: {e}. "
-                               f"Re-download it or check its permissions.") from e
-    with f:
+    path = check_weights_file(path, [layer.name for layer in targets])
+    with h5py.File(path, "r") as f:
         root = _weights_root(f, path)
-        file_layers = set(_read_names_attr(root, "layer_names"))
-        missing = [layer.name for layer in targets
-                   if layer.name not in file_layers or layer.name not in root]
-        if missing:
-            hint = ""
-            if "fc6" in missing and "conv1_1" not in missing:
-                hint = (" It looks like the no-top file (rcmalli_vggface_tf_notop_vgg16.h5): use "
-                        "build_vggface(include_top=False) or pass the full "
-                        "rcmalli_vggface_tf_vgg16.h5.")
-            raise WeightsFileError(
-                f"VGG-Face weights file {path!r} lacks layer(s) {', '.join(missing)} that the "
-                f"model needs.{hint}")
         plan = []
         for layer in targets:
             group = root[layer.name]

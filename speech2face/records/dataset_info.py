@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
+from speech2face import errors
 from speech2face.records import schema
 
 FILENAME = "dataset_info.json"
@@ -30,7 +31,7 @@ READABLE_VERSIONS = (1, 2)
 BUILDERS = ("toy_world", "build_records")
 
 
-class DatasetInfoError(ValueError):
+class DatasetInfoError(errors.UserError, ValueError):
     """dataset_info.json is missing, malformed, or lacks what the caller needs."""
 
 

@@ -39,6 +39,8 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
+from speech2face import errors
+
 SCHEMA_VERSION = 2  # 2 added `layout` and waveform_int16; version 1 records still read
 READABLE_SCHEMA_VERSIONS = (1, 2)
 NUM_FREQ_BINS = 257
@@ -77,7 +79,7 @@ class Keys:
     NUM_SAMPLES = "waveform/num_samples"
 
 
-class RecordError(ValueError):
+class RecordError(errors.UserError, ValueError):
     """A record file or example that does not follow this schema."""
 
 

@@ -23,10 +23,15 @@ class DataConfig:
     Attributes:
       train_records: glob of training TFRecords.
       eval_records: glob of held-out TFRecords (eval losses, image grids, final numbers), or None.
+      skip_corrupt_records: a corrupt or truncated record ends its file instead of the run (the
+        records before it are used, the rest of that file skipped); the files found bad before
+        training are logged, counted in `config.json` and the `data/*` summaries
+        (docs/failures.md). Off: the run stops with an error naming the file.
     """
 
     train_records: str = ""
     eval_records: Optional[str] = None
+    skip_corrupt_records: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +71,19 @@ class TrainerConfig:
         for name in ("global_batch_size", "steps_per_loop", "checkpoint_every", "summary_every",
                      "image_summary_every", "eval_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be at least 1 (--{name}), got "
+                                 f"{getattr(self, name)}")
+        for name in ("eval_batches", "num_images"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more (--{name}), got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be at least 1 (--keep_checkpoints), got "
+                             f"{self.keep_checkpoints}")
         if self.train_steps is not None and self.train_steps < 1:
-            raise ValueError(f"train_steps must be at least 1, got {self.train_steps}")
+            raise ValueError(f"train_steps must be at least 1 (--train_steps), got "
+                             f"{self.train_steps}")
         if self.train_steps is None and not self.epochs > 0:
-            raise ValueError(f"epochs must be positive, got {self.epochs}")
+            raise ValueError(f"epochs must be positive (--epochs), got {self.epochs}")
 
     def steps_for(self, num_train_examples: int) -> int:
         """`train_steps`, or `epochs` passes over `num_train_examples` at the global batch."""

@@ -198,7 +198,7 @@ class DecoderTask(loop.Task):
         return self.cfg.is_canonical(_landmarks_of_serialized(serialized))
 
     def input_options(self, training: bool) -> data.InputOptions:
-        return data.InputOptions(
+        return self.options(
             with_faces=True, with_spectrogram=False,
             batch_transform=_decode_faces(self.decoder_config.image_size),
             example_filter=self._keep_example if self.cfg.canonical_faces else None)

@@ -126,18 +126,24 @@ class EncoderTask(loop.Task):
         self.decoder = None
         self.fc8 = None
 
+    def check(self) -> None:
+        """The teachers exist before anything is written: the stage-1 export in decoder_dir,
+        fc8 in the VGG-Face weights."""
+        export.check_decoder(self.cfg.decoder_dir)
+        vggface.check_weights_file(self.cfg.vggface_weights, layers=("fc8",))
+
     def config(self) -> dict:
         return {"architecture": {"model": "voice_encoder", "preset": self.cfg.preset},
                 **dataclasses.asdict(self.cfg)}
 
     def input_options(self, training: bool) -> data.InputOptions:
         if training and self.cfg.random_crops:
-            return data.InputOptions(with_spectrogram=False, with_waveform=True,
+            return self.options(with_spectrogram=False, with_waveform=True,
                                      batch_transform=_random_crops(self.num_samples, self.seed))
-        return data.InputOptions()
+        return self.options()
 
     def summary_input_options(self) -> data.InputOptions:
-        return data.InputOptions(with_faces=True, with_waveform=True,
+        return self.options(with_faces=True, with_waveform=True,
                                  batch_transform=_decode_faces)
 
     def prepare(self, train_files: Sequence[str]) -> None:

@@ -8,21 +8,24 @@ and Model Garden's trainers:
   (`tf.nn.compute_average_loss`), so gradients summed over replicas equal the single-device ones;
 - `steps_per_loop` steps per `tf.function` call (`for _ in tf.range(n)`), which keeps the host
   out of the way of small steps;
+- every input checked before anything is written (`run_dir.check_inputs`, `Task.check`); a lock
+  on `model_dir` against a second run; a resume refused when it would change what is trained;
 - checkpoints over step, model and optimizer (`checkpoints.RunState`); a rerun with the same
-  `model_dir` resumes from the latest; SIGTERM/SIGINT save one before exiting;
-- a non-finite loss stops the run, naming the step, and keeps the last good checkpoint;
+  `model_dir` resumes from the latest; SIGTERM/SIGINT save one and stop, unexported;
+- a non-finite loss stops the run, naming the step, and keeps the last good checkpoint; a
+  corrupt record stops it naming the file (or, `skip_corrupt_records`, ends that file only);
 - TensorBoard scalars `losses/*`, `lr`, `grad_norm`, `perf/steps_per_sec`,
   `perf/examples_per_sec`, and the task's image grids; progress lines with an ETA;
-- the resolved configuration written to `model_dir/config.json` (again after `Task.prepare`,
-  so that it holds what the task counted over the training set).
+- the resolved configuration written to `model_dir/config.json` after `Task.prepare`, so that
+  it holds what the task counted over the training set.
 """
 
 import abc
+import contextlib
 import dataclasses
 import json
 import os
 import signal
-import sys
 import time
 from typing import Dict, Optional, Sequence
 
@@ -31,16 +34,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from speech2face import audio, data
-from speech2face.models import export
-from speech2face.records import dataset_info
+from speech2face import audio, data, errors
+from speech2face.records import verify
 from speech2face.training import checkpoints
 from speech2face.training import config as config_lib
+from speech2face.training import run_dir
 from speech2face.training import strategy as strategy_lib
 
-
-
-class TrainingError(RuntimeError):
+class TrainingError(errors.UserError, RuntimeError):
     """Training cannot go on (non-finite loss, incompatible model_dir, ...)."""
 
 
@@ -51,6 +52,15 @@ class Task(abc.ABC):
     name = "task"
     loss_names: Sequence[str] = ("total",)
     eval_file = "final_eval.json"  # where `final_evaluation`'s numbers go in model_dir
+    skip_corrupt_records = False  # the Trainer sets it from its DataConfig
+
+    def options(self, **kwargs) -> data.InputOptions:
+        """`data.InputOptions(**kwargs)` with this run's handling of corrupt records."""
+        return data.InputOptions(skip_corrupt=self.skip_corrupt_records, **kwargs)
+
+    def check(self) -> None:
+        """Raises a `UserError` for a bad setting or input (teachers, weights) before anything
+        is written; must be cheap (the models are built later, in `build_model`)."""
 
     @abc.abstractmethod
     def config(self) -> dict:
@@ -107,37 +117,6 @@ def _format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def _differences_from_paper(task: Task, trainer, runtime) -> dict:
-    cfg = getattr(task, "cfg", None)  # the task's config dataclass (both stages have one)
-    if not dataclasses.is_dataclass(cfg):
-        return {}
-    return config_lib.differences_from_paper(cfg, trainer, runtime)
-
-
-def _write_config(model_dir: str, run: dict, task: Task) -> None:
-    path = os.path.join(model_dir, export.RUN_CONFIG)
-    resolved = {
-        "stage": task.name,
-        **run,
-        "task": task.config(),
-        "command": sys.argv,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-    }
-    if tf.io.gfile.exists(path):
-        with tf.io.gfile.GFile(path) as f:
-            previous = json.load(f)
-        if previous.get("stage") != task.name or previous.get("task", {}).get(
-                "architecture") != resolved["task"].get("architecture"):
-            raise TrainingError(
-                f"{model_dir} holds a {previous.get('stage')} run with architecture "
-                f"{previous.get('task', {}).get('architecture')}; this run is {task.name} with "
-                f"{resolved['task'].get('architecture')}. Use a new --model_dir."
-            )
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(resolved, f, indent=2, default=str)
-
-
 class Trainer:
     """Trains `task` into `model_dir` as `data`, `trainer` and `runtime` say (see
     `speech2face.training.config`), under `strategy` (default: the current one). See the module
@@ -152,6 +131,7 @@ class Trainer:
         strategy_lib.check_precision(runtime.mixed_precision)
         if not data_config.train_records:
             raise ValueError("no training records: set data.train_records (--train_records)")
+        task.skip_corrupt_records = data_config.skip_corrupt_records
         self.task = task
         self.model_dir = model_dir
         self.data = data_config
@@ -159,6 +139,7 @@ class Trainer:
         self.runtime = runtime
         self.experiment = experiment
         self.strategy = strategy or tf.distribute.get_strategy()
+        self._files = []  # the record files, to name the bad one of a DataLossError
         self.names = tuple(task.loss_names)
         if "total" not in self.names:
             raise ValueError(f"task {task.name} has no 'total' loss")
@@ -256,31 +237,36 @@ class Trainer:
         strategy_lib.set_precision(self.runtime.mixed_precision)
         try:
             return self._train()
+        except tf.errors.DataLossError as e:
+            raise verify.corrupt_error(self._files, e, "training or evaluation") from e
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
 
     def _train(self) -> dict:
+        """Checks everything (writing nothing), then trains under model_dir's lock."""
         tr = self.trainer
         chief = strategy_lib.is_chief(self.strategy)
-        train_files = data.list_files(self.data.train_records)
-        if tr.train_steps is None:
-            num_examples = dataset_info.num_examples(train_files, "train")
-            train_steps = tr.steps_for(num_examples)
-            logging.info("Training for %g epochs over %d examples at batch %d: %d steps.",
-                         tr.epochs, num_examples, tr.global_batch_size, train_steps)
-        else:
-            train_steps = tr.train_steps
-        tf.io.gfile.makedirs(self.model_dir)
-        run = {"experiment": self.experiment, "data": dataclasses.asdict(self.data),
-               "trainer": {**dataclasses.asdict(tr), "resolved_train_steps": train_steps},
-               "runtime": dataclasses.asdict(self.runtime),
-               "differs_from_paper": _differences_from_paper(self.task, tr, self.runtime)}
+        inputs = run_dir.check_inputs(self.data, tr, self.strategy, self.model_dir)
+        self._files = inputs.train_files + inputs.eval_files
+        self.task.check()
+        record = run_dir.RunRecord(self.model_dir, run_dir.describe(
+            self.experiment, self.data, tr, self.runtime, self.task, inputs), self.task)
         if chief:
-            _write_config(self.model_dir, run, self.task)
+            record.check()
+        if inputs.dropped:  # files with no readable record at all: read only the others
+            self.data = dataclasses.replace(
+                self.data, train_records=",".join(inputs.train_files),
+                eval_records=",".join(inputs.eval_files) if inputs.eval_files else None)
         keras.utils.set_random_seed(tr.seed)
-        self.task.prepare(train_files)
-        if chief:  # again: the task's config may now hold what `prepare` counted
-            _write_config(self.model_dir, run, self.task)
+        self.task.prepare(inputs.train_files)  # reads only (e.g. counts over the training set)
+        tf.io.gfile.makedirs(self.model_dir)
+        with run_dir.RunLock(self.model_dir) if chief else contextlib.nullcontext():
+            if chief:  # the task's config now holds what `prepare` counted
+                record.write()
+            return self._run(inputs, chief)
+
+    def _run(self, inputs: "run_dir.Inputs", chief: bool) -> dict:
+        tr, train_steps = self.trainer, inputs.train_steps
 
         with self.strategy.scope():
             model = self.task.build_model()
@@ -316,6 +302,11 @@ class Trainer:
 
         if start_step == 0:
             write_images()
+        if inputs.corrupt:
+            with train_writer.as_default(step=start_step):
+                tf.summary.scalar("data/corrupt_files", len(inputs.corrupt))
+                tf.summary.scalar("data/records_read_of_corrupt_files",
+                                  sum(r.records for r in inputs.corrupt))
         with checkpoints.StopFlag() as stop:
             window_start, window_step = time.perf_counter(), int(step.numpy())
             while int(step.numpy()) < train_steps:
@@ -324,15 +315,20 @@ class Trainer:
                 for every in (tr.summary_every, tr.checkpoint_every, tr.image_summary_every,
                               tr.eval_every):
                     num = min(num, every - current % every)
-                values, bad_step = train_loop(iterator, tf.constant(num, tf.int32))
-                current = int(step.numpy())
+                try:
+                    values, bad_step = train_loop(iterator, tf.constant(num, tf.int32))
+                except tf.errors.DataLossError:
+                    state.save("before stopping on a corrupt record")
+                    raise
                 if int(bad_step) >= 0:
+                    kept = (f"the last good checkpoint is kept: {state.latest}; lower the "
+                            "learning rate or check the input data, then rerun to resume from it"
+                            if state.latest else "no checkpoint was written before it; lower "
+                            "the learning rate or check the input data and rerun")
                     raise TrainingError(
-                        f"non-finite loss at step {int(bad_step)} (losses over steps "
-                        f"{current - num + 1}-{current}: "
-                        f"{dict(zip(self.names, [float(v) for v in values]))}). The last good "
-                        f"checkpoint is kept: {state.latest}. Lower the learning "
-                        "rate or check the input data, then rerun to resume from it.")
+                        f"non-finite loss at step {int(bad_step)} (the run had reached step "
+                        f"{current} without one): {kept}")
+                current = int(step.numpy())
                 last = dict(zip(self.names + ("grad_norm",), [float(v) for v in values]))
                 if current % tr.summary_every == 0 or current == train_steps:
                     elapsed = time.perf_counter() - window_start
@@ -368,19 +364,22 @@ class Trainer:
                     if state.latest is None or not state.latest.endswith(f"-{current}"):
                         state.save("on " + signal.Signals(stop.signum).name)
                     status = "interrupted"
-                    logging.warning("Stopped at step %d; rerun the same command to resume.",
-                                    current)
+                    logging.warning("Stopped by %s at step %d of %d; not exported. Rerun the "
+                                    "same command to resume.",
+                                    signal.Signals(stop.signum).name, current, train_steps)
                     break
         train_writer.flush()
         eval_writer.flush()
 
+        result = {"status": status, "start_step": start_step, "step": int(step.numpy()),
+                  "train_steps": train_steps, "losses": last, "export": None}
+        if status == "interrupted":
+            result["signal"] = signal.Signals(stop.signum).name
         if not chief:
             state.remove_worker_copy()
-            return {"status": status, "start_step": start_step, "step": int(step.numpy()),
-                    "losses": last, "export": None}
-        export_dir = self.task.export(model, self.model_dir)
-        result = {"status": status, "start_step": start_step, "step": int(step.numpy()),
-                  "losses": last, "export": export_dir}
+            return result
+        if status == "finished":  # an interrupted run is not exported: it is not done
+            result["export"] = self.task.export(model, self.model_dir)
         if status == "finished" and self.data.eval_records:
             numbers = self.task.final_evaluation(
                 model, data.input_fn(self.data.eval_records, None, tr.global_batch_size, False,

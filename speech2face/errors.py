@@ -1,0 +1,15 @@
+"""The project's one exception for errors a user causes and can fix (docs/failures.md).
+
+A `UserError`'s message names the thing that is wrong and the fix; every command-line tool runs
+under `speech2face.cli.flags.run_main`, which prints it as one line `PROG: error: MESSAGE` and
+exits with status 1. Anything else that escapes a tool is a bug and keeps its traceback.
+
+The library's own error classes for bad input (`data.NoRecordsError`, `records.RecordError`,
+`dataset_info.DatasetInfoError`, `loop.TrainingError`, ...) derive from it, besides the built-in
+class callers already catch (ValueError, RuntimeError).
+"""
+
+
+class UserError(Exception):
+    """An error the user caused (bad flag, missing or corrupt input, a busy or read-only
+    directory): its message says what and how to fix it."""
