@@ -80,6 +80,37 @@ def expand_inputs(paths: Sequence[str]) -> List[Tuple[str, Optional[Exception]]]
     return out
 
 
+def check_segment(waveform: np.ndarray, path: str) -> np.ndarray:
+    """`waveform` if the part the encoder hears (its first 6 s) holds at least 1 s
+    (`artifact.MIN_SAMPLES`) of samples that are not digital silence (`audio.SILENCE_PEAK`);
+    else `audio.AudioError` naming `path`: a 10 ms blip, or a file silent for its first 6 s,
+    would draw a face from no speech (the builder refuses such clips too, docs/data.md)."""
+    artifact.check_length(waveform, path)
+    heard = np.count_nonzero(np.abs(waveform[:audio.SEGMENT_SAMPLES]) >= audio.SILENCE_PEAK)
+    if heard < artifact.MIN_SAMPLES:
+        raise audio.AudioError(
+            f"{path}: only {heard / audio.SAMPLE_RATE:.2f} s of its first "
+            f"{min(len(waveform), audio.SEGMENT_SAMPLES) / audio.SAMPLE_RATE:.2f} s is sound "
+            "(the rest digital silence); a prediction needs at least "
+            f"{artifact.MIN_SAMPLES / audio.SAMPLE_RATE:g} s of speech there")
+    return waveform
+
+
+def check_output(output: str) -> None:
+    """Raises ValueError (writing nothing) unless the PNGs can go to `output`: the directory they
+    go in must be a directory, or creatable, and writable by this user."""
+    target = output if _is_directory_target(output) else os.path.dirname(output) or "."
+    if os.path.exists(target) and not os.path.isdir(target):
+        raise ValueError(f"--output {output}: {target} is a file, not a directory")
+    existing = os.path.abspath(target)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"--output {output}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {output}: {existing} is not writable by this user")
+
+
 def _is_directory_target(output: str) -> bool:
     return (os.path.isdir(output) or output.endswith(("/", os.sep))
             or not os.path.splitext(output)[1])
@@ -136,13 +167,24 @@ def predict_files(model_dir: Optional[str], paths: Sequence[str], output: str,
       path, or the exception (an `audio.AudioError` naming the file) of an input that failed,
       the others being written regardless. `.sheet`: the contact sheet's path, or None.
 
-    Raises:
-      FileNotFoundError: no exported encoder or decoder. ValueError: no inputs.
+    Raises (before writing anything):
+      FileNotFoundError: no exported encoder or decoder. ValueError: no inputs, a bad
+      `image_size`, an `output` that cannot be written, a model that does not load.
     """
     inputs = expand_inputs(paths)
     if not inputs:
         raise ValueError("no input files given")
-    predictor = artifact.load_either(model, model_dir, decoder_dir)
+    if image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    check_output(output)
+    try:
+        predictor = artifact.load_either(model, model_dir, decoder_dir)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError) as e:  # a damaged model.json or .keras file
+        if bool(model) == bool(model_dir) or (model and decoder_dir):
+            raise  # load_either's own usage message
+        raise ValueError(f"cannot load the model {model or model_dir}: {e}") from e
     outcome = {path: error for path, error in inputs if error is not None}
     targets, sheet = output_paths([p for p, error in inputs if error is None], output)
     results, tiles = Predictions(), []
@@ -152,7 +194,7 @@ def predict_files(model_dir: Optional[str], paths: Sequence[str], output: str,
         chunk, segments = [], []
         for path in pending[start:start + batch_size]:
             try:
-                waveform = artifact.check_length(audio.load_audio(path), path)
+                waveform = check_segment(audio.load_audio(path), path)
             except (audio.AudioError, RuntimeError) as e:
                 logging.warning("%s", e)
                 outcome[path] = e

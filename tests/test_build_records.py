@@ -172,14 +172,31 @@ def test_weights_are_checked_before_any_work(tmp_path):
 
 def test_output_dir_must_be_empty_unless_overwrite(tmp_path):
     out = tmp_path / "out"
-    shards.prepare_output_dir(str(out), overwrite=False)  # created
-    for name in ("train-00000-of-00001-00000.tfrecord", "test-00000-of-00001-00000.tfrecord.tmp",
-                 "rejects.jsonl", "dataset_info.json", "notes.txt"):
-        (out / name).write_text("x")
+    shards.check_output_dir(str(out), overwrite=False)
+    assert not out.exists()  # nothing written by the check
+    out.mkdir()
+    for name in ("train-00000-of-00001.tfrecord", "rejects.jsonl", "dataset_info.json",
+                 "notes.txt"):
+        (out / name).write_text("old")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        shards.prepare_output_dir(str(out), overwrite=False)
-    shards.prepare_output_dir(str(out), overwrite=True)
-    assert os.listdir(out) == ["notes.txt"]  # only our own outputs are removed
+        shards.check_output_dir(str(out), overwrite=False)
+    shards.check_output_dir(str(out), overwrite=True)
+    build_dir = shards.start_build(str(out))
+    for name in ("train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord",
+                 "dataset_info.json"):
+        (tmp_path / "out" / os.path.basename(build_dir) / name).write_text("new")
+    assert (out / "dataset_info.json").read_text() == "old"  # untouched until the commit
+    shards.commit_build(str(out), build_dir, overwrite=True)
+    assert sorted(os.listdir(out)) == ["dataset_info.json", "notes.txt",
+                                       "train-00000-of-00002.tfrecord",
+                                       "train-00001-of-00002.tfrecord"]
+    assert (out / "dataset_info.json").read_text() == "new"
+    assert (out / "notes.txt").read_text() == "old"  # only a build's own files are replaced
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        shards.check_output_dir(str(tmp_path / "file"), overwrite=True)
+    with pytest.raises(FileExistsError, match="is a file"):
+        shards.check_output_dir(str(tmp_path / "file" / "sub"), overwrite=False)
 
 
 def test_direct_runner_defaults_to_one_process_per_core():
@@ -415,7 +432,11 @@ def avspeech(tmp_path_factory, weights):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(vggface, "random_vggface_weights", random_weights)
         result = lib.build_records(config, runners.pipeline_options(IN_PROCESS))
-    assert asked == [(os.path.join(config.output_dir, "vggface_random_seed0.h5"), 0)]
+    # Written in the build directory, then moved into output_dir with the records.
+    assert [(os.path.basename(path), seed) for path, seed in asked] == [
+        ("vggface_random_seed0.h5", 0)]
+    assert os.path.dirname(os.path.dirname(asked[0][0])) == config.output_dir
+    assert os.path.exists(os.path.join(config.output_dir, "vggface_random_seed0.h5"))
     return {"config": config, "result": result, "good": rows, "bad": bad,
             "train_id": train_id, "test_id": test_id}
 
@@ -493,7 +514,7 @@ def test_avspeech_dataset_info_and_shard_files(avspeech, weights):
 
 def test_test_manifest_replaces_test_fraction(tmp_path):
     for name in ("train.csv", "test.csv"):
-        (tmp_path / name).write_text("")
+        (tmp_path / name).write_text("abc,0,3,0.5,0.5\n")
     base = dict(manifest=str(tmp_path / "train.csv"), manifest_format="avspeech",
                 media_dir=str(tmp_path), output_dir=str(tmp_path / "out"), vggface_weights=None)
     assert lib.BuildConfig(**base).hash_test_fraction == 0.08  # unset: the paper's share

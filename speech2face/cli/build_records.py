@@ -33,6 +33,17 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+class _NoApitoolsWarning(std_logging.Filter):
+    """Drops the warning Beam logs at import where apache-beam[gcp]'s apitools is missing
+    (irrelevant unless the build reads BigQuery), so that an error stays the only line."""
+
+    def filter(self, record):
+        return "apitools not found" not in record.getMessage()
+
+
+std_logging.getLogger().addFilter(_NoApitoolsWarning())
+
 from absl import app, flags, logging  # noqa: E402
 
 from speech2face.datasets.real import build, faces, manifests, runners, shards  # noqa: E402
@@ -46,10 +57,12 @@ _FIELDS = config_flags.define_from(
     choices={"manifest_format": manifests.FORMATS, "detector": faces.DETECTORS,
              "records_layout": records.LAYOUTS})
 flags.DEFINE_integer("shard_mb", build.BuildConfig.target_shard_bytes // 2**20,
-                     "Target shard size, MiB.")
-flags.DEFINE_integer("num_workers", None, "DirectRunner workers (default: the CPU cores).")
+                     "Target shard size, MiB.", lower_bound=1)
+flags.DEFINE_integer("num_workers", None, "DirectRunner workers (default: the CPU cores).",
+                     lower_bound=1)
 flags.mark_flags_as_required(["manifest_format", "media_dir", "output_dir"])
 FLAGS = flags.FLAGS
+_PROG = "build_records"
 
 
 def main(argv):
@@ -60,7 +73,8 @@ def main(argv):
     if FLAGS.verbosity < 1:
         std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)
     if FLAGS.vggface_weights and FLAGS.allow_random_weights_for_tests:
-        raise app.UsageError("give --vggface_weights or --allow_random_weights_for_tests, not both")
+        config_flags.fail(_PROG, "give --vggface_weights or --allow_random_weights_for_tests, "
+                                 "not both")
     config = build.BuildConfig(
         **{"manifest": None, "vggface_weights": None, **config_flags.kwargs_given(_FIELDS)},
         target_shard_bytes=FLAGS.shard_mb * 2**20,
@@ -69,9 +83,10 @@ def main(argv):
     try:
         options = runners.pipeline_options(beam_args, FLAGS.num_workers)
         info = build.build_records(config, options).info
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        # WeightsFileError is a ValueError: one line naming the file and what to do.
-        raise app.UsageError(str(e)) from e
+    except (ValueError, OSError) as e:
+        # Bad flags, files, weights (WeightsFileError), output dir, an empty build: one line
+        # naming the thing and what to do; nothing was written (or output_dir is unchanged).
+        config_flags.fail(_PROG, e)
     logging.info("Done: %s", FLAGS.output_dir)
     print(shards.format_summary(info))
 

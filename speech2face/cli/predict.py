@@ -13,8 +13,8 @@ several -> face_<input name>.png beside --output, and --output holds a labelled 
 them all; a directory --output -> <input name>.png inside it. --save_features writes v_s (the
 4096-D face feature predicted from the voice) beside each PNG as .npy.
 
-A file that cannot be read, or holds under 1 s of audio, is reported and skipped; the others are still written, and the exit
-status is then 1.
+A file that cannot be read, or holds under 1 s of sound in its first 6 s (shorter, or digital
+silence), is reported and skipped; the others are still written, and the exit status is then 1.
 """
 
 import os
@@ -37,7 +37,7 @@ flags.DEFINE_string("output", "face.png", "PNG file name, or a directory (ending
 flags.DEFINE_bool("save_features", False, "Also save v_s as .npy beside each PNG.")
 flags.DEFINE_string("decoder_dir", None, "Stage-1 run to decode faces with (default: the one "
                     "the encoder was trained against).")
-flags.DEFINE_integer("image_size", 256, "Side of the face PNGs in pixels.")
+flags.DEFINE_integer("image_size", 256, "Side of the face PNGs in pixels.", lower_bound=1)
 flags.DEFINE_float("exaggeration", 0.0, "Decode mean + (1 + e)(v_s - mean), mean = the decoder's "
                    "training mean feature: e > 0 exaggerates what sets the face apart from the "
                    "average (the paper's renders used 0.7; docs/evaluation.md).", lower_bound=-1.0)

@@ -1,11 +1,13 @@
 """Real data to records: AVSpeech, VoxCeleb2 or a pairs CSV -> TFRecord shards, with
 Apache Beam, on one machine (DirectRunner, several processes) or on any Beam runner.
 
-    manifest lines (or the VoxCeleb2 tree)
-      -> Clip | Reject             manifests.parse_or_reject
+    manifest lines (or the VoxCeleb2 tree)               (rows.parse_items)
+      -> Clip | Reject             manifests.parse_or_reject (a line not UTF-8: malformed_row)
+      -> one Clip per clip id      rows._DropDuplicates: repeated rows are rejected
+                                   (duplicate_row), the test manifest's row kept if it has one
      [-> Clip | Reject             with --test_manifest: its rows are the test split, the
-                                   manifest's the train split; _DropSpeakersInTest rejects the
-                                   train rows of speakers in the test manifest]
+                                   manifest's the train split; rows._DropSpeakersInTest rejects
+                                   the train rows of speakers in the test manifest]
       -> Reshuffle                 spreads the clips over the workers
       -> Prepared | Reject         _PrepareClip -> clips.prepare_clip: probe, audio segment
                                    -> 6 s -> spectrogram; frame -> dlib face -> 224 crop, 68
@@ -14,9 +16,10 @@ Apache Beam, on one machine (DirectRunner, several processes) or on any Beam run
       -> (split, Example)          _FaceFeatures: VGG-Face fc7 of the stored JPEGs; the split
                                    (the clip's, from its manifest, else the speaker hash)
       -> shard files               shards.WriteShards: per split per bundle, ~150 MB
-                                   each, in output_dir/.incomplete/
-      -> committed shards          named, then renamed into output_dir (shards)
+                                   each, in <build dir>/.incomplete/
+      -> committed shards          named, then renamed into the build dir (shards)
     rejects -> rejects.jsonl;  shard summaries + rejects -> dataset_info.json (written last)
+    the build dir (output_dir/.build-<id>) -> output_dir, if it holds an example
 
 Everything up to the shard files is one fused stage: examples (~0.9 MB each) are never
 shuffled or held in memory by the runner, so a local run's memory does not grow with the data.
@@ -41,15 +44,13 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from speech2face.datasets.real import clips, faces, manifests, runners, shards
+from speech2face.datasets.real import clips, faces, manifests, rows, runners, shards
 from speech2face.datasets.real.config import BuildConfig
 from speech2face.datasets.real.shards import METRICS_NAMESPACE
 from speech2face.records import dataset_info
 from speech2face.datasets.real.manifests import Reason, SkipClip
 from speech2face import media, records
 from speech2face.models import vggface
-
-_REJECTS_TAG = "rejects"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,53 +106,6 @@ def split_for(speaker_id: str, test_fraction: float) -> str:
 # Beam transforms
 
 
-def _reject_counter(reason: str):
-    return beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"rejected_{reason}")
-
-
-class _ParseLine(beam.DoFn):
-    """Manifest line -> Clip (main output) or Reject (`rejects` output), both of `split` (that of
-    the manifest, or None for the speaker hash)."""
-
-    def __init__(self, manifest_format: str, media_dir: str, split: Optional[str] = None):
-        self._format, self._media_dir, self._split = manifest_format, media_dir, split
-
-    def process(self, line: str):
-        item = manifests.parse_or_reject(line, self._format, self._media_dir, self._split)
-        if isinstance(item, manifests.Reject):
-            _reject_counter(item.reason).inc()
-            yield beam.pvalue.TaggedOutput(_REJECTS_TAG, item)
-        elif item is not None:
-            yield item
-
-
-class _DropSpeakersInTest(beam.DoFn):
-    """(speaker_id, its clips from both manifests) -> the clips, except that a speaker with test
-    rows loses its train rows (Reject `speaker_in_test`): train and test stay speaker-disjoint,
-    and the test split is the test manifest's, whole."""
-
-    def __init__(self, test_manifest: str):
-        self._test_manifest = test_manifest
-
-    def process(self, speaker_clips):
-        speaker, group = speaker_clips
-        group = list(group)
-        num_test = sum(c.split == "test" for c in group)
-        num_train = len(group) - num_test
-        if num_test and num_train:
-            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "speakers_in_both_manifests").inc()
-        for clip in group:
-            if clip.split == "test" or not num_test:
-                yield clip
-                continue
-            _reject_counter(Reason.SPEAKER_IN_TEST).inc()
-            yield beam.pvalue.TaggedOutput(_REJECTS_TAG, manifests.Reject(
-                clip.clip_id, Reason.SPEAKER_IN_TEST,
-                f"speaker {speaker!r} also has {num_test} row(s) in the test manifest "
-                f"{self._test_manifest}: its {num_train} train row(s) are dropped so that train "
-                "and test share no speaker", clip.source, clip.speaker_id, "train"))
-
-
 class _PrepareClip(beam.DoFn):
     """Clip -> Prepared, or a Reject; the dlib models load once per worker (setup)."""
 
@@ -167,15 +121,15 @@ class _PrepareClip(beam.DoFn):
         try:
             prepared = clips.prepare_clip(clip, self._finder, self._config)
         except SkipClip as e:
-            _reject_counter(e.reason).inc()
-            yield beam.pvalue.TaggedOutput(_REJECTS_TAG, manifests.Reject(
+            rows.reject_counter(e.reason).inc()
+            yield beam.pvalue.TaggedOutput(rows.REJECTS_TAG, manifests.Reject(
                 clip.clip_id, e.reason, str(e), clip.source, clip.speaker_id, clip.split or ""))
             return
         except Exception as e:  # pylint: disable=broad-except
             # One bad clip must not stop a million-clip job: record it, keep going.
             detail = f"{type(e).__name__}: {e} | {traceback.format_exc(limit=3)[-600:]}"
-            _reject_counter(Reason.PROCESSING_ERROR).inc()
-            yield beam.pvalue.TaggedOutput(_REJECTS_TAG, manifests.Reject(
+            rows.reject_counter(Reason.PROCESSING_ERROR).inc()
+            yield beam.pvalue.TaggedOutput(rows.REJECTS_TAG, manifests.Reject(
                 clip.clip_id, Reason.PROCESSING_ERROR, detail, clip.source, clip.speaker_id,
                 clip.split or ""))
             return
@@ -224,51 +178,17 @@ class _FaceFeatures(beam.DoFn):
 # The pipeline
 
 
-def _read_items(pipeline, config: BuildConfig):
-    """Manifest lines (or VoxCeleb2 relative paths from listing the tree), as a PCollection."""
-    if config.manifest is not None:
-        return pipeline | "ReadManifest" >> beam.io.ReadFromText(config.manifest)
-    speakers = manifests.list_voxceleb2_speakers(config.media_dir)
-    media_dir = config.media_dir
-    return (pipeline
-            | "Speakers" >> beam.Create(speakers)
-            | "SpreadSpeakers" >> beam.Reshuffle()  # each worker lists its own speakers
-            | "ListTree" >> beam.FlatMap(lambda s: manifests.list_voxceleb2_clips(media_dir, s)))
-
-
-def _parse_items(pipeline, config: BuildConfig):
-    """(Clips, [Rejects, ...]): of the manifest (or tree), or with `test_manifest` of both
-    manifests, each row of its manifest's split, without the train rows of test speakers."""
-    if not config.split_by_manifest:
-        parsed = (_read_items(pipeline, config)
-                  | "Parse" >> beam.ParDo(_ParseLine(config.manifest_format, config.media_dir))
-                  .with_outputs(_REJECTS_TAG, main="clips"))
-        return parsed.clips, [parsed[_REJECTS_TAG]]
-    parsed = []
-    for split, path in (("train", config.manifest), ("test", config.test_manifest)):
-        name = split.capitalize()
-        parsed.append(pipeline
-                      | f"Read{name}Manifest" >> beam.io.ReadFromText(path)
-                      | f"Parse{name}" >> beam.ParDo(_ParseLine(config.manifest_format,
-                                                                 config.media_dir, split))
-                      .with_outputs(_REJECTS_TAG, main="clips"))
-    kept = ((parsed[0].clips, parsed[1].clips)
-            | "BothManifests" >> beam.Flatten()
-            | "BySpeaker" >> beam.Map(lambda clip: (clip.speaker_id, clip))
-            | "GroupSpeakers" >> beam.GroupByKey()
-            | "DisjointSpeakers" >> beam.ParDo(_DropSpeakersInTest(config.test_manifest))
-            .with_outputs(_REJECTS_TAG, main="clips"))
-    return kept.clips, [p[_REJECTS_TAG] for p in parsed] + [kept[_REJECTS_TAG]]
-
-
 def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
-                   start_time: float, tf_threads: int = 0) -> None:
-    """Adds the whole build to `pipeline` (see the module docstring)."""
-    clips_in, parse_rejects = _parse_items(pipeline, config)
+                   start_time: float, tf_threads: int = 0,
+                   directory: Optional[str] = None) -> None:
+    """Adds the whole build to `pipeline` (see the module docstring), writing into `directory`
+    (the build directory; default config.output_dir)."""
+    directory = directory or config.output_dir
+    clips_in, parse_rejects = rows.parse_items(pipeline, config)
     prepared = (clips_in
                 | "SpreadClips" >> beam.Reshuffle()
                 | "PrepareClip" >> beam.ParDo(_PrepareClip(config))
-                .with_outputs(_REJECTS_TAG, main="prepared"))
+                .with_outputs(rows.REJECTS_TAG, main="prepared"))
     examples = (prepared.prepared
                 # Full batches (but the last of a bundle): the extractor pads every batch to
                 # vgg_batch_size, so a batch of one costs as much as a full one.
@@ -278,26 +198,26 @@ def build_pipeline(pipeline, config: BuildConfig, weights: str, run_info: dict,
                                                              config.hash_test_fraction,
                                                              tf_threads)))
     committed = (examples
-              | "WriteShards" >> beam.ParDo(shards.WriteShards(config.output_dir,
+              | "WriteShards" >> beam.ParDo(shards.WriteShards(directory,
                                                          config.target_shard_bytes,
                                                          config.records_layout))
               | "AllShards" >> beam.combiners.ToList()
               | "NameShards" >> beam.FlatMap(shards.plan_names)
               | "SpreadCommits" >> beam.Reshuffle()
-              | "CommitShards" >> beam.Map(shards.commit_shard, config.output_dir))
-    rejects = ((*parse_rejects, prepared[_REJECTS_TAG])
+              | "CommitShards" >> beam.Map(shards.commit_shard, directory))
+    rejects = ((*parse_rejects, prepared[rows.REJECTS_TAG])
                | "AllRejects" >> beam.Flatten())
     rejects_files = (rejects
                      | "RejectJson" >> beam.Map(lambda r: r.to_json())
                      | "WriteRejects" >> beam.io.WriteToText(
-                         os.path.join(config.output_dir, shards.REJECTS), num_shards=1,
+                         os.path.join(directory, shards.REJECTS), num_shards=1,
                          shard_name_template=""))
     _ = ((committed, rejects)
          | "Outcomes" >> beam.Flatten()
          | "Count" >> beam.CombineGlobally(shards.InfoCombineFn())
          # The rejects file as a side input makes this step wait until it is complete.
          | "WriteInfo" >> beam.Map(shards.write_dataset_info, beam.pvalue.AsList(rejects_files),
-                                   config, run_info, start_time))
+                                   config, run_info, start_time, directory))
 
 
 @dataclasses.dataclass
@@ -311,11 +231,22 @@ class BuildResult:
     counters: dict
 
 
+class EmptyBuildError(ValueError):
+    """A build that finished without writing one example; the message says why and where its
+    rejects are (output_dir is left as it was)."""
+
+
 def build_records(config: BuildConfig, options=None) -> BuildResult:
     """Checks everything cheap first, then runs the pipeline to the end.
 
+    The build is written beside output_dir's contents (`shards.start_build`) and moved into it
+    at the end (`shards.commit_build`, which with `overwrite` replaces a previous build then):
+    a build that fails, or writes no example, leaves output_dir as it was.
+
     Raises (before any work): vggface.WeightsFileError (no or bad weights), FileExistsError
-    (output_dir not empty and not `overwrite`), FileNotFoundError / ValueError (bad config).
+    (output_dir not empty and not `overwrite`, or a file), PermissionError (output_dir not
+    writable), FileNotFoundError / ValueError (bad config or Beam options). After the run:
+    EmptyBuildError (no example written; the build directory with its rejects is kept).
     """
     start_time = time.time()
     config.validate()
@@ -324,9 +255,31 @@ def build_records(config: BuildConfig, options=None) -> BuildResult:
         check_weights(None)
     if weights is not None:
         check_weights(weights)
-    shards.prepare_output_dir(config.output_dir, config.overwrite)
+    shards.check_output_dir(config.output_dir, config.overwrite)
+    options = options if options is not None else runners.pipeline_options()
+    beam_info = runners.describe(options)
+    created = not tf.io.gfile.isdir(config.output_dir)
+    build_dir = shards.start_build(config.output_dir)
+    try:
+        result, info = _run(config, options, beam_info, build_dir, weights, start_time)
+    except BaseException:
+        shards.discard_build(config.output_dir, build_dir, created)
+        raise
+    if not sum(c["clips"] for c in info.counts.values()):
+        random_weights = os.path.join(build_dir, "vggface_random_seed0.h5")
+        if config.vggface_weights is None and tf.io.gfile.exists(random_weights):
+            tf.io.gfile.remove(random_weights)  # 553 MiB; the rejects are what is kept
+        raise EmptyBuildError(_nothing_built(info, config, build_dir, created))
+    shards.commit_build(config.output_dir, build_dir, config.overwrite)
+    return BuildResult(info=dataset_info.read(config.output_dir),
+                       counters=runners.counters(result, METRICS_NAMESPACE))
+
+
+def _run(config: BuildConfig, options, beam_info: dict, build_dir: str, weights: Optional[str],
+         start_time: float):
+    """Runs the pipeline into `build_dir`: (Beam result, the DatasetInfo it wrote)."""
     if weights is None:
-        weights = os.path.join(config.output_dir, "vggface_random_seed0.h5")
+        weights = os.path.join(build_dir, "vggface_random_seed0.h5")
         vggface.random_vggface_weights(weights, seed=0)
     random_init = config.random_weights_for_tests
     weights_info = {
@@ -337,8 +290,6 @@ def build_records(config: BuildConfig, options=None) -> BuildResult:
                  "are those of an untrained network; for tests only" if random_init
                  else "user-supplied weights"),
     }
-    options = options if options is not None else runners.pipeline_options()
-    beam_info = runners.describe(options)
     run_info = {"vggface_weights": weights_info, "beam": beam_info}
     tf_threads = config.tf_threads
     if tf_threads is None:
@@ -347,8 +298,26 @@ def build_records(config: BuildConfig, options=None) -> BuildResult:
             tf_threads = max(1, (os.cpu_count() or 1) // beam_info["direct_num_workers"])
     run_info["beam"]["tf_threads_per_worker"] = tf_threads
     pipeline = runners.make_pipeline(options)
-    build_pipeline(pipeline, config, weights, run_info, start_time, tf_threads)
-    result = pipeline.run()
-    result.wait_until_finish()
-    return BuildResult(info=dataset_info.read(config.output_dir),
-                       counters=runners.counters(result, METRICS_NAMESPACE))
+    build_pipeline(pipeline, config, weights, run_info, start_time, tf_threads, build_dir)
+    with runners.local_ports_on_loopback(options):
+        result = pipeline.run()
+        result.wait_until_finish()
+    return result, dataset_info.read(build_dir)
+
+
+def _nothing_built(info: dataset_info.DatasetInfo, config: BuildConfig, build_dir: str,
+                   created: bool) -> str:
+    """The one-line reason of an EmptyBuildError."""
+    rejects = info.details["rejects"]
+    read = info.details["items_read"]
+    if not read:
+        why = "the manifest lists no clip (only blank or comment lines)"
+    else:
+        reasons = sorted(((n, r) for r, n in rejects["by_reason"].items() if n), reverse=True)
+        why = (f"all {read} items were rejected ("
+               + ", ".join(f"{r}: {n}" for n, r in reasons[:4])
+               + (", ..." if len(reasons) > 4 else "") + ")")
+    kept = ("nothing was there before" if created else
+            "its previous contents are untouched")
+    return (f"no example written: {why}; the list is {os.path.join(build_dir, shards.REJECTS)} "
+            f"(delete that directory when done); {config.output_dir}: {kept}")

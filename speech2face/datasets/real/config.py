@@ -2,6 +2,8 @@
 (`build`, `clips`, `shards`) and written into dataset_info.json."""
 
 import dataclasses
+import math
+import os
 from typing import Optional
 
 import tensorflow as tf
@@ -10,6 +12,11 @@ from speech2face.datasets.real import faces, manifests
 from speech2face import records
 
 DEFAULT_TEST_FRACTION = 0.08  # the paper's 0.15 M test / 1.85 M pairs
+# The range of each integer setting (`BuildConfig.validate`; None: no upper bound). Each dlib
+# upsampling doubles the detection image's side: past 4 a 640 px frame would need gigabytes.
+_RANGES = {"vgg_batch_size": (1, None), "face_tries": (1, None), "target_shard_bytes": (1, None),
+           "upsample": (0, 4), "max_detect_side": (64, None), "min_face_size": (1, None),
+           "tf_threads": (0, None)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +60,8 @@ class BuildConfig:
         process per vCPU, pass 1).
       target_shard_bytes: a shard is closed once it holds this many bytes (100-200 MB);
         each worker bundle also ends with one smaller shard per split.
-      overwrite: replace a previous build in output_dir.
+      overwrite: replace a previous build in output_dir (its files only, and only once the new
+        build has finished with at least one example; other files are kept).
       command_line: recorded in dataset_info.json.
     """
 
@@ -87,8 +95,8 @@ class BuildConfig:
                              f"{self.manifest_format!r}")
         if self.manifest is None and self.manifest_format != "voxceleb2":
             raise ValueError(f"--manifest is required for the {self.manifest_format} format")
-        if self.manifest is not None and not tf.io.gfile.exists(self.manifest):
-            raise FileNotFoundError(f"manifest {self.manifest} not found")
+        if self.manifest is not None:
+            manifests.check_manifest_file(self.manifest)
         if self.test_manifest is not None:
             if self.manifest is None:
                 raise ValueError(f"--test_manifest {self.test_manifest} needs --manifest too "
@@ -98,8 +106,10 @@ class BuildConfig:
                     f"give --test_fraction or --test_manifest, not both: with --test_manifest "
                     f"{self.test_manifest} its rows are the test split and --manifest's the "
                     "train split, so no fraction is drawn")
-            if not tf.io.gfile.exists(self.test_manifest):
-                raise FileNotFoundError(f"test_manifest {self.test_manifest} not found")
+            if os.path.abspath(self.test_manifest) == os.path.abspath(self.manifest):
+                raise ValueError(f"--manifest and --test_manifest are the same file "
+                                 f"{self.manifest}: give the train rows and the test rows")
+            manifests.check_manifest_file(self.test_manifest, "test_manifest")
         if not tf.io.gfile.isdir(self.media_dir):
             raise FileNotFoundError(f"media_dir {self.media_dir} is not a directory")
         if not 0.0 <= self.hash_test_fraction <= 1.0:
@@ -112,11 +122,14 @@ class BuildConfig:
         if self.records_layout == records.WAVEFORM_LAYOUT and not self.store_waveform:
             raise ValueError(f"records_layout {records.WAVEFORM_LAYOUT} stores only the "
                              "waveform: it needs --store_waveform")
-        if not 0.1 <= self.min_seconds <= self.max_seconds:
-            raise ValueError(f"need 0.1 <= min_seconds <= max_seconds, got {self.min_seconds}, "
-                             f"{self.max_seconds}")
-        if self.vgg_batch_size < 1 or self.face_tries < 1 or self.target_shard_bytes < 1:
-            raise ValueError("vgg_batch_size, face_tries and target_shard_bytes must be >= 1")
+        if not 0.1 <= self.min_seconds <= self.max_seconds < math.inf:
+            raise ValueError(f"need 0.1 <= min_seconds <= max_seconds (finite), got "
+                             f"{self.min_seconds}, {self.max_seconds}")
+        for name, (low, high) in _RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= (high if high is not None else value):
+                bounds = f"in [{low}, {high}]" if high is not None else f">= {low}"
+                raise ValueError(f"{name} must be {bounds}, got {value}")
 
     @property
     def hash_test_fraction(self) -> float:

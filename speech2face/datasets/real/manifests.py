@@ -41,6 +41,7 @@ FORMATS = ("avspeech", "voxceleb2", "pairs")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm")  # tried in this order for an AVSpeech video
 _STILL_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 PAIRS_HEADER = ("audio_path", "image_path", "speaker_id")
+_SNIFF_BYTES = 64 * 1024  # of a manifest, checked before a build starts
 
 
 class Reason:
@@ -58,6 +59,7 @@ class Reason:
     FACE_TOO_SMALL = "face_too_small"
     PROCESSING_ERROR = "processing_error"
     SPEAKER_IN_TEST = "speaker_in_test"
+    DUPLICATE_ROW = "duplicate_row"
 
 
 # Every reason with what it means (dataset_info.json and docs/data.md repeat these words).
@@ -74,6 +76,8 @@ REASONS = {
     Reason.FACE_TOO_SMALL: "the chosen face is smaller than the minimum face size",
     Reason.PROCESSING_ERROR: "an unexpected error while processing the clip (a bug: report it)",
     Reason.SPEAKER_IN_TEST: "a --manifest (train) row whose speaker is also in --test_manifest",
+    Reason.DUPLICATE_ROW: "a repeat of a row with the same clip id (in either manifest): the "
+                          "clip is built once, from the test manifest's row if it has one",
 }
 
 
@@ -253,6 +257,31 @@ def parse_or_reject(line: str, manifest_format: str, media_dir: str,
         return Reject(item=line.strip()[:500], reason=Reason.MALFORMED_ROW, detail=str(e),
                       source=manifest_format, split=split or "")
     return clip if clip is None or split is None else dataclasses.replace(clip, split=split)
+
+
+def check_manifest_file(path: str, what: str = "manifest") -> None:
+    """Raises ValueError / FileNotFoundError unless `path` is a non-empty text file (its first
+    64 KiB hold no NUL byte and are UTF-8): checked before a build writes anything."""
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{what} {path} not found")
+    if tf.io.gfile.isdir(path):
+        raise ValueError(f"{what} {path} is a directory, not a manifest file")
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except tf.errors.OpError as e:
+        raise ValueError(f"{what} {path} cannot be read: {e.message}") from None
+    if not head.strip():
+        raise ValueError(f"{what} {path} is empty: it lists no clip")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if len(head) < _SNIFF_BYTES or e.start < len(head) - 3:  # not a character cut at the end
+            raise ValueError(f"{what} {path} is not UTF-8 text (byte {e.start}): expected a "
+                             "CSV or list file of the manifest format") from None
+        text = head[:e.start].decode("utf-8")
+    if "\x00" in text:
+        raise ValueError(f"{what} {path} is a binary file, not a text manifest")
 
 
 def read_manifest(path: str, manifest_format: str, media_dir: str,

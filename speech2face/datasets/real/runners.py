@@ -6,6 +6,8 @@ The DirectRunner (no --runner) runs one process per core on this machine; any ot
 """
 
 import collections
+import contextlib
+import io
 import json
 import os
 from typing import Optional
@@ -29,10 +31,18 @@ def pipeline_options(beam_args=(), num_workers: Optional[int] = None):
     """
     beam_args = list(beam_args)
     options = beam_options.PipelineOptions(beam_args)
+    # Beam parses with argparse, which prints its whole usage and exits on a bad value
+    # (--direct_running_mode=bogus): keep its one message instead.
+    usage = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(usage):
+            known = set(options.get_all_options())
+    except SystemExit:
+        message = (usage.getvalue().strip().splitlines() or ["bad Beam option"])[-1]
+        raise ValueError(f"Beam pipeline option: {message.split(': error: ')[-1]}") from None
     # Beam only warns about arguments it does not know; a mistyped flag of this builder would
     # land here and be ignored, so refuse them instead.
-    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
-                     - set(options.get_all_options()))
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - known)
     unknown += [a for a in beam_args if not a.startswith("-")]
     if unknown:
         raise ValueError(f"unknown argument(s) {', '.join(unknown)}: neither a flag of the "
@@ -43,6 +53,9 @@ def pipeline_options(beam_args=(), num_workers: Optional[int] = None):
             direct.direct_num_workers = num_workers or os.cpu_count() or 1
         if not any(a.startswith("--direct_running_mode") for a in beam_args):
             direct.direct_running_mode = "multi_processing"
+        if direct.direct_num_workers < 1:
+            raise ValueError(f"--num_workers / --direct_num_workers must be >= 1, got "
+                             f"{direct.direct_num_workers}")
     return options
 
 
@@ -66,6 +79,57 @@ def make_pipeline(options) -> beam.Pipeline:
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
     return beam.Pipeline(runner=fn_runner.FnApiRunner(provision_info=provision), options=options)
 
+
+
+@contextlib.contextmanager
+def local_ports_on_loopback(options):
+    """Within the block, the local runner's gRPC servers listen on localhost only.
+
+    Beam's FnApiRunner (the DirectRunner's multi_threading and multi_processing modes) serves
+    its control, data, state and logging APIs on unauthenticated gRPC ports bound to every
+    interface ('[::]:0' in worker_handlers.GrpcServer, no option changes it); the control port
+    also serves artifact retrieval, which reads any file or URL it is asked for. Its workers
+    connect to 'localhost:<port>', so binding 'localhost:0' instead loses nothing. Other
+    runners are left as they are (docs/failures.md, "Security notes").
+    """
+    if not is_direct(options):
+        yield
+        return
+    # pylint: disable=import-outside-toplevel
+    from apache_beam.runners.portability.fn_api_runner import worker_handlers
+
+    real = worker_handlers.grpc
+    worker_handlers.grpc = _LoopbackGrpc(real)
+    try:
+        yield
+    finally:
+        worker_handlers.grpc = real
+
+
+class _LoopbackGrpc:
+    """The grpc module, but servers made by `server()` bind '[::]:<port>' as 'localhost:'."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def server(self, *args, **kwargs):
+        return _LoopbackServer(self._module.server(*args, **kwargs))
+
+
+class _LoopbackServer:
+    def __init__(self, server):
+        self._server = server
+
+    def __getattr__(self, name):
+        return getattr(self._server, name)
+
+    def add_insecure_port(self, address: str) -> int:
+        if address.startswith(("[::]:", "0.0.0.0:")):
+            address = "localhost:" + address.rsplit(":", 1)[1]
+        return self._server.add_insecure_port(address)
 
 
 def is_direct(options) -> bool:

@@ -6,11 +6,15 @@
                                            version, weights hash, command line; its presence
                                            means the build finished
 
-Shards are written by `WriteShards` into `output_dir/.incomplete/` (records.ShardedWriter: a
-`.tmp` name, renamed when closed), named once all are known (`plan_names`) and renamed into
-output_dir (`commit_shard`); `InfoCombineFn` counts shard summaries and rejects, and
-`write_dataset_info` writes the info file last (.tmp + rename) and removes what failed bundle
-attempts left in `.incomplete/`.
+The whole build is written beside any previous one, in `output_dir/.build-<id>/` (the build
+directory, `start_build`), and moved into output_dir only once it has finished with at least one
+example (`commit_build`, which with --overwrite replaces the previous build's files then): a
+failed or empty build leaves output_dir as it was. Inside the build directory, shards are written
+by `WriteShards` into `.incomplete/` (records.ShardedWriter: a `.tmp` name, renamed when
+closed), named once all are known (`plan_names`) and renamed into the build directory
+(`commit_shard`); `InfoCombineFn` counts shard summaries and rejects, and `write_dataset_info`
+writes the info file last (.tmp + rename) and removes what failed bundle attempts left in
+`.incomplete/`.
 """
 
 from __future__ import annotations
@@ -39,31 +43,86 @@ REJECTS = "rejects.jsonl"
 INCOMPLETE_DIR = ".incomplete"  # shards being written, inside output_dir; never globbed
 METRICS_NAMESPACE = "speech2face.build_records"
 SPLITS = ("train", "test")
-# Our outputs in an output directory: removed by --overwrite, nothing else is.
+BUILD_PREFIX = ".build-"  # a build in progress (or one that wrote nothing), inside output_dir
+# Our outputs in an output directory: replaced by --overwrite, nothing else is.
 _OUTPUT_PATTERN = re.compile(r"^((train|test)-.*\.tfrecord(\.tmp)?|dataset_info\.json(\.tmp)?|"
-                             r"rejects\.jsonl|beam-temp-.*|\.incomplete|"
+                             r"rejects\.jsonl|beam-temp-.*|\.incomplete|\.build-.*|\.replaced-.*|"
                              r"vggface_random_seed\d+\.h5)$")
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Creates output_dir; refuses a non-empty one unless `overwrite`, which deletes the
-    outputs of a previous build (records, .tmp files, rejects, info; nothing else)."""
-    if tf.io.gfile.isdir(output_dir):
-        entries = [e.rstrip("/") for e in tf.io.gfile.listdir(output_dir)]
-        if entries and not overwrite:
+def _entries(directory: str):
+    return sorted(e.rstrip("/") for e in tf.io.gfile.listdir(directory))
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Raises (writing nothing) unless a build may go to output_dir: FileExistsError for a file,
+    or a directory holding anything but the `.build-*` leftovers of builds that wrote nothing
+    (unless `overwrite`); PermissionError for a local directory this user cannot write."""
+    if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+        raise FileExistsError(f"output_dir {output_dir} is a file, not a directory: choose a "
+                              "directory (it is created if missing)")
+    if tf.io.gfile.isdir(output_dir) and not overwrite:
+        entries = [e for e in _entries(output_dir) if not e.startswith(BUILD_PREFIX)]
+        if entries:
             raise FileExistsError(
                 f"output_dir {output_dir} is not empty ({len(entries)} entries, e.g. "
-                f"{sorted(entries)[0]!r}): choose an empty directory, or pass --overwrite to "
-                "replace a previous build")
-        for entry in entries:
-            if _OUTPUT_PATTERN.match(entry):
-                path = os.path.join(output_dir, entry)
-                if tf.io.gfile.isdir(path):
-                    tf.io.gfile.rmtree(path)
-                else:
-                    tf.io.gfile.remove(path)
-    tf.io.gfile.makedirs(output_dir)
+                f"{entries[0]!r}): choose an empty directory, or pass --overwrite to replace a "
+                "previous build (other files are kept)")
+    if "://" in output_dir:
+        return
+    existing = os.path.abspath(output_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise FileExistsError(f"output_dir {output_dir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"output_dir {output_dir}: {existing} is not writable by this "
+                              "user; choose a directory you can write to")
 
+
+def start_build(output_dir: str) -> str:
+    """Creates output_dir if needed and a fresh `.build-<id>` directory in it, where the whole
+    build is written (the previous build, if any, stays untouched until `commit_build`)."""
+    tf.io.gfile.makedirs(output_dir)
+    build_dir = os.path.join(output_dir, BUILD_PREFIX + uuid.uuid4().hex[:12])
+    tf.io.gfile.makedirs(build_dir)
+    return build_dir
+
+
+def commit_build(output_dir: str, build_dir: str, overwrite: bool) -> None:
+    """Moves a finished build from `build_dir` into output_dir. With `overwrite` the previous
+    build's files (and other builds' leftovers) are set aside first and deleted once the new
+    ones are in; files that are not a build's are never touched. Without it, finding outputs
+    there (a build that ran at the same time) raises FileExistsError and keeps `build_dir`."""
+    old = [e for e in _entries(output_dir)
+           if _OUTPUT_PATTERN.match(e) and os.path.join(output_dir, e) != build_dir
+           and (overwrite or not e.startswith(BUILD_PREFIX))]
+    if old and not overwrite:
+        raise FileExistsError(f"output_dir {output_dir} received {old[0]!r} and more while this "
+                              f"build ran (another build?): this build is kept in {build_dir}")
+    replaced = os.path.join(output_dir, ".replaced-" + os.path.basename(build_dir))
+    for entry in old:
+        path = os.path.join(output_dir, entry)
+        if tf.io.gfile.isdir(path):  # leftovers of unfinished builds only
+            tf.io.gfile.rmtree(path)
+        else:
+            tf.io.gfile.makedirs(replaced)
+            tf.io.gfile.rename(path, os.path.join(replaced, entry), overwrite=True)
+    for entry in _entries(build_dir):
+        tf.io.gfile.rename(os.path.join(build_dir, entry), os.path.join(output_dir, entry),
+                           overwrite=True)
+    tf.io.gfile.rmtree(build_dir)
+    if tf.io.gfile.exists(replaced):
+        tf.io.gfile.rmtree(replaced)
+
+
+def discard_build(output_dir: str, build_dir: str, created: bool) -> None:
+    """Deletes a failed build's `build_dir`, and output_dir too when the build created it and
+    it is empty again: a failed build leaves the output directory as it found it."""
+    if tf.io.gfile.exists(build_dir):
+        tf.io.gfile.rmtree(build_dir)
+    if created and tf.io.gfile.isdir(output_dir) and not tf.io.gfile.listdir(output_dir):
+        tf.io.gfile.rmtree(output_dir)
 
 
 class _Shard:
@@ -202,8 +261,9 @@ class InfoCombineFn(beam.CombineFn):
 
 
 def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
-                        start_time: float):
-    """Writes dataset_info.json (via .tmp + rename); runs after everything else."""
+                        start_time: float, directory: str):
+    """Writes dataset_info.json into `directory`, the build's (via .tmp + rename); runs after
+    everything else."""
     counts, files, num_bytes = {}, {}, {}
     for split in SPLITS:
         s = acc["splits"].get(split, {"examples": 0, "bytes": 0, "files": [], "speakers": (),
@@ -246,10 +306,10 @@ def write_dataset_info(acc, _rejects_files, config: BuildConfig, run_info: dict,
                      "stored": config.records_layout != records.WAVEFORM_LAYOUT},
         vggface_weights=run_info["vggface_weights"], config=dataclasses.asdict(config),
         build_seconds=round(time.time() - start_time, 1), details=details)
-    incomplete = os.path.join(config.output_dir, INCOMPLETE_DIR)
+    incomplete = os.path.join(directory, INCOMPLETE_DIR)
     if tf.io.gfile.exists(incomplete):  # what is left there: files of failed bundle attempts
         tf.io.gfile.rmtree(incomplete)
-    info.write(config.output_dir)
+    info.write(directory)
 
 
 def _split_details(acc, counts, config: BuildConfig) -> dict:
