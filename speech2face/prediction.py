@@ -82,11 +82,19 @@ def expand_inputs(paths: Sequence[str]) -> List[Tuple[str, Optional[Exception]]]
 
 def check_segment(waveform: np.ndarray, path: str) -> np.ndarray:
     """`waveform` if the part the encoder hears (its first 6 s) holds at least 1 s
-    (`artifact.MIN_SAMPLES`) of samples that are not digital silence (`audio.SILENCE_PEAK`);
+    (`artifact.MIN_SAMPLES`) of sound: 10 ms frames whose peak is not digital silence
+    (`audio.SILENCE_PEAK`; frames, not samples, so a waveform's zero crossings count as sound);
     else `audio.AudioError` naming `path`: a 10 ms blip, or a file silent for its first 6 s,
     would draw a face from no speech (the builder refuses such clips too, docs/data.md)."""
     artifact.check_length(waveform, path)
-    heard = np.count_nonzero(np.abs(waveform[:audio.SEGMENT_SAMPLES]) >= audio.SILENCE_PEAK)
+    segment = np.abs(np.asarray(waveform[:audio.SEGMENT_SAMPLES]))
+    frame = audio.SAMPLE_RATE // 100
+    padded = np.pad(segment, (0, -len(segment) % frame)).reshape(-1, frame)
+    sound = padded.max(axis=1) >= audio.SILENCE_PEAK
+    # The last frame may be short: count the samples it really has.
+    sizes = np.full(len(sound), frame)
+    sizes[-1] = len(segment) - frame * (len(sound) - 1)
+    heard = int(np.sum(sizes[sound]))
     if heard < artifact.MIN_SAMPLES:
         raise audio.AudioError(
             f"{path}: only {heard / audio.SAMPLE_RATE:.2f} s of its first "

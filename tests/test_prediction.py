@@ -159,3 +159,17 @@ def test_cli_one_input(tiny_models, media, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_png(tmp_path / "one.png")
+
+
+def test_check_segment_refuses_too_little_sound():
+    """A 10 ms blip, or sound only after the first 6 s, draws no face; 1 s of a tone does."""
+    sr = audio.SAMPLE_RATE
+    tone = np.sin(2 * np.pi * 220 * np.arange(sr) / sr).astype(np.float32)
+    assert prediction.check_segment(tone, "tone.wav") is tone
+    blip = np.zeros(2 * sr, np.float32)
+    blip[:sr // 100] = 0.5
+    with pytest.raises(audio.AudioError, match="blip.wav: only 0.01 s"):
+        prediction.check_segment(blip, "blip.wav")
+    late = np.concatenate([np.zeros(audio.SEGMENT_SAMPLES, np.float32), tone])
+    with pytest.raises(audio.AudioError, match="late.wav: only 0.00 s"):
+        prediction.check_segment(late, "late.wav")

@@ -142,7 +142,7 @@ def test_short_waveforms_are_clear_errors(tmp_path):
 
 
 def test_real_builder_layout_option_and_shards(tmp_path):
-    (tmp_path / "m.csv").write_text("")
+    (tmp_path / "m.csv").write_text("abc,0,6,0.5,0.5\n")
     base = dict(manifest=str(tmp_path / "m.csv"), manifest_format="avspeech",
                 media_dir=str(tmp_path), output_dir=str(tmp_path / "out"), vggface_weights=None)
     real_config.BuildConfig(**base, records_layout=WAVEFORM).validate()
