@@ -332,3 +332,49 @@ def test_cli_errors_are_one_line_and_verify_writes_the_manifest(tmp_path, media)
     assert result.returncode == 0, result.stderr
     assert "1 good utterances of 1 speakers" in result.stdout
     assert (tmp_path / "out" / voxceleb_verify.MANIFEST).read_text() == "id00007/vid/00001.mp4\n"
+
+
+def test_a_plain_http_server_without_ranges_is_enough(media, tmp_path):
+    """Python's own `http.server` answers every request with the whole file (no range
+    requests): each video is fetched once and cut locally; the missing id is a failure; a
+    rerun sends no request at all."""
+    import collections
+    import functools
+    import http.server
+    import threading
+
+    root, _ = media
+    served = collections.Counter()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            served[self.path.split("?")[0].lstrip("/")] += 1
+            super().do_GET()
+
+        def log_message(self, *args):
+            del args
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        manifest = tmp_path / "rows.csv"
+        manifest.write_text("vid1,2.0,5.5,0.45,0.36\nvid2,0.2,3.0,0.45,0.36\nnope,1,4,0.5,0.5\n")
+        config = download.DownloadConfig(
+            manifest=str(manifest), output_dir=str(tmp_path / "out"), retries=0,
+            backoff_seconds=0.05, workers=2,
+            url_template=f"http://127.0.0.1:{server.server_address[1]}/{{id}}.mp4")
+        summary = download.download(config)
+        assert summary.downloaded == 2 and summary.failed == {errors.NOT_FOUND: 1}
+        failures = _read_jsonl(tmp_path / "out" / download.FAILURES)
+        assert [f["reason"] for f in failures] == [errors.NOT_FOUND]
+        assert {c.clip_id for c in _segments(tmp_path / "out")} == {
+            "vid1_2.000_5.500", "vid2_0.200_3.000"}
+        served.clear()
+        again = download.download(config)
+        assert again.downloaded == 0 and again.already_present == 2 and not served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
