@@ -1,5 +1,6 @@
 """The toy-world builder, its CLI, and the demo, end to end on tiny worlds."""
 
+import dataclasses
 import json
 import logging
 import os
@@ -197,3 +198,29 @@ def test_demo_stops_after_an_interrupted_stage(caplog):
         demo._stop_unless_finished({"status": "interrupted", "step": 5}, "Stage 4")
     assert stopped.value.code == 1
     assert "Stage 4 stopped at step 5 (interrupted); rerun the same command" in caplog.text
+
+
+def test_never_writes_over_a_users_files_or_past_its_memory(tmp_path, monkeypatch):
+    from speech2face.datasets.toy import checks
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match=r"not empty \(thesis.tex\)"):
+        toy_world.build_toy_world(TINY, str(mine))
+    assert os.listdir(mine) == ["thesis.tex"] and (mine / "thesis.tex").read_text() == "precious"
+    with pytest.raises(FileExistsError, match="is a file"):
+        toy_world.build_toy_world(TINY, str(mine / "thesis.tex"))
+    monkeypatch.setattr(checks, "_available_memory_bytes", lambda: 2**30)
+    big = dataclasses.replace(TINY, num_speakers=1000)
+    with pytest.raises(ValueError, match=r"num_speakers=1000 needs about 7.8 GiB.*1.0 GiB"):
+        toy_world.build_toy_world(big, str(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ValueError, match="nope.h5"):
+        toy_world.build_toy_world(dataclasses.replace(TINY, vggface_weights=str(tmp_path / "nope.h5")),
+                                  str(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()
+    result = subprocess.run([sys.executable, "-m", "data_prep.make_toy_world",
+                             f"--output_dir={mine}"], capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("make_toy_world:")]
+    assert result.returncode == 1 and len(errors) == 1 and "not empty" in errors[0]
+    assert "Traceback" not in result.stderr

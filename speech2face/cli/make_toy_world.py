@@ -12,7 +12,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from speech2face import records  # noqa: E402
 from speech2face.cli import flags as config_flags  # noqa: E402
@@ -30,8 +30,8 @@ def main(argv):
     config = toy_world.ToyWorldConfig(**config_flags.kwargs_given(_FIELDS))
     try:
         info = toy_world.build_toy_world(config, FLAGS.output_dir)
-    except (ValueError, FileExistsError) as e:
-        raise app.UsageError(str(e)) from e
+    except (ValueError, OSError) as e:  # bad settings, the output dir, weights, the disk
+        config_flags.fail("make_toy_world", e)
     print(toy_world.format_summary(info))
 
 

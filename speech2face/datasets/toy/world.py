@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from speech2face.datasets.toy import face as toy_face, speakers as toy_speakers, voice as toy_voice
 from speech2face.datasets.toy import voice_stats as toy_voice_stats
+from speech2face.datasets.toy.checks import check_before_building
 from speech2face.datasets.toy.speakers import SPEAKERS_FILE
 from speech2face import audio, media, records
 from speech2face.records import dataset_info
@@ -206,15 +207,9 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.Dat
     Returns:
       The `dataset_info.DatasetInfo` written to `dataset_info.json`.
     """
-    config.validate()
+    check_before_building(config, output_dir)
     start = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
-    existing = tf.io.gfile.glob(os.path.join(output_dir, "*.tfrecord"))
-    if existing:
-        raise FileExistsError(
-            f"{output_dir} already holds {len(existing)} record files; choose "
-            "an empty directory or delete them first"
-        )
 
     speakers = toy_speakers.sample_speakers(config.num_speakers, _rng(config.seed, 1))
     splits = split_speakers(config.num_speakers, config.test_fraction, config.seed)
