@@ -166,7 +166,10 @@ def test_cli_export_predict_and_evaluate(tiny_world, tiny_models, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "face.png").stat().st_size > 1000
     result = evaluation.run_evaluation(None, os.path.join(world, "*.tfrecord"),
-                                       str(tmp_path / "eval"), model=str(model), num_shuffles=10)
+                                       str(tmp_path / "eval"), model=str(model), num_shuffles=10,
+                                       allow_train_split=True)
+    assert result["splits"] == ["test", "train"]
+    assert "TRAINING split" in (tmp_path / "eval" / "report.md").read_text()
     assert result["step"] == 4 and result["model"] == str(model)
     assert result["files"]["summaries"] == str(tmp_path / "eval" / "eval")
     assert result["differs_from_paper"]["encoder"]["task.preset"]["run"] == "small"

@@ -234,6 +234,11 @@ def test_cli_errors_are_one_line(tiny_world, tmp_path):
     with pytest.raises(data.NoRecordsError, match="no TFRecord files match"):
         evaluation.run_evaluation(str(tmp_path), str(tmp_path / "none-*.tfrecord"),
                                   str(tmp_path / "out"))
+    # The training split is not a test set: refused before anything loads or is written.
+    with pytest.raises(ValueError, match="under the TRAIN split.*--allow_train_split"):
+        evaluation.run_evaluation(str(tmp_path), f"{world}/train-*.tfrecord",
+                                  str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 class _Brightness:

@@ -63,6 +63,9 @@ flags.DEFINE_string("train_records", None, "Records the toy world's attribute pr
 flags.DEFINE_multi_string("attribute_classifier", [], "module:callable returning an attribute "
                           "classifier or a list of them (see speech2face.evaluation.attributes).")
 flags.DEFINE_integer("num_sample", _DEFAULTS["num_sample"], "Test speakers shown in the face figure.")
+flags.DEFINE_bool("allow_train_split", False, "Score records that dataset_info.json lists under "
+                  "the train split (refused by default; the report then says they are not "
+                  "held out).")
 flags.DEFINE_bool("summaries", _DEFAULTS["write_summaries"], "Write TensorBoard summaries into --model_dir/eval.")
 FLAGS = flags.FLAGS
 
@@ -113,7 +116,8 @@ def main(argv):
             durations=durations, attribute_classifiers=_classifiers(), decoder_dir=FLAGS.decoder_dir,
             batch_size=FLAGS.batch_size, num_sample=FLAGS.num_sample,
             exaggerations=exaggerations, study_size=FLAGS.study_size,
-            write_summaries=FLAGS.summaries, model=FLAGS.model)
+            write_summaries=FLAGS.summaries, model=FLAGS.model,
+            allow_train_split=FLAGS.allow_train_split)
     except (FileNotFoundError, data.NoRecordsError, ValueError, TypeError) as e:
         # Errors a user causes (no export, no records, bad flags) end in one line, not a trace.
         logging.debug("evaluation failed", exc_info=True)

@@ -88,6 +88,10 @@ def format_report(result) -> str:
     enc = result.get("encoder") or {}
     dataset = result.get("dataset")
     lines = ["# Speech2Face evaluation", ""]
+    if "train" in result.get("splits", ()):
+        lines += ["**These records are (partly) the TRAINING split: the numbers below are not "
+                  "held-out results, and the attribute probes were fitted on the same kind of "
+                  "data they score.**", ""]
     gallery = f"{n} faces: the first {n} test clips, each a query matched with its own face"
     if result["all_test_examples_used"]:
         gallery += (f". The test set holds fewer than the {result['gallery_size_requested']} "

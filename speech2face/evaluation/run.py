@@ -17,7 +17,7 @@ Face++); `speech2face.datasets.toy.attributes` has the toy world's.
 import datetime
 import json
 import os
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -40,7 +40,8 @@ def run_evaluation(model_dir: Optional[str], records: str, output_dir: str,
                    num_sample: int = 8, num_shuffles: int = 1000, seed: int = 0,
                    exaggerations: Sequence[float] = (0.0, 0.7),
                    study_size: int = craniofacial.STUDY_SIZE,
-                   write_summaries: bool = True, model: Optional[str] = None) -> dict:
+                   write_summaries: bool = True, model: Optional[str] = None,
+                   allow_train_split: bool = False) -> dict:
     """Evaluates the voice encoder exported in `model_dir` on held-out records (docs/evaluation.md).
 
     Args:
@@ -63,6 +64,9 @@ def run_evaluation(model_dir: Optional[str], records: str, output_dir: str,
         `output_dir/eval` for a `model`).
       model: a model directory (`speech2face.models.artifact.write_model`) instead of
         `model_dir`; it carries its decoder.
+      allow_train_split: score records that the data set's dataset_info.json lists under its
+        train split (refused otherwise: the protocol is on held-out speakers, and the attribute
+        probes are fitted on the training split); the report then says so in its first lines.
 
     Returns:
       The dict written to metrics.json (docs/evaluation.md); `["files"]` holds the paths of what
@@ -83,6 +87,12 @@ def run_evaluation(model_dir: Optional[str], records: str, output_dir: str,
     if not durations:
         raise ValueError("give at least one duration, e.g. durations=(6, 3)")
     files = data.list_files(records)
+    splits = _splits_of(files)
+    if "train" in splits and not allow_train_split:
+        raise ValueError(
+            f"{records}: dataset_info.json lists these records under the TRAIN split; the "
+            "evaluation scores held-out speakers (pass the test-*.tfrecord files), or give "
+            "--allow_train_split to score the training data knowingly")
     loaded = artifact.load_either(model, model_dir, decoder_dir)
     encoder, decoder = loaded.encoder, loaded.decoder
     classifiers = attributes.check_classifiers(attribute_classifiers)
@@ -97,7 +107,8 @@ def run_evaluation(model_dir: Optional[str], records: str, output_dir: str,
                         "all of them.", n, gallery_size)
     result = {
         **loaded.source, "records": records,
-        "record_files": len(files), "gallery_size_requested": int(gallery_size),
+        "record_files": len(files), "splits": splits,
+        "gallery_size_requested": int(gallery_size),
         "gallery_size": n, "all_test_examples_used": n < gallery_size,
         "num_speakers": len(set(enc.speaker_ids)),
         "distinct_gallery_faces": int(len(np.unique(enc.v_f, axis=0))),
@@ -151,6 +162,18 @@ def _write(result, enc, ranks, distances, summaries_parent, output_dir, write_su
     if write_summaries:
         report.write_eval_summaries(summaries_parent, result, grid, text)
     logging.info("Evaluation written to %s.", output_dir)
+
+
+def _splits_of(files) -> List[str]:
+    """The splits of `files` by the data set's dataset_info.json (`files` per split); "unknown"
+    for a file it does not list or when there is none."""
+    by_name = {}
+    for path in files:
+        info = dataset_info.read_if_present(os.path.dirname(path))
+        listed = {name: split for split, names in (info.files if info else {}).items()
+                  for name in names}
+        by_name[path] = listed.get(os.path.basename(path), "unknown")
+    return sorted(set(by_name.values()))
 
 
 def _dataset_summary(directory):
