@@ -28,7 +28,8 @@ def evaluated(tiny_world, tiny_models, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("evaluation"))
     result = evaluation.run_evaluation(
         tiny_models.encoder_dir, os.path.join(world, "*.tfrecord"), out, num_shuffles=50,
-        attribute_classifiers=toy_attributes.toy_attribute_classifiers(world))
+        attribute_classifiers=toy_attributes.toy_attribute_classifiers(world),
+        allow_train_split=True)  # the tiny world's test split alone is too small
     return out, result
 
 
@@ -204,7 +205,7 @@ def test_gallery_size_and_cli(tiny_world, tiny_models, tmp_path):
         [sys.executable, "evaluate.py", f"--model_dir={tiny_models.encoder_dir}",
          f"--records={world}/test-*.tfrecord,{world}/train-*.tfrecord", f"--output_dir={out}",
          "--gallery_size=5", "--durations=6", "--batch_size=2", "--nosummaries",
-         "--exaggeration=1.4", "--study_size=4"],
+         "--exaggeration=1.4", "--study_size=4", "--allow_train_split"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "S2F -> face retrieval among 5 faces" in proc.stdout
@@ -271,7 +272,7 @@ def test_plugged_in_classifiers(tiny_world, tiny_models, tmp_path):
     result = evaluation.run_evaluation(
         tiny_models.encoder_dir, os.path.join(world, "*.tfrecord"), str(tmp_path), gallery_size=6,
         durations=(6,), attribute_classifiers=[brightness, _FeatureSign()],
-        write_summaries=False, num_shuffles=10)
+        write_summaries=False, num_shuffles=10, allow_train_split=True)
     assert all(shape[1:] == (224, 224, 3) for shape in brightness.shapes)
     entries = result["durations"]["6"]["attributes"]
     assert set(entries) == {"brightness", "sign"}
