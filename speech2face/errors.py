@@ -9,7 +9,22 @@ The library's own error classes for bad input (`data.NoRecordsError`, `records.R
 class callers already catch (ValueError, RuntimeError).
 """
 
+import os
+
 
 class UserError(Exception):
     """An error the user caused (bad flag, missing or corrupt input, a busy or read-only
     directory): its message says what and how to fix it."""
+
+
+def unwritable_reason(directory: str):
+    """Why files cannot be written into `directory` (created if missing), or None: its nearest
+    existing ancestor is a file, or is not writable by this user."""
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None

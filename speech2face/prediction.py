@@ -28,7 +28,7 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
-from speech2face import audio
+from speech2face import audio, errors
 from speech2face.evaluation import figures
 from speech2face.models import artifact
 
@@ -110,13 +110,9 @@ def check_output(output: str) -> None:
     target = output if _is_directory_target(output) else os.path.dirname(output) or "."
     if os.path.exists(target) and not os.path.isdir(target):
         raise ValueError(f"--output {output}: {target} is a file, not a directory")
-    existing = os.path.abspath(target)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(f"--output {output}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--output {output}: {existing} is not writable by this user")
+    problem = errors.unwritable_reason(target)
+    if problem:
+        raise ValueError(f"--output {output}: {problem}")
 
 
 def _is_directory_target(output: str) -> bool:

@@ -33,7 +33,7 @@ import apache_beam as beam
 import tensorflow as tf
 
 from speech2face.datasets.real import faces, manifests
-from speech2face import audio, records
+from speech2face import audio, errors, records
 from speech2face.records import dataset_info
 
 if TYPE_CHECKING:
@@ -70,14 +70,12 @@ def check_output_dir(output_dir: str, overwrite: bool) -> None:
                 "previous build (other files are kept)")
     if "://" in output_dir:
         return
-    existing = os.path.abspath(output_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise FileExistsError(f"output_dir {output_dir}: {existing} is a file, not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"output_dir {output_dir}: {existing} is not writable by this "
-                              "user; choose a directory you can write to")
+    problem = errors.unwritable_reason(output_dir)
+    if problem and "is a file" in problem:
+        raise FileExistsError(f"output_dir {output_dir}: {problem}")
+    if problem:
+        raise PermissionError(f"output_dir {output_dir}: {problem}; choose a directory you can "
+                              "write to")
 
 
 def start_build(output_dir: str) -> str:
