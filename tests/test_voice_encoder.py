@@ -192,11 +192,34 @@ def test_strided_conv1_shapes_follow_layer_shapes(frames):
         ve.flops_per_example(config, num_frames=ve.min_frames(config) - 1)
 
 
-def test_toy_preset_is_small_with_conv1_striding_time():
+def test_toy_preset_is_small_with_conv1_striding_time_on_the_low_band():
     small, toy = ve.encoder_config("small"), ve.encoder_config("toy")
-    assert toy == dataclasses.replace(small, conv1_stride=(4, 1))
-    assert ve.flops_per_example(toy) < ve.flops_per_example(small) / 3.5
-    # Frequency keeps its resolution: the same first FC as `small`.
-    assert dict(ve.layer_shapes(toy))["flatten"] == dict(ve.layer_shapes(small))["flatten"]
+    assert toy == dataclasses.replace(small, conv1_stride=(4, 1), band_bins=128)
+    assert ve.flops_per_example(toy) < ve.flops_per_example(small) / 7
+    # Frequency keeps its resolution over the band: half of `small`'s first FC input.
+    assert dict(ve.layer_shapes(toy))["flatten"] == (32 * 64,)
     with pytest.raises(ValueError, match="conv1_stride"):
         ve.EncoderConfig(conv1_stride=(0, 1))
+
+
+@pytest.mark.parametrize("band", [4, 9, 16])
+def test_band_bins_crops_the_lowest_bins_and_nothing_else(band):
+    # TINY's 2 channels are mostly dead after their ReLUs; 4 channels over 16 bins are not.
+    config = dataclasses.replace(TINY, conv_channels=(4,) * 9, hidden_units=8, freq_bins=16,
+                                 band_bins=band)
+    model = ve.build_voice_encoder(config)
+    expected = ve.layer_shapes(config, 64)
+    assert expected[1] == ("band", (64, band, 2))
+    assert symbolic_shapes(model, [n for n, _ in expected[1:]], 64, 16) == [
+        s for _, s in expected[1:]]
+    # The bins above the band do not reach the output; those in it do (batch statistics on, so
+    # no dead unit hides a change).
+    x = spectrogram_batch(4, 64, freq_bins=16)
+    above, inside = x.copy(), x.copy()
+    above[:, :, band:] = 123.0
+    inside[:, :, :band] = spectrogram_batch(4, 64, freq_bins=band, seed=1)
+    np.testing.assert_allclose(model(above, training=True), model(x, training=True))
+    assert np.abs(model(inside, training=True) - model(x, training=True)).max() > 1e-4
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="band_bins"):
+            dataclasses.replace(config, band_bins=bad)

@@ -30,7 +30,7 @@ and v_s leaves the model as float32 (a final float32 `Activation`), ready for th
 
 import dataclasses
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import keras
 
@@ -62,6 +62,10 @@ class EncoderConfig:
       conv1_stride: (time, frequency) stride of conv1; the paper's (1, 1) keeps the input's full
         resolution through conv1-3. The toy preset strides time here so that its early layers,
         memory-bound at full resolution, cost a fraction (docs/toy_world.md).
+      band_bins: read only the lowest `band_bins` of the input's `freq_bins` frequency bins
+        (None: all of them, the paper's). The input keeps its full shape; the encoder crops it
+        first, so every layer after sees the band only (the toy preset's 0-4 kHz:
+        docs/toy_world.md).
     """
 
     conv_channels: Tuple[int, ...] = (64, 64, 128, 128, 128, 256, 512, 512, 512)
@@ -73,6 +77,7 @@ class EncoderConfig:
     bn_momentum: float = 0.99
     bn_epsilon: float = 1e-3
     conv1_stride: Tuple[int, int] = (1, 1)
+    band_bins: Optional[int] = None
 
     def __post_init__(self):
         # JSON turns tuples into lists; frozen, hence object.__setattr__.
@@ -88,6 +93,9 @@ class EncoderConfig:
                                       self.input_channels, self.kernel_size)
         if min(sizes) < 1:
             raise ValueError(f"EncoderConfig: every size must be >= 1, got {self}.")
+        if self.band_bins is not None and not 1 <= self.band_bins <= self.freq_bins:
+            raise ValueError(f"EncoderConfig: band_bins must be in [1, freq_bins="
+                             f"{self.freq_bins}] or None, got {self.band_bins}.")
 
 
 _PRESETS = {
@@ -97,12 +105,12 @@ _PRESETS = {
     # CPU tests: channels ÷8 and a 512-unit hidden FC (4.42 M parameters,
     # 3.3 GFLOP per 6 s forward pass); the output stays 4096-D because v_s is compared with v_f.
     "small": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512),
-    # The toy world's: `small` with conv1 striding 4 in time (frequency keeps its 257 bins), so
-    # that conv2 onwards see 150 instead of 598 frames (4.42 M parameters, 0.84 GFLOP per 6 s
-    # forward pass; ~5× faster to train than `small` on two CPU cores with XLA;
-    # docs/toy_world.md).
+    # The toy world's: `small` with conv1 striding 4 in time (frequency keeps its resolution),
+    # reading the lowest 128 of the 257 bins (0-4 kHz, where the toy voices' f0 and formants
+    # lie), so that conv2 onwards see 150 × 128 instead of 598 × 257 (3.34 M parameters,
+    # 0.42 GFLOP per 6 s forward pass; docs/toy_world.md has the measurements).
     "toy": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512,
-                         conv1_stride=(4, 1)),
+                         conv1_stride=(4, 1), band_bins=128),
 }
 
 PRESETS = presets.names(_PRESETS)
@@ -110,7 +118,7 @@ PRESETS = presets.names(_PRESETS)
 
 def encoder_config(preset: str) -> EncoderConfig:
     """The `EncoderConfig` of a preset: "paper" (Table 1), "small" (channels ÷8, CPU-sized) or
-    "toy" (`small` with conv1 striding 4 in time, the toy world's)."""
+    "toy" (`small` with conv1 striding 4 in time, on the 0-4 kHz band: the toy world's)."""
     return presets.lookup(_PRESETS, preset, "voice encoder")
 
 
@@ -156,11 +164,14 @@ def layer_shapes(config: EncoderConfig, num_frames=598) -> List[Tuple[str, tuple
       num_frames: input frames T (None for unknown).
 
     Returns:
-      [(layer name, shape)]: "input", "conv1" ... "conv9", "pool1" ... "pool4", "time_mean",
+      [(layer name, shape)]: "input", "band" (with `band_bins`), "conv1" ... "conv9", "pool1" ... "pool4", "time_mean",
       "flatten", "fc1", "fc2" (= v_s), as `build_voice_encoder` names them.
     """
     t, f = num_frames, config.freq_bins
     shapes = [("input", (t, f, config.input_channels))]
+    if config.band_bins is not None:
+        f = config.band_bins
+        shapes.append(("band", (t, f, config.input_channels)))
     pools = 0
     for i, channels in enumerate(config.conv_channels, start=1):
         stride_t, stride_f = _conv_stride(config, i)
@@ -223,6 +234,8 @@ def build_voice_encoder(config: EncoderConfig, name="voice_encoder") -> keras.Mo
     # train exactly like one device with the same global batch (a no-op without a strategy).
     bn = {"momentum": c.bn_momentum, "epsilon": c.bn_epsilon, "synchronized": True}
     x = inputs
+    if c.band_bins is not None:
+        x = keras.layers.Cropping2D(((0, 0), (0, c.freq_bins - c.band_bins)), name="band")(x)
     pools = 0
     for i, channels in enumerate(c.conv_channels, start=1):
         x = keras.layers.Conv2D(channels, c.kernel_size, strides=_conv_stride(c, i),

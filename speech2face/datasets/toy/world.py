@@ -14,6 +14,7 @@ Output directory:
     vggface_random_seed{S}.h5                   the teacher weights used (unless given)
 """
 
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -130,6 +131,22 @@ def _synthesize_clips(speakers, config):
     return clips
 
 
+def _face_features(weights: str, images: np.ndarray) -> np.ndarray:
+    """VGG-Face fc7 of every render: [speakers, faces_per_speaker, 4096]."""
+    extractor = vggface.FaceFeatureExtractor(weights, batch_size=16, log_every=5)
+    return extractor(images.reshape((-1,) + images.shape[2:])).reshape(
+        images.shape[:2] + (vggface.FEATURE_DIM,))
+
+
+def _voices(speakers, config):
+    """(clips per speaker, voice statistics [clips, ...] for the self-check, seconds taken)."""
+    start = time.perf_counter()
+    clips = _synthesize_clips(speakers, config)
+    stats = np.stack([toy_voice_stats.voice_statistics(w, audio.SAMPLE_RATE)
+                      for row in clips for w in row])
+    return clips, stats, time.perf_counter() - start
+
+
 def _spectrograms(waveforms: List[np.ndarray], batch_size: int = 32) -> np.ndarray:
     """First 6 s of each clip (tiled if shorter), through the TF front end in batches."""
     fn = tf.function(audio.spectrogram)
@@ -237,25 +254,22 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.Dat
         num_faces,
         time.perf_counter() - t,
     )
-    t = time.perf_counter()
-    extractor = vggface.FaceFeatureExtractor(weights, batch_size=16, log_every=5)
-    features = extractor(images.reshape((-1,) + images.shape[2:])).reshape(
-        images.shape[:2] + (vggface.FEATURE_DIM,)
-    )
-    del extractor
-    logging.info("Face features: %.1f s.", time.perf_counter() - t)
+    # The voices are NumPy work, VGG-Face is TensorFlow's (which releases the GIL): synthesising
+    # them on a thread while the face features run keeps both cores busy.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="toy-voices") as pool:
+        voices = pool.submit(_voices, speakers, config)
+        t = time.perf_counter()
+        features = _face_features(weights, images)
+        logging.info("Face features: %.1f s.", time.perf_counter() - t)
+        clips, voice_stats, voice_seconds = voices.result()
+    logging.info("Synthesised %d clips and their voice statistics in %.1f s (beside the face "
+                 "features).", sum(map(len, clips)), voice_seconds)
 
     t = time.perf_counter()
-    clips = _synthesize_clips(speakers, config)
     flat_clips = [w for row in clips for w in row]
     stores_spectrogram = records.spectrogram_dtype_of(config.records_layout) is not None
     spectrograms = _spectrograms(flat_clips) if stores_spectrogram else [None] * len(flat_clips)
-    voice_stats = np.stack([toy_voice_stats.voice_statistics(w, audio.SAMPLE_RATE) for w in flat_clips])
-    logging.info(
-        "Synthesised %d clips with spectrograms in %.1f s.",
-        len(flat_clips),
-        time.perf_counter() - t,
-    )
+    logging.info("Spectrograms of %d clips in %.1f s.", len(flat_clips), time.perf_counter() - t)
 
     t = time.perf_counter()
     files, counts, num_bytes = {}, {}, {}
