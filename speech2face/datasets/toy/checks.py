@@ -5,11 +5,26 @@ from typing import Optional
 
 import tensorflow as tf
 
+from speech2face import audio, records
 from speech2face.models import vggface
 
-# What the build holds in memory per speaker (faces, features, waveforms, spectrograms, JPEGs at
-# the default sizes; ~6.5 MB measured), with headroom; the build refuses sizes that cannot fit.
-BYTES_PER_SPEAKER = 8 * 2**20
+# What the build holds in memory (docs/failures.md): per face its render, VGG-Face feature and
+# JPEG; per clip its float32 waveform and, in the spectrogram layouts, its float32 spectrogram
+# (598 x 257 x 2). The default world measures ~6.5 MB per speaker; HEADROOM covers the rest.
+BYTES_PER_FACE = 256 * 2**10
+SPECTROGRAM_BYTES = 598 * 257 * 2 * 4
+HEADROOM = 1.25
+
+
+def memory_needed(config) -> int:
+    """Bytes the build of `config` holds at its peak (with headroom): it grows with the
+    speakers, their clips and faces, and the clips' length."""
+    mean_seconds = (config.min_seconds + config.max_seconds) / 2
+    per_clip = mean_seconds * audio.SAMPLE_RATE * 4
+    if records.spectrogram_dtype_of(config.records_layout) is not None:
+        per_clip += SPECTROGRAM_BYTES
+    per_speaker = config.faces_per_speaker * BYTES_PER_FACE + config.clips_per_speaker * per_clip
+    return int(config.num_speakers * per_speaker * HEADROOM)
 
 
 def _available_memory_bytes() -> Optional[int]:
@@ -46,9 +61,10 @@ def check_before_building(config, output_dir: str) -> None:
                 f"{output_dir} is not empty ({', '.join(entries[:3])}"
                 f"{', ...' if len(entries) > 3 else ''}); the toy world is written only into a "
                 "new or empty directory, so that it never overwrites your files")
-    need, free = config.num_speakers * BYTES_PER_SPEAKER, _available_memory_bytes()
+    need, free = memory_needed(config), _available_memory_bytes()
     if free is not None and need > free:
         raise ValueError(
-            f"num_speakers={config.num_speakers} needs about {need / 2**30:.1f} GiB of memory "
-            f"(~{BYTES_PER_SPEAKER // 2**20} MiB per speaker) and {free / 2**30:.1f} GiB is "
-            "available; choose fewer speakers")
+            f"num_speakers={config.num_speakers} x clips_per_speaker={config.clips_per_speaker} "
+            f"(up to {config.max_seconds:g} s) and faces_per_speaker={config.faces_per_speaker} "
+            f"need about {need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is "
+            "available; choose fewer speakers, clips or faces, or shorter clips")

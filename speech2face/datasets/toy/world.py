@@ -77,11 +77,13 @@ class ToyWorldConfig:
             )
         if self.clips_per_speaker < 1 or self.faces_per_speaker < 1:
             raise ValueError("clips_per_speaker and faces_per_speaker must be at least 1")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if not 0.5 <= self.min_seconds <= self.max_seconds:
+        if not 0.5 <= self.min_seconds <= self.max_seconds < float("inf"):
             raise ValueError(
-                f"need 0.5 <= min_seconds <= max_seconds, got {self.min_seconds}, "
+                f"need 0.5 <= min_seconds <= max_seconds, both finite, got {self.min_seconds}, "
                 f"{self.max_seconds}"
             )
         if self.records_layout not in records.LAYOUTS:
