@@ -136,15 +136,16 @@ def _image_format(path: str) -> Optional[str]:
 
 
 def _save_image(image: Image.Image, target: str) -> None:
-    """Writes `target` under a temporary name, then renames it: a killed run leaves no half
-    image under the name of a finished one."""
-    partial = target + ".partial"
+    """Writes `target` under a temporary name of this process, then renames it: a killed run
+    leaves no half image under the name of a finished one, and two runs writing one --output
+    leave one of their images whole."""
+    partial = f"{target}.partial-{os.getpid()}"
     image.save(partial, format=_image_format(target))
     os.replace(partial, target)
 
 
 def _save_features(v_s: np.ndarray, target: str) -> None:
-    partial = target + ".partial"
+    partial = f"{target}.partial-{os.getpid()}"
     with open(partial, "wb") as f:
         np.save(f, v_s.astype(np.float32))
     os.replace(partial, target)

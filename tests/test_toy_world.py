@@ -239,3 +239,17 @@ def test_never_writes_over_a_users_files_or_past_its_memory(tmp_path, monkeypatc
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "--output_dir is required" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_two_builds_on_one_directory_one_is_refused(tmp_path, tiny_world):
+    """Two builds started at once both find the directory empty; only one claims it."""
+    from speech2face.datasets.toy import checks
+    out = str(tmp_path / "world")
+    checks.claim(out)
+    with pytest.raises(FileExistsError, match="being written by another make_toy_world"):
+        checks.claim(out)
+    assert os.listdir(out) == [checks.CLAIM_FILE]
+    with pytest.raises(FileExistsError, match="not empty"):  # a later start, or a killed build
+        toy_world.build_toy_world(TINY, out)
+    world, _ = tiny_world
+    assert checks.CLAIM_FILE not in os.listdir(world)  # a finished build removes its claim

@@ -68,3 +68,30 @@ def check_before_building(config, output_dir: str) -> None:
             f"(up to {config.max_seconds:g} s) and faces_per_speaker={config.faces_per_speaker} "
             f"need about {need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is "
             "available; choose fewer speakers, clips or faces, or shorter clips")
+
+
+# Made (O_EXCL) in the output directory by the build that owns it, removed when it is done.
+CLAIM_FILE = ".make_toy_world.pid"
+
+
+def claim(output_dir: str) -> str:
+    """Creates `output_dir` and makes this build its only writer: two builds started at once on
+    one directory both pass `check_before_building`, and only one may create the claim file;
+    the other is refused (FileExistsError) before it writes. Returns the claim's path; the
+    build removes it when the world is complete (a killed build leaves it: delete the
+    directory and rerun)."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, CLAIM_FILE)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise FileExistsError(f"{output_dir} is being written by another make_toy_world run; "
+                              "wait for it, or choose another directory") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    others = sorted(set(os.listdir(output_dir)) - {CLAIM_FILE})
+    if others:  # another build claimed, wrote and finished in between
+        os.remove(path)
+        raise FileExistsError(f"{output_dir} is not empty ({', '.join(others[:3])}); choose a "
+                              "new or empty directory")
+    return path

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from speech2face.datasets.toy import face as toy_face, speakers as toy_speakers, voice as toy_voice
 from speech2face.datasets.toy import voice_stats as toy_voice_stats
-from speech2face.datasets.toy.checks import check_before_building
+from speech2face.datasets.toy.checks import check_before_building, claim
 from speech2face.datasets.toy.speakers import SPEAKERS_FILE
 from speech2face import audio, media, records
 from speech2face.records import dataset_info
@@ -211,7 +211,7 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.Dat
     """
     check_before_building(config, output_dir)
     start = time.perf_counter()
-    os.makedirs(output_dir, exist_ok=True)
+    claim_file = claim(output_dir)
 
     speakers = toy_speakers.sample_speakers(config.num_speakers, _rng(config.seed, 1))
     splits = split_speakers(config.num_speakers, config.test_fraction, config.seed)
@@ -344,6 +344,7 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.Dat
             indent=1,
         )
     info.write(output_dir)
+    os.remove(claim_file)
     logging.info("Toy world built in %.1f s: %s.", info.build_seconds, output_dir)
     return info
 
