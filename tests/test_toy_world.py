@@ -134,6 +134,7 @@ def test_refuses_a_directory_with_records(tiny_world):
 @pytest.mark.parametrize("kwargs, message", [
     ({"num_speakers": 1}, "num_speakers"),
     ({"seed": -1}, "seed must be >= 0"),
+    ({"num_speakers": 2, "test_fraction": 0.9}, "leaves no speaker to train on"),
     ({"max_seconds": float("inf")}, "both finite"),
     ({"min_seconds": float("nan")}, "both finite"),
 ])

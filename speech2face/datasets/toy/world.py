@@ -81,6 +81,9 @@ class ToyWorldConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if round(self.test_fraction * self.num_speakers) >= self.num_speakers:  # split_speakers
+            raise ValueError(f"test_fraction={self.test_fraction} of {self.num_speakers} "
+                             "speakers leaves no speaker to train on; lower it or add speakers")
         if not 0.5 <= self.min_seconds <= self.max_seconds < float("inf"):
             raise ValueError(
                 f"need 0.5 <= min_seconds <= max_seconds, both finite, got {self.min_seconds}, "
