@@ -80,6 +80,8 @@ def load_audio(path, sample_rate=SAMPLE_RATE, max_seconds=None):
         raise AudioError(f"{path}: file not found")
     if os.path.isdir(path):
         raise AudioError(f"{path}: is a directory, not a media file")
+    if not os.path.isfile(path):  # /dev/zero, a FIFO: reading would block or never end
+        raise AudioError(f"{path}: not a regular file")
     size = os.path.getsize(path)
     if size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes)")

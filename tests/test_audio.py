@@ -1,5 +1,8 @@
 """Tests for speech2face.audio: decoding, tiling/cropping, the spectrogram and its NumPy twin."""
 
+import os
+import pathlib
+
 import librosa
 import numpy as np
 import pytest
@@ -367,3 +370,10 @@ def test_max_seconds_decodes_only_the_start(tmp_path, name):
     np.testing.assert_allclose(start[:-200], full[:start.size - 200], atol=1e-4)
     with pytest.raises(ValueError, match="max_seconds"):
         audio.load_audio(path, max_seconds=float("nan"))
+
+
+def test_device_and_fifo_are_not_media_files(tmp_path):
+    """/dev/zero would be read for ever, a FIFO would block: neither is a regular file."""
+    os.mkfifo(tmp_path / "pipe.wav")
+    for path in (pathlib.Path("/dev/zero"), tmp_path / "pipe.wav"):
+        _assert_audio_error(path, "not a regular file")
