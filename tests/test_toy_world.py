@@ -254,3 +254,23 @@ def test_two_builds_on_one_directory_one_is_refused(tmp_path, tiny_world):
         toy_world.build_toy_world(TINY, out)
     world, _ = tiny_world
     assert checks.CLAIM_FILE not in os.listdir(world)  # a finished build removes its claim
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_an_interrupted_build_removes_what_it_wrote(tmp_path, monkeypatch, existed):
+    """Ctrl-C after the random weights are written: the directory is as it was (gone, or
+    empty), so the same command runs again."""
+    out = tmp_path / "world"
+    if existed:
+        out.mkdir()
+    monkeypatch.setattr(toy_world.vggface, "random_vggface_weights",
+                        lambda path, seed: open(path, "wb").write(b"weights"))
+
+    def interrupt(*args):
+        assert sorted(os.listdir(out)) == [".make_toy_world.pid", "vggface_random_seed3.h5"]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(toy_world, "_render_faces", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        toy_world.build_toy_world(TINY, str(out))
+    assert out.exists() == existed and (not existed or os.listdir(out) == [])

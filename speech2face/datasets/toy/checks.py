@@ -1,5 +1,6 @@
 """What the toy world's build checks before it writes a byte (docs/failures.md)."""
 
+import glob
 import os
 from typing import Optional
 
@@ -78,8 +79,8 @@ def claim(output_dir: str) -> str:
     """Creates `output_dir` and makes this build its only writer: two builds started at once on
     one directory both pass `check_before_building`, and only one may create the claim file;
     the other is refused (FileExistsError) before it writes. Returns the claim's path; the
-    build removes it when the world is complete (a killed build leaves it: delete the
-    directory and rerun)."""
+    build removes it when the world is complete (a build killed outright, SIGKILL or SIGTERM,
+    leaves it: delete the directory and rerun)."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, CLAIM_FILE)
     try:
@@ -95,3 +96,18 @@ def claim(output_dir: str) -> str:
         raise FileExistsError(f"{output_dir} is not empty ({', '.join(others[:3])}); choose a "
                               "new or empty directory")
     return path
+
+
+# What a build writes (records, their .tmp names, the random weights, the JSON files).
+_BUILD_FILES = ("train-*.tfrecord*", "test-*.tfrecord*", "vggface_random_seed*.h5*",
+                "speakers.json", "dataset_info.json*", CLAIM_FILE)
+
+
+def discard(output_dir: str, created: bool) -> None:
+    """Removes what a failed build wrote into `output_dir` (only the build's own file names),
+    and the directory itself when the build created it and it is empty again."""
+    for pattern in _BUILD_FILES:
+        for path in glob.glob(os.path.join(glob.escape(output_dir), pattern)):
+            os.remove(path)
+    if created and os.path.isdir(output_dir) and not os.listdir(output_dir):
+        os.rmdir(output_dir)

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from speech2face.datasets.toy import face as toy_face, speakers as toy_speakers, voice as toy_voice
 from speech2face.datasets.toy import voice_stats as toy_voice_stats
-from speech2face.datasets.toy.checks import check_before_building, claim
+from speech2face.datasets.toy.checks import check_before_building, claim, discard
 from speech2face.datasets.toy.speakers import SPEAKERS_FILE
 from speech2face import audio, media, records
 from speech2face.records import dataset_info
@@ -207,14 +207,26 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
 
 
 def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
-    """Builds the toy world into `output_dir` (created; must not hold records yet).
+    """Builds the toy world into `output_dir` (created; must be new or empty). A build that
+    fails or is interrupted removes what it wrote, so the same command can be run again.
 
     Returns:
       The `dataset_info.DatasetInfo` written to `dataset_info.json`.
     """
     check_before_building(config, output_dir)
-    start = time.perf_counter()
+    created = not os.path.isdir(output_dir)
     claim_file = claim(output_dir)
+    try:
+        info = _build(config, output_dir)
+    except BaseException:  # an error, Ctrl-C, a full disk: leave the directory as it was
+        discard(output_dir, created)
+        raise
+    os.remove(claim_file)
+    return info
+
+
+def _build(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
+    start = time.perf_counter()
 
     speakers = toy_speakers.sample_speakers(config.num_speakers, _rng(config.seed, 1))
     splits = split_speakers(config.num_speakers, config.test_fraction, config.seed)
@@ -347,7 +359,6 @@ def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.Dat
             indent=1,
         )
     info.write(output_dir)
-    os.remove(claim_file)
     logging.info("Toy world built in %.1f s: %s.", info.build_seconds, output_dir)
     return info
 
