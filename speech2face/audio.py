@@ -32,6 +32,10 @@ POWER = 0.3  # power-law exponent, applied to the real and imaginary parts separ
 # all-zero spectrogram and a useless training example) does not.
 SILENCE_PEAK = 1e-5
 
+# Below this source rate a file cannot hold speech (its band ends under 4 kHz; telephone audio
+# is 8 kHz): `load_audio` refuses it rather than upsample a few samples into a "voice".
+MIN_SOURCE_RATE = 8000  # Hz
+
 # libsndfile decodes these directly (no subprocess); anything else, or anything libsndfile
 # rejects, goes through ffmpeg.
 _SOUNDFILE_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"})
@@ -47,7 +51,7 @@ class AudioError(ValueError):
 # Decoding
 
 
-def load_audio(path, sample_rate=SAMPLE_RATE):
+def load_audio(path, sample_rate=SAMPLE_RATE, max_seconds=None):
     """Decodes a media file to mono float32 at `sample_rate` Hz.
 
     Args:
@@ -55,30 +59,40 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
         (mp3, m4a/aac, the audio track of mp4/mkv/webm/mov, ...) through the ffmpeg binary of
         imageio-ffmpeg.
       sample_rate: output rate in Hz.
+      max_seconds: decode only the file's first `max_seconds` (None: all of it), so that a
+        caller that hears only the start (prediction: the first 6 s) does not decode, or hold
+        in memory, an hour of video.
 
     Returns:
       np.ndarray float32 [n], samples in [-1, 1] (channels averaged).
 
     Raises:
       AudioError (a ValueError): missing, empty, undecodable or truncated file, no audio stream,
-        no samples decoded, non-finite samples, or all-silent audio. The message names the file.
+        a source rate under `MIN_SOURCE_RATE`, no samples decoded, non-finite samples, or
+        all-silent audio. The message names the file.
     """
     path = os.fspath(path)
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+    if max_seconds is not None and not 0 < max_seconds < float("inf"):
+        raise ValueError(f"max_seconds must be positive and finite, got {max_seconds!r}")
     if not os.path.exists(path):
         raise AudioError(f"{path}: file not found")
     if os.path.isdir(path):
         raise AudioError(f"{path}: is a directory, not a media file")
+    if not os.path.isfile(path):  # /dev/zero, a FIFO: reading would block or never end
+        raise AudioError(f"{path}: not a regular file")
     size = os.path.getsize(path)
     if size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes)")
 
     waveform = None
     if os.path.splitext(path)[1].lower() in _SOUNDFILE_EXTENSIONS:
-        waveform = _load_with_soundfile(path, sample_rate)
+        waveform = _load_with_soundfile(path, sample_rate, max_seconds)
     if waveform is None:
-        waveform = _load_with_ffmpeg(path, sample_rate)
+        waveform = _load_with_ffmpeg(path, sample_rate, max_seconds)
+    if max_seconds is not None:  # both decode a little more, for the resampler's edge
+        waveform = waveform[:int(round(max_seconds * sample_rate))]
 
     if waveform.size == 0:
         raise AudioError(f"{path}: no audio samples decoded ({size} bytes; truncated file or "
@@ -91,13 +105,26 @@ def load_audio(path, sample_rate=SAMPLE_RATE):
     return waveform
 
 
-def _load_with_soundfile(path, sample_rate):
+# Decoded past `max_seconds`, so that the resampler's filter sees the samples after the cut.
+_EDGE_SECONDS = 0.1
+
+
+def _load_with_soundfile(path, sample_rate, max_seconds=None):
     """The fast path. Returns None (so the caller falls back to ffmpeg) when libsndfile fails or
     decodes nothing: a header-only or odd-codec file may still be readable by ffmpeg, and if it is
     not, ffmpeg's error message is the one worth showing."""
     try:
-        data, source_rate = soundfile.read(path, dtype="float32", always_2d=True)
+        with soundfile.SoundFile(path) as f:
+            source_rate = f.samplerate
+            if source_rate < MIN_SOURCE_RATE:
+                raise AudioError(f"{path}: sample rate {source_rate} Hz is under "
+                                 f"{MIN_SOURCE_RATE} Hz, too low to hold speech")
+            frames = -1 if max_seconds is None else int(
+                np.ceil((max_seconds + _EDGE_SECONDS) * source_rate))
+            data = f.read(frames, dtype="float32", always_2d=True)
     except (RuntimeError, ValueError, OSError, EOFError) as e:
+        if isinstance(e, AudioError):
+            raise
         _log.debug("soundfile could not read %s (%s); trying ffmpeg", path, e)
         return None
     if data.shape[0] == 0:
@@ -109,14 +136,15 @@ def _load_with_soundfile(path, sample_rate):
     return np.ascontiguousarray(waveform, dtype=np.float32)
 
 
-def _load_with_ffmpeg(path, sample_rate):
+def _load_with_ffmpeg(path, sample_rate, max_seconds=None):
     """Decodes the first audio stream to little-endian float32 mono at `sample_rate` via a pipe;
     ffmpeg does the down-mix and the resampling."""
+    limit = [] if max_seconds is None else ["-t", f"{max_seconds + _EDGE_SECONDS:g}"]
     command = [
         media.ffmpeg_exe(), "-nostdin", "-v", "error",
         # "file:" keeps a path with a colon in it from being read as a protocol ("a:b.wav").
         "-i", "file:" + os.path.abspath(path),
-        "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-",
+        "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), *limit, "-f", "f32le", "-",
     ]
     try:
         result = subprocess.run(command, capture_output=True, check=False)

@@ -21,6 +21,7 @@ Equal stems (a/x.wav, b/x.mp4) are told apart by the extension, then a counter. 
 shows the first 120 faces at 128 px.
 """
 
+import math
 import os
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -40,6 +41,7 @@ SHEET_NAME = "contact_sheet.png"
 SHEET_TILE = 128  # pixels per face on the contact sheet
 SHEET_COLUMNS = 6
 MAX_SHEET_FACES = 120  # the sheet shows the first ones only
+MAX_IMAGE_SIZE = 4096  # pixels a side: a 100000 px face would need 30 GB of memory
 
 
 class Prediction(NamedTuple):
@@ -82,15 +84,16 @@ def expand_inputs(paths: Sequence[str]) -> List[Tuple[str, Optional[Exception]]]
 
 def check_segment(waveform: np.ndarray, path: str) -> np.ndarray:
     """`waveform` if the part the encoder hears (its first 6 s) holds at least 1 s
-    (`artifact.MIN_SAMPLES`) of sound: 10 ms frames whose peak is not digital silence
-    (`audio.SILENCE_PEAK`; frames, not samples, so a waveform's zero crossings count as sound);
-    else `audio.AudioError` naming `path`: a 10 ms blip, or a file silent for its first 6 s,
-    would draw a face from no speech (the builder refuses such clips too, docs/data.md)."""
+    (`artifact.MIN_SAMPLES`) of sound: 10 ms frames whose samples span more than digital
+    silence (`audio.SILENCE_PEAK`, peak to peak: frames, not samples, so a waveform's zero
+    crossings count as sound, and a constant offset does not); else `audio.AudioError` naming
+    `path`: a 10 ms blip, or a file silent (or a flat DC level) for its first 6 s, would draw a
+    face from no speech (the builder refuses such clips too, docs/data.md)."""
     artifact.check_length(waveform, path)
-    segment = np.abs(np.asarray(waveform[:audio.SEGMENT_SAMPLES]))
+    segment = np.asarray(waveform[:audio.SEGMENT_SAMPLES])
     frame = audio.SAMPLE_RATE // 100
-    padded = np.pad(segment, (0, -len(segment) % frame)).reshape(-1, frame)
-    sound = padded.max(axis=1) >= audio.SILENCE_PEAK
+    padded = np.pad(segment, (0, -len(segment) % frame), mode="edge").reshape(-1, frame)
+    sound = np.ptp(padded, axis=1) >= audio.SILENCE_PEAK
     # The last frame may be short: count the samples it really has.
     sizes = np.full(len(sound), frame)
     sizes[-1] = len(segment) - frame * (len(sound) - 1)
@@ -99,20 +102,53 @@ def check_segment(waveform: np.ndarray, path: str) -> np.ndarray:
         raise audio.AudioError(
             f"{path}: only {heard / audio.SAMPLE_RATE:.2f} s of its first "
             f"{min(len(waveform), audio.SEGMENT_SAMPLES) / audio.SAMPLE_RATE:.2f} s is sound "
-            "(the rest digital silence); a prediction needs at least "
+            "(the rest digital silence or a constant level); a prediction needs at least "
             f"{artifact.MIN_SAMPLES / audio.SAMPLE_RATE:g} s of speech there")
     return waveform
 
 
-def check_output(output: str) -> None:
-    """Raises ValueError (writing nothing) unless the PNGs can go to `output`: the directory they
-    go in must be a directory, or creatable, and writable by this user."""
+def check_settings(output: str, image_size: int, exaggeration: float) -> None:
+    """Raises ValueError (writing nothing) unless the faces can be made and written: `image_size`
+    in [1, MAX_IMAGE_SIZE], `exaggeration` finite and >= -1, and `output` a file name whose
+    extension is an image format PIL writes (.png, .jpg, ...) or a directory; the directory the
+    images go in must be a directory, or creatable, and writable by this user."""
+    if not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"image_size must be in [1, {MAX_IMAGE_SIZE}], got {image_size}")
+    if not (math.isfinite(exaggeration) and exaggeration >= -1.0):
+        raise ValueError(f"exaggeration must be a finite number >= -1, got {exaggeration}")
+    if not output:
+        raise ValueError("--output is empty: give a PNG file name or a directory")
+    if not _is_directory_target(output) and _image_format(output) is None:
+        raise ValueError(f"--output {output}: {os.path.splitext(output)[1]} is not an image "
+                         "format; give a .png file name, or a directory (ending in /)")
     target = output if _is_directory_target(output) else os.path.dirname(output) or "."
     if os.path.exists(target) and not os.path.isdir(target):
         raise ValueError(f"--output {output}: {target} is a file, not a directory")
     problem = errors.unwritable_reason(target)
     if problem:
         raise ValueError(f"--output {output}: {problem}")
+
+
+def _image_format(path: str) -> Optional[str]:
+    """The PIL format that writes `path`'s extension (PNG for .png), or None."""
+    image_format = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    return image_format if image_format in Image.SAVE else None
+
+
+def _save_image(image: Image.Image, target: str) -> None:
+    """Writes `target` under a temporary name of this process, then renames it: a killed run
+    leaves no half image under the name of a finished one, and two runs writing one --output
+    leave one of their images whole."""
+    partial = f"{target}.partial-{os.getpid()}"
+    image.save(partial, format=_image_format(target))
+    os.replace(partial, target)
+
+
+def _save_features(v_s: np.ndarray, target: str) -> None:
+    partial = f"{target}.partial-{os.getpid()}"
+    with open(partial, "wb") as f:
+        np.save(f, v_s.astype(np.float32))
+    os.replace(partial, target)
 
 
 def _is_directory_target(output: str) -> bool:
@@ -173,14 +209,13 @@ def predict_files(model_dir: Optional[str], paths: Sequence[str], output: str,
 
     Raises (before writing anything):
       FileNotFoundError: no exported encoder or decoder. ValueError: no inputs, a bad
-      `image_size`, an `output` that cannot be written, a model that does not load.
+      `image_size` or `exaggeration`, an `output` that cannot be written, a model that does
+      not load.
     """
     inputs = expand_inputs(paths)
     if not inputs:
         raise ValueError("no input files given")
-    if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
-    check_output(output)
+    check_settings(output, image_size, exaggeration)
     try:
         predictor = artifact.load_either(model, model_dir, decoder_dir)
     except FileNotFoundError:
@@ -198,7 +233,9 @@ def predict_files(model_dir: Optional[str], paths: Sequence[str], output: str,
         chunk, segments = [], []
         for path in pending[start:start + batch_size]:
             try:
-                waveform = check_segment(audio.load_audio(path), path)
+                # Only the first 6 s are heard: an hour-long video is not decoded in full.
+                waveform = check_segment(
+                    audio.load_audio(path, max_seconds=audio.SEGMENT_SECONDS), path)
             except (audio.AudioError, RuntimeError) as e:
                 logging.warning("%s", e)
                 outcome[path] = e
@@ -212,9 +249,9 @@ def predict_files(model_dir: Optional[str], paths: Sequence[str], output: str,
             target = targets[path]
             os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
             image = Image.fromarray(face).resize((image_size, image_size), Image.LANCZOS)
-            image.save(target)
+            _save_image(image, target)
             if save_features:
-                np.save(os.path.splitext(target)[0] + ".npy", v_s.astype(np.float32))
+                _save_features(v_s, os.path.splitext(target)[0] + ".npy")
             outcome[path] = target
             logging.info("%s -> %s", path, target)
             if sheet and len(tiles) < MAX_SHEET_FACES:

@@ -1,5 +1,8 @@
 """Tests for speech2face.audio: decoding, tiling/cropping, the spectrogram and its NumPy twin."""
 
+import os
+import pathlib
+
 import librosa
 import numpy as np
 import pytest
@@ -342,3 +345,35 @@ def test_non_finite_samples(tmp_path):
     x[10] = np.nan
     path = helpers.write_wav(tmp_path / "nan.wav", x, subtype="FLOAT")
     _assert_audio_error(path, "NaN")
+
+
+def test_sample_rates_too_low_for_speech_are_refused(tmp_path):
+    """A 1 Hz file would upsample ten samples into ten seconds of a "voice"."""
+    path = helpers.write_wav(tmp_path / "rate1.wav", np.array([0.5, -0.5] * 5, np.float32),
+                             sample_rate=1)
+    _assert_audio_error(path, "sample rate 1 Hz is under 8000 Hz")
+    telephone = helpers.write_wav(tmp_path / "phone.wav", helpers.sine(440, 1.0, 8000), 8000)
+    _check_tone(audio.load_audio(telephone), tolerance_samples=1)
+
+
+@pytest.mark.parametrize("name", ["long.wav", "long.mkv"])  # libsndfile, then ffmpeg
+def test_max_seconds_decodes_only_the_start(tmp_path, name):
+    """What prediction hears of a long file: its first 6 s, the same samples as a full decode
+    (a 44.1 kHz file too: the resampler sees past the cut)."""
+    tone = helpers.sine(440, 20.0, sample_rate=44100) * np.linspace(0.2, 1.0, 20 * 44100)
+    path = helpers.write_wav(tmp_path / "long.wav", tone, sample_rate=44100)
+    if name != "long.wav":
+        path = path.rename(tmp_path / name)  # a WAV by content: ffmpeg reads it
+    full = audio.load_audio(path)
+    start = audio.load_audio(path, max_seconds=6.0)
+    assert start.shape == (6 * audio.SAMPLE_RATE,)
+    np.testing.assert_allclose(start[:-200], full[:start.size - 200], atol=1e-4)
+    with pytest.raises(ValueError, match="max_seconds"):
+        audio.load_audio(path, max_seconds=float("nan"))
+
+
+def test_device_and_fifo_are_not_media_files(tmp_path):
+    """/dev/zero would be read for ever, a FIFO would block: neither is a regular file."""
+    os.mkfifo(tmp_path / "pipe.wav")
+    for path in (pathlib.Path("/dev/zero"), tmp_path / "pipe.wav"):
+        _assert_audio_error(path, "not a regular file")

@@ -109,6 +109,10 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
     out = tmp_path / "out"
     cases = [({"url_template": "http://host/video"}, "has no {id}"),
              ({"workers": 0}, "--workers must be at least 1"),
+             # NaN passes every "< 0" test: it would start fetching with no rate limit.
+             ({"rate_limit": float("nan")}, "--rate_limit must be a finite number >= 0"),
+             ({"margin_seconds": float("inf")}, "--margin_seconds must be a finite"),
+             ({"timeout_seconds": float("nan")}, "--timeout_seconds must be a finite"),
              ({"manifest": str(tmp_path / "nope.csv")}, "does not exist")]
     for change, message in cases:
         config = download.DownloadConfig(**{"manifest": str(manifest), "output_dir": str(out),

@@ -156,6 +156,10 @@ def test_build_records_cli_errors_are_one_line(tmp_path):
             ([f"--output_dir={tmp_path / 'new'}", "--direct_running_mode=bogus"],
              "invalid choice"),
             ([f"--output_dir={tmp_path / 'new'}", "--test_fraction=2"], "test_fraction"),
+            # A bad value of a flag absl knows (the rest go to Beam): one line, no traceback.
+            ([f"--output_dir={tmp_path / 'new'}", "--num_workers=0"], "not a positive integer"),
+            # An empty --output_dir would build into the working directory.
+            (["--output_dir="], "--output_dir is required"),
             # Every row rejected: non-zero, and the old contents stay as they were.
             ([f"--output_dir={tmp_path / 'out'}", "--overwrite",
               "--direct_running_mode=in_memory", "--direct_num_workers=1"],
@@ -168,3 +172,14 @@ def test_build_records_cli_errors_are_one_line(tmp_path):
     assert not (tmp_path / "new").exists()
     assert [e for e in os.listdir(tmp_path / "out") if not e.startswith(".build-")] == [
         "notes.txt"]
+
+
+def test_ctrl_c_is_one_line_and_status_130():
+    """Every tool runs under `run_main`: Ctrl-C during its work (predict.py mid-batch,
+    build_records mid-pipeline) ends in one line, not a KeyboardInterrupt traceback."""
+    code = ("import sys; from speech2face.cli import flags\n"
+            "def main(argv):\n    raise KeyboardInterrupt\n"
+            "sys.argv = ['tool']; flags.run_main('tool', 'A tool.', main)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stderr.strip() == "tool: interrupted", proc.stderr

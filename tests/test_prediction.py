@@ -162,14 +162,64 @@ def test_cli_one_input(tiny_models, media, tmp_path):
 
 
 def test_check_segment_refuses_too_little_sound():
-    """A 10 ms blip, or sound only after the first 6 s, draws no face; 1 s of a tone does."""
+    """A 10 ms blip, a constant (DC) level, or sound only after the first 6 s, draws no face;
+    1 s of a tone does."""
     sr = audio.SAMPLE_RATE
     tone = np.sin(2 * np.pi * 220 * np.arange(sr) / sr).astype(np.float32)
     assert prediction.check_segment(tone, "tone.wav") is tone
     blip = np.zeros(2 * sr, np.float32)
-    blip[:sr // 100] = 0.5
+    blip[:sr // 100] = tone[:sr // 100]
     with pytest.raises(audio.AudioError, match="blip.wav: only 0.01 s"):
         prediction.check_segment(blip, "blip.wav")
+    with pytest.raises(audio.AudioError, match="dc.wav: only 0.00 s .* or a constant level"):
+        prediction.check_segment(np.full(3 * sr, 0.5, np.float32), "dc.wav")
     late = np.concatenate([np.zeros(audio.SEGMENT_SAMPLES, np.float32), tone])
     with pytest.raises(audio.AudioError, match="late.wav: only 0.00 s"):
         prediction.check_segment(late, "late.wav")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"image_size": 0}, "image_size must be in"),
+    ({"image_size": 100000}, "image_size must be in"),  # 30 GB of pixels
+    ({"exaggeration": float("nan")}, "exaggeration must be a finite"),
+    ({"exaggeration": float("inf")}, "exaggeration must be a finite"),
+    ({"output": ""}, "--output is empty"),
+    ({"output": "IN/clip.wav"}, ".wav is not an image format"),  # the input itself
+    ({"output": "IN/clip.wav/face.png"}, "is a file, not a directory"),
+])
+def test_bad_settings_are_refused_before_the_model_loads(tmp_path, kwargs, message):
+    clip = helpers.write_wav(tmp_path / "clip.wav", helpers.sine(220, 2.0))
+    before = clip.read_bytes()
+    settings = {"output": str(tmp_path / "face.png"), "image_size": 64, "exaggeration": 0.0,
+                **kwargs}
+    settings["output"] = settings["output"].replace("IN", str(tmp_path))
+    with pytest.raises(ValueError, match=message):
+        # No model at all: the settings are refused before anything looks for one.
+        prediction.predict_files(None, [str(clip)], **settings, model=str(tmp_path / "none"))
+    assert clip.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["clip.wav"]
+
+
+def test_long_files_and_other_image_formats(tiny_models, test_clip, tmp_path):
+    """A 10-hour WAV (sparse on disk) is read for its first 6 s only, the same face as its
+    first minute gives; a .jpg --output (here the contact sheet) is a JPEG; no temporary file
+    is left."""
+    voice = test_clip.waveform.astype(np.float32) / 32768.0
+    minute = helpers.write_wav(tmp_path / "minute.wav",
+                               np.tile(voice, 30)[:60 * audio.SAMPLE_RATE])
+    long = tmp_path / "long.wav"
+    with open(minute, "rb") as src, open(long, "wb") as dst:
+        header, data = src.read(44), src.read()
+        assert header[36:40] == b"data"
+        n = 10 * 3600 * audio.SAMPLE_RATE * 2
+        dst.write(header[:4] + (36 + n).to_bytes(4, "little") + header[8:40]
+                  + n.to_bytes(4, "little") + data)
+        dst.truncate(44 + n)
+    results = prediction.predict_files(tiny_models.encoder_dir, [str(minute), str(long)],
+                                       str(tmp_path / "out" / "face.jpg"), image_size=64,
+                                       save_features=True)
+    assert all(r.ok for r in results), results
+    assert Image.open(results.sheet).format == "JPEG"
+    # The same v_s up to float rounding (two rows of one batch can round differently).
+    v_s = [np.load(os.path.splitext(r.output)[0] + ".npy") for r in results]
+    np.testing.assert_allclose(v_s[0], v_s[1], rtol=1e-4, atol=1e-4 * np.abs(v_s[0]).max())
+    assert not [name for name in os.listdir(tmp_path / "out") if "partial" in name]

@@ -131,9 +131,17 @@ def test_refuses_a_directory_with_records(tiny_world):
         toy_world.build_toy_world(TINY, directory)
 
 
-def test_bad_config_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="num_speakers"):
-        toy_world.build_toy_world(toy_world.ToyWorldConfig(num_speakers=1), str(tmp_path))
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_speakers": 1}, "num_speakers"),
+    ({"seed": -1}, "seed must be >= 0"),
+    ({"num_speakers": 2, "test_fraction": 0.9}, "leaves no speaker to train on"),
+    ({"max_seconds": float("inf")}, "both finite"),
+    ({"min_seconds": float("nan")}, "both finite"),
+])
+def test_bad_config_is_a_clear_error(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        toy_world.build_toy_world(toy_world.ToyWorldConfig(**kwargs), str(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow
@@ -212,8 +220,12 @@ def test_never_writes_over_a_users_files_or_past_its_memory(tmp_path, monkeypatc
         toy_world.build_toy_world(TINY, str(mine / "thesis.tex"))
     monkeypatch.setattr(checks, "_available_memory_bytes", lambda: 2**30)
     big = dataclasses.replace(TINY, num_speakers=1000)
-    with pytest.raises(ValueError, match=r"num_speakers=1000 needs about 7.8 GiB.*1.0 GiB"):
+    with pytest.raises(ValueError, match=r"num_speakers=1000 .* need about 3.8 GiB.*1.0 GiB"):
         toy_world.build_toy_world(big, str(tmp_path / "new"))
+    # Two speakers with a hundred million clips each do not fit either.
+    many = dataclasses.replace(TINY, num_speakers=2, clips_per_speaker=10**8)
+    with pytest.raises(ValueError, match=r"clips_per_speaker=100000000 .* GiB of memory"):
+        toy_world.build_toy_world(many, str(tmp_path / "new"))
     assert not (tmp_path / "new").exists()
     with pytest.raises(ValueError, match="nope.h5"):
         toy_world.build_toy_world(dataclasses.replace(TINY, vggface_weights=str(tmp_path / "nope.h5")),
@@ -224,3 +236,41 @@ def test_never_writes_over_a_users_files_or_past_its_memory(tmp_path, monkeypatc
     errors = [line for line in result.stderr.splitlines() if line.startswith("make_toy_world:")]
     assert result.returncode == 1 and len(errors) == 1 and "not empty" in errors[0]
     assert "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", "data_prep.make_toy_world", "--output_dir="],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "--output_dir is required" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_two_builds_on_one_directory_one_is_refused(tmp_path, tiny_world):
+    """Two builds started at once both find the directory empty; only one claims it."""
+    from speech2face.datasets.toy import checks
+    out = str(tmp_path / "world")
+    checks.claim(out)
+    with pytest.raises(FileExistsError, match="being written by another make_toy_world"):
+        checks.claim(out)
+    assert os.listdir(out) == [checks.CLAIM_FILE]
+    with pytest.raises(FileExistsError, match="not empty"):  # a later start, or a killed build
+        toy_world.build_toy_world(TINY, out)
+    world, _ = tiny_world
+    assert checks.CLAIM_FILE not in os.listdir(world)  # a finished build removes its claim
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_an_interrupted_build_removes_what_it_wrote(tmp_path, monkeypatch, existed):
+    """Ctrl-C after the random weights are written: the directory is as it was (gone, or
+    empty), so the same command runs again."""
+    out = tmp_path / "world"
+    if existed:
+        out.mkdir()
+    monkeypatch.setattr(toy_world.vggface, "random_vggface_weights",
+                        lambda path, seed: open(path, "wb").write(b"weights"))
+
+    def interrupt(*args):
+        assert sorted(os.listdir(out)) == [".make_toy_world.pid", "vggface_random_seed3.h5"]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(toy_world, "_render_faces", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        toy_world.build_toy_world(TINY, str(out))
+    assert out.exists() == existed and (not existed or os.listdir(out) == [])

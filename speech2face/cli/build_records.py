@@ -44,7 +44,7 @@ class _NoApitoolsWarning(std_logging.Filter):
 
 std_logging.getLogger().addFilter(_NoApitoolsWarning())
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 from speech2face.datasets.real import build, faces, manifests, runners, shards  # noqa: E402
 from speech2face import records  # noqa: E402
@@ -68,6 +68,9 @@ _PROG = "build_records"
 def main(argv):
     # Whatever absl does not know goes to Beam (argv[0] is the program).
     beam_args = argv[1:]
+    for name in ("manifest_format", "media_dir", "output_dir"):
+        if not FLAGS[name].value:  # "--output_dir=" would build into the working directory
+            config_flags.fail(_PROG, f"--{name} is required (it is empty)")
     # Beam relays every worker's INFO lines (gRPC channels, bundle statistics): they would bury
     # the build's own messages. --verbosity=1 brings them back.
     if FLAGS.verbosity < 1:
@@ -93,13 +96,16 @@ def main(argv):
 
 def _parse_flags(argv):
     # Unknown flags are Beam pipeline options; absl must leave them in argv instead of failing.
-    return flags.FLAGS(argv, known_only=True)
+    # A bad value of a known flag (--num_workers=0) is one line, as absl's own parser makes it.
+    try:
+        return flags.FLAGS(argv, known_only=True)
+    except flags.Error as e:
+        config_flags.fail(_PROG, e)
 
 
 def run():
     """Console-script entry point (absl parses the flags and prints this module's help)."""
-    config_flags.as_main_module(__name__, __doc__)
-    app.run(main, flags_parser=_parse_flags)
+    config_flags.run_main(__name__, __doc__, main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

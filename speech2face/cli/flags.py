@@ -128,24 +128,30 @@ def user_message(error: BaseException) -> Optional[str]:
     return None
 
 
-def run_main(module_name: str, doc: str, main) -> None:
+def run_main(module_name: str, doc: str, main, flags_parser=None) -> None:
     """Runs a tool's `main(argv)` under absl, its `--help` describing that tool
     (`as_main_module`); every tool's `run()`, the console-script entry point, is this call.
 
     An error the user caused (`user_message`) ends the tool with one line on stderr,
-    `PROG: error: MESSAGE`, and exit status 1; any other exception keeps its traceback."""
+    `PROG: error: MESSAGE`, and exit status 1; any other exception keeps its traceback. Ctrl-C
+    (a KeyboardInterrupt) ends it with one line too, and status 130 (128 + SIGINT).
+    `flags_parser`: absl's, for a tool that passes unknown flags on (build_records to Beam)."""
     as_main_module(module_name, doc)
+    prog = os.path.basename(sys.argv[0]) or module_name
 
     def guarded(argv):
         try:
             return main(argv)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            sys.exit(130)
         except Exception as e:  # pylint: disable=broad-except
             message = user_message(e)
             if message is None:
                 raise
-            fail(os.path.basename(sys.argv[0]) or module_name, message)
+            fail(prog, message)
 
-    app.run(guarded)
+    app.run(guarded, **({} if flags_parser is None else {"flags_parser": flags_parser}))
 
 
 def check_usage(argv: Sequence[str], required: Sequence[str] = ()) -> None:

@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    config_flags.check_usage(argv)
+    config_flags.check_usage(argv, required=("output_dir",))  # "--output_dir=" too
     config = toy_world.ToyWorldConfig(**config_flags.kwargs_given(_FIELDS))
     try:
         info = toy_world.build_toy_world(config, FLAGS.output_dir)

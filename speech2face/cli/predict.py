@@ -37,7 +37,8 @@ flags.DEFINE_string("output", "face.png", "PNG file name, or a directory (ending
 flags.DEFINE_bool("save_features", False, "Also save v_s as .npy beside each PNG.")
 flags.DEFINE_string("decoder_dir", None, "Stage-1 run to decode faces with (default: the one "
                     "the encoder was trained against).")
-flags.DEFINE_integer("image_size", 256, "Side of the face PNGs in pixels.", lower_bound=1)
+flags.DEFINE_integer("image_size", 256, "Side of the face PNGs in pixels.", lower_bound=1,
+                     upper_bound=prediction.MAX_IMAGE_SIZE)
 flags.DEFINE_float("exaggeration", 0.0, "Decode mean + (1 + e)(v_s - mean), mean = the decoder's "
                    "training mean feature: e > 0 exaggerates what sets the face apart from the "
                    "average (the paper's renders used 0.7; docs/evaluation.md).", lower_bound=-1.0)
@@ -49,8 +50,8 @@ def main(argv):
     if bool(FLAGS.model) == bool(FLAGS.model_dir):
         raise app.UsageError("give --model=MODEL (a model directory) or --model_dir=RUN (a "
                              "stage-2 training run), one of the two")
-    if not paths:
-        raise app.UsageError("give at least one --audio=FILE (or directory)")
+    if not paths or not all(paths):
+        raise app.UsageError("give at least one --audio=FILE (or directory), none of them empty")
     try:
         results = prediction.predict_files(FLAGS.model_dir, paths, FLAGS.output,
                                            save_features=FLAGS.save_features,

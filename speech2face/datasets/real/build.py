@@ -300,8 +300,15 @@ def _run(config: BuildConfig, options, beam_info: dict, build_dir: str, weights:
     pipeline = runners.make_pipeline(options)
     build_pipeline(pipeline, config, weights, run_info, start_time, tf_threads, build_dir)
     with runners.local_ports_on_loopback(options):
-        result = pipeline.run()
-        result.wait_until_finish()
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+        except RuntimeError as e:
+            # Ctrl-C inside a transform: Beam cannot add its step to a KeyboardInterrupt (it
+            # has no message) and raises "KeyboardInterrupt [while running ...]" instead.
+            if str(e).startswith("KeyboardInterrupt"):
+                raise KeyboardInterrupt(str(e)) from e
+            raise
     return result, dataset_info.read(build_dir)
 
 

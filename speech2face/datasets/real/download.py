@@ -117,11 +117,14 @@ def check_config(config: DownloadConfig) -> None:
     for name in ("workers", "max_height", "log_every"):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name} must be at least 1, got {getattr(config, name)}")
+    # "not 0 <= x < inf", not "x < 0": a NaN passes every comparison.
     for name in ("retries", "max_items", "margin_seconds", "backoff_seconds", "rate_limit"):
-        if getattr(config, name) < 0:
-            raise ValueError(f"--{name} must be >= 0, got {getattr(config, name)}")
-    if config.timeout_seconds <= 0:
-        raise ValueError(f"--timeout_seconds must be > 0, got {config.timeout_seconds}")
+        if not 0 <= getattr(config, name) < float("inf"):
+            raise ValueError(f"--{name} must be a finite number >= 0, got "
+                             f"{getattr(config, name)}")
+    if not 0 < config.timeout_seconds < float("inf"):
+        raise ValueError(f"--timeout_seconds must be a finite number > 0, got "
+                         f"{config.timeout_seconds}")
     if not os.path.isfile(config.manifest):
         raise FileNotFoundError(f"--manifest {config.manifest} does not exist (AVSpeech's "
                                 "avspeech_train.csv or avspeech_test.csv, docs/data.md)")

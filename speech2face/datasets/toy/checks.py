@@ -1,15 +1,31 @@
 """What the toy world's build checks before it writes a byte (docs/failures.md)."""
 
+import glob
 import os
 from typing import Optional
 
 import tensorflow as tf
 
+from speech2face import audio, records
 from speech2face.models import vggface
 
-# What the build holds in memory per speaker (faces, features, waveforms, spectrograms, JPEGs at
-# the default sizes; ~6.5 MB measured), with headroom; the build refuses sizes that cannot fit.
-BYTES_PER_SPEAKER = 8 * 2**20
+# What the build holds in memory (docs/failures.md): per face its render, VGG-Face feature and
+# JPEG; per clip its float32 waveform and, in the spectrogram layouts, its float32 spectrogram
+# (598 x 257 x 2). The default world measures ~6.5 MB per speaker; HEADROOM covers the rest.
+BYTES_PER_FACE = 256 * 2**10
+SPECTROGRAM_BYTES = 598 * 257 * 2 * 4
+HEADROOM = 1.25
+
+
+def memory_needed(config) -> int:
+    """Bytes the build of `config` holds at its peak (with headroom): it grows with the
+    speakers, their clips and faces, and the clips' length."""
+    mean_seconds = (config.min_seconds + config.max_seconds) / 2
+    per_clip = mean_seconds * audio.SAMPLE_RATE * 4
+    if records.spectrogram_dtype_of(config.records_layout) is not None:
+        per_clip += SPECTROGRAM_BYTES
+    per_speaker = config.faces_per_speaker * BYTES_PER_FACE + config.clips_per_speaker * per_clip
+    return int(config.num_speakers * per_speaker * HEADROOM)
 
 
 def _available_memory_bytes() -> Optional[int]:
@@ -46,9 +62,52 @@ def check_before_building(config, output_dir: str) -> None:
                 f"{output_dir} is not empty ({', '.join(entries[:3])}"
                 f"{', ...' if len(entries) > 3 else ''}); the toy world is written only into a "
                 "new or empty directory, so that it never overwrites your files")
-    need, free = config.num_speakers * BYTES_PER_SPEAKER, _available_memory_bytes()
+    need, free = memory_needed(config), _available_memory_bytes()
     if free is not None and need > free:
         raise ValueError(
-            f"num_speakers={config.num_speakers} needs about {need / 2**30:.1f} GiB of memory "
-            f"(~{BYTES_PER_SPEAKER // 2**20} MiB per speaker) and {free / 2**30:.1f} GiB is "
-            "available; choose fewer speakers")
+            f"num_speakers={config.num_speakers} x clips_per_speaker={config.clips_per_speaker} "
+            f"(up to {config.max_seconds:g} s) and faces_per_speaker={config.faces_per_speaker} "
+            f"need about {need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is "
+            "available; choose fewer speakers, clips or faces, or shorter clips")
+
+
+# Made (O_EXCL) in the output directory by the build that owns it, removed when it is done.
+CLAIM_FILE = ".make_toy_world.pid"
+
+
+def claim(output_dir: str) -> str:
+    """Creates `output_dir` and makes this build its only writer: two builds started at once on
+    one directory both pass `check_before_building`, and only one may create the claim file;
+    the other is refused (FileExistsError) before it writes. Returns the claim's path; the
+    build removes it when the world is complete (a build killed outright, SIGKILL or SIGTERM,
+    leaves it: delete the directory and rerun)."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, CLAIM_FILE)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise FileExistsError(f"{output_dir} is being written by another make_toy_world run; "
+                              "wait for it, or choose another directory") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    others = sorted(set(os.listdir(output_dir)) - {CLAIM_FILE})
+    if others:  # another build claimed, wrote and finished in between
+        os.remove(path)
+        raise FileExistsError(f"{output_dir} is not empty ({', '.join(others[:3])}); choose a "
+                              "new or empty directory")
+    return path
+
+
+# What a build writes (records, their .tmp names, the random weights, the JSON files).
+_BUILD_FILES = ("train-*.tfrecord*", "test-*.tfrecord*", "vggface_random_seed*.h5*",
+                "speakers.json", "dataset_info.json*", CLAIM_FILE)
+
+
+def discard(output_dir: str, created: bool) -> None:
+    """Removes what a failed build wrote into `output_dir` (only the build's own file names),
+    and the directory itself when the build created it and it is empty again."""
+    for pattern in _BUILD_FILES:
+        for path in glob.glob(os.path.join(glob.escape(output_dir), pattern)):
+            os.remove(path)
+    if created and os.path.isdir(output_dir) and not os.listdir(output_dir):
+        os.rmdir(output_dir)

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from speech2face.datasets.toy import face as toy_face, speakers as toy_speakers, voice as toy_voice
 from speech2face.datasets.toy import voice_stats as toy_voice_stats
-from speech2face.datasets.toy.checks import check_before_building
+from speech2face.datasets.toy.checks import check_before_building, claim, discard
 from speech2face.datasets.toy.speakers import SPEAKERS_FILE
 from speech2face import audio, media, records
 from speech2face.records import dataset_info
@@ -78,11 +78,16 @@ class ToyWorldConfig:
             )
         if self.clips_per_speaker < 1 or self.faces_per_speaker < 1:
             raise ValueError("clips_per_speaker and faces_per_speaker must be at least 1")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if not 0.5 <= self.min_seconds <= self.max_seconds:
+        if round(self.test_fraction * self.num_speakers) >= self.num_speakers:  # split_speakers
+            raise ValueError(f"test_fraction={self.test_fraction} of {self.num_speakers} "
+                             "speakers leaves no speaker to train on; lower it or add speakers")
+        if not 0.5 <= self.min_seconds <= self.max_seconds < float("inf"):
             raise ValueError(
-                f"need 0.5 <= min_seconds <= max_seconds, got {self.min_seconds}, "
+                f"need 0.5 <= min_seconds <= max_seconds, both finite, got {self.min_seconds}, "
                 f"{self.max_seconds}"
             )
         if self.records_layout not in records.LAYOUTS:
@@ -219,14 +224,26 @@ def _self_check(speakers, splits, face_features, voice_stats, config):
 
 
 def build_toy_world(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
-    """Builds the toy world into `output_dir` (created; must not hold records yet).
+    """Builds the toy world into `output_dir` (created; must be new or empty). A build that
+    fails or is interrupted removes what it wrote, so the same command can be run again.
 
     Returns:
       The `dataset_info.DatasetInfo` written to `dataset_info.json`.
     """
     check_before_building(config, output_dir)
+    created = not os.path.isdir(output_dir)
+    claim_file = claim(output_dir)
+    try:
+        info = _build(config, output_dir)
+    except BaseException:  # an error, Ctrl-C, a full disk: leave the directory as it was
+        discard(output_dir, created)
+        raise
+    os.remove(claim_file)
+    return info
+
+
+def _build(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
     start = time.perf_counter()
-    os.makedirs(output_dir, exist_ok=True)
 
     speakers = toy_speakers.sample_speakers(config.num_speakers, _rng(config.seed, 1))
     splits = split_speakers(config.num_speakers, config.test_fraction, config.seed)
