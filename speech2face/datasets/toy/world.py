@@ -14,10 +14,10 @@ Output directory:
     vggface_random_seed{S}.h5                   the teacher weights used (unless given)
 """
 
-import concurrent.futures
 import dataclasses
 import json
 import os
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -141,6 +141,28 @@ def _face_features(weights: str, images: np.ndarray) -> np.ndarray:
     extractor = vggface.FaceFeatureExtractor(weights, batch_size=16, log_every=5)
     return extractor(images.reshape((-1,) + images.shape[2:])).reshape(
         images.shape[:2] + (vggface.FEATURE_DIM,))
+
+
+class _Background(threading.Thread):
+    """`fn(*args)` on a daemon thread; `result()` joins it and returns (or raises) its outcome."""
+
+    def __init__(self, fn, *args):
+        super().__init__(name="toy-voices", daemon=True)
+        self._call, self._value, self._error = (fn, args), None, None
+        self.start()
+
+    def run(self):
+        fn, args = self._call
+        try:
+            self._value = fn(*args)
+        except BaseException as e:  # pylint: disable=broad-except  # re-raised by result()
+            self._error = e
+
+    def result(self):
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _voices(speakers, config):
@@ -273,12 +295,12 @@ def _build(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
     )
     # The voices are NumPy work, VGG-Face is TensorFlow's (which releases the GIL): synthesising
     # them on a thread while the face features run keeps both cores busy.
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="toy-voices") as pool:
-        voices = pool.submit(_voices, speakers, config)
-        t = time.perf_counter()
-        features = _face_features(weights, images)
-        logging.info("Face features: %.1f s.", time.perf_counter() - t)
-        clips, voice_stats, voice_seconds = voices.result()
+    # A daemon thread, so that an interrupted build exits without waiting for it.
+    voices = _Background(_voices, speakers, config)
+    t = time.perf_counter()
+    features = _face_features(weights, images)
+    logging.info("Face features: %.1f s.", time.perf_counter() - t)
+    clips, voice_stats, voice_seconds = voices.result()
     logging.info("Synthesised %d clips and their voice statistics in %.1f s (beside the face "
                  "features).", sum(map(len, clips)), voice_seconds)
 
