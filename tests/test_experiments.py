@@ -41,7 +41,7 @@ def test_toy_experiments_name_their_changes():
     assert enc.runtime.jit_compile
     dec = experiments.get("toy_decoder")
     assert (dec.task.preset, dec.task.perceptual_layer) == ("small", "none")
-    assert dec.trainer.train_steps == 300 and dec.trainer.global_batch_size == 16
+    assert dec.trainer.train_steps == 150 and dec.trainer.global_batch_size == 16
     assert not dec.runtime.jit_compile
     with pytest.raises(ValueError, match="unknown experiment 'tiny'"):
         experiments.get("tiny")

@@ -5,12 +5,12 @@
     paper_encoder  stage 2 exactly as the paper: Table 1's encoder, Adam(0.5, 0.999, 1e-4),
                    lr 1e-3 × 0.95 per 10 k steps, batch 8, λ1 = 0.025, λ2 = 200, T = 2, random
                    6 s crops, 3 epochs, no initialisation of our own.
-    toy_decoder    the built-in toy world's stage 1 (small 64×64 decoder, 300 steps, batch 16,
+    toy_decoder    the built-in toy world's stage 1 (small 64×64 decoder, 150 steps, batch 16,
                    texture and landmark terms only, so no rendering in the step; the
                    canonical-face filter stays on: every toy face is frontal and neutral).
-    toy_encoder    the toy world's stage 2 (the `toy` encoder, small with a strided conv1; 800
-                   steps under XLA; λ1 = 1e4; the output layer started at the mean face
-                   feature). Why these choices: docs/toy_world.md.
+    toy_encoder    the toy world's stage 2 (the `toy` encoder: small, conv1 strided in time, on
+                   the 0-4 kHz band; 800 steps under XLA; λ1 = 1e4; the output layer started
+                   at the mean face feature). Why these choices: docs/toy_world.md.
 
 `get(name)` returns an `ExperimentConfig`; `override(experiment, {"task.lambda1": 1e4, ...})`
 changes fields by dotted name; `to_dict`/`from_dict` round-trip it through `config.json`, so a
@@ -58,11 +58,11 @@ class ExperimentConfig:
 
 
 _TOY_DECODER_TRAINER = config_lib.TrainerConfig(
-    global_batch_size=16, train_steps=300, steps_per_loop=25, summary_every=50,
+    global_batch_size=16, train_steps=150, steps_per_loop=25, summary_every=50,
     checkpoint_every=150, image_summary_every=150, eval_every=150, eval_batches=4)
 _TOY_ENCODER_TRAINER = config_lib.TrainerConfig(
     global_batch_size=8, train_steps=800, steps_per_loop=20, summary_every=40,
-    checkpoint_every=200, image_summary_every=200, eval_every=200, eval_batches=0)
+    checkpoint_every=200, image_summary_every=200, eval_every=400, eval_batches=0)
 
 # The task configs' own defaults are the paper's; the toy experiments name what they change.
 EXPERIMENTS: Dict[str, ExperimentConfig] = {
