@@ -183,3 +183,21 @@ def test_ctrl_c_is_one_line_and_status_130():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 130 and proc.stderr.strip() == "tool: interrupted", proc.stderr
+
+
+def test_the_tools_import_tensorflow_without_its_info_lines(tmp_path):
+    """TensorFlow logs INFO lines through Abseil while it loads (oneDNN, CUDA drivers), whatever
+    TF_CPP_MIN_LOG_LEVEL says; every tool imports it through `cli.import_tensorflow`, which drops
+    them and keeps the rest of what is written to stderr."""
+    code = ("import sys\n"
+            "from speech2face import cli\n"
+            "cli.import_tensorflow()\n"
+            "import tensorflow as tf\n"
+            "print(tf.constant(2) + 3, file=sys.stdout)\n"
+            "print('the only line', file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items()
+                                            if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert proc.returncode == 0, proc.stderr
+    assert "5" in proc.stdout
+    assert proc.stderr.splitlines() == ["the only line"], proc.stderr

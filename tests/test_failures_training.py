@@ -69,6 +69,30 @@ def test_verify_file_finds_the_bad_record_and_its_offset(shards):
     assert f"record {bad} at byte {good.offsets[bad]}: corrupt data" in flip.problem
 
 
+def test_a_file_cut_inside_a_record_header_is_not_a_clean_end(shards):
+    """TensorFlow's reader takes a file that ends inside a record header for a clean end; the
+    input pipeline and the evaluation's reader check each file to its last byte."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    content = open(shards["good"], "rb").read()
+    offsets = verify.walk(shards["good"]).offsets
+    # The reader alone: two whole records, then silence where the third one's header breaks.
+    assert sum(1 for _ in tf.data.TFRecordDataset(shards["trunc"])) == 2
+    assert offsets[2] < len(content) // 2 < offsets[2] + 12  # the fixture's cut: in a header
+    files = [shards["good"], shards["trunc"]]
+    for reading in (lambda: data.input_fn(",".join(files), None, 1, False),
+                    lambda: data.input_fn(",".join(files), None, 2, True).take(50),
+                    lambda: data.read_files(files)):
+        with pytest.raises(tf.errors.OpError) as caught:
+            for _ in reading():
+                pass
+        assert verify.is_corrupt_read(caught.value) and shards["trunc"] in str(caught.value)
+        error = verify.corrupt_error(files, caught.value, "training")
+        assert shards["trunc"] in str(error) and "truncated" in str(error)
+    # Whole files read as before, and --skip_corrupt_records reads the good part and goes on.
+    assert sum(1 for _ in data.read_files([shards["good"]])) == 4
+    assert sum(1 for _ in data.read_files(files, skip_corrupt=True)) == 4 + 2
+
+
 def test_data_loss_is_mapped_to_the_file(shards):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     files = [shards["good"], shards["flip"]]
@@ -198,6 +222,8 @@ def test_train_cli_bad_inputs_end_in_one_line_and_write_nothing(tiny_world, shar
         ([train, "--global_batch_size=0"], "global_batch_size must be at least 1"),
         ([f"--train_records={shards['good']},{shards['garbage']}", "--train_steps=2"],
          "not a TFRecord file"),
+        ([f"--train_records={shards['good']},{shards['trunc']}", "--train_steps=2",
+          "--nocanonical_faces"], f"{shards['trunc']}: "),
     ]
     for i, (args, message) in enumerate(cases):
         model_dir = tmp_path / f"run{i}"

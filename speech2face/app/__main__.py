@@ -16,10 +16,11 @@ optional packages: pip install -e ".[app]". docs/app.md.
 """
 
 import ipaddress
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from speech2face import cli  # noqa: E402
+
+cli.import_tensorflow()  # first: without its INFO lines
 
 from absl import app, flags  # noqa: E402
 

@@ -27,11 +27,12 @@ or `--runner=FlinkRunner --flink_master=host:8081`; see docs/data.md.
 """
 
 import logging as std_logging
-import os
 import shlex
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from speech2face import cli  # noqa: E402
+
+cli.import_tensorflow()  # first: without its INFO lines
 
 
 class _NoApitoolsWarning(std_logging.Filter):

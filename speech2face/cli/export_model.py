@@ -14,9 +14,10 @@ TensorFlow SavedModel that turns 16 kHz waveforms into faces without this packag
 docs/use_a_model.md has the rest (TensorFlow Serving, the web page).
 """
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from speech2face import cli  # noqa: E402
+
+cli.import_tensorflow()  # first: without its INFO lines
 
 from absl import flags  # noqa: E402
 

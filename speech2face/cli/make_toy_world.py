@@ -8,9 +8,10 @@ unless `--vggface_weights` names real weights, the seeded random VGG-Face weight
 default size builds in about 1-2 minutes on two CPU cores; see docs/toy_world.md.
 """
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from speech2face import cli  # noqa: E402
+
+cli.import_tensorflow()  # first: without its INFO lines
 
 from absl import flags  # noqa: E402
 

@@ -17,10 +17,11 @@ A file that cannot be read, or holds under 1 s of sound in its first 6 s (shorte
 silence), is reported and skipped; the others are still written, and the exit status is then 1.
 """
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from speech2face import cli  # noqa: E402
+
+cli.import_tensorflow()  # first: without its INFO lines
 
 from absl import app, flags  # noqa: E402
 

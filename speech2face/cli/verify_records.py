@@ -11,7 +11,9 @@ on stderr as `PROG: error: FILE: ...`). What to do with a bad file: docs/failure
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from speech2face import cli  # noqa: E402
+
+cli.import_tensorflow()  # first: without its INFO lines
 
 from absl import flags  # noqa: E402
 

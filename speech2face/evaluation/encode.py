@@ -184,7 +184,7 @@ def _read_and_encode(encoder, files, durations, limit, batch_size, num_sample, k
         batch.update(tf.io.parse_example(serialized, optional))
         return batch
 
-    dataset = tf.data.TFRecordDataset(files, buffer_size=8 * 2**20)
+    dataset = data.read_files(files)  # each file checked to its last byte
     if limit:
         dataset = dataset.take(limit)
     dataset = dataset.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)

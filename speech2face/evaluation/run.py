@@ -21,11 +21,12 @@ from typing import List, Optional, Sequence
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 from speech2face import data, metrics
 from speech2face.evaluation import attributes, craniofacial, encode, figures, report
 from speech2face.models import artifact, dlib_landmarks
-from speech2face.records import dataset_info
+from speech2face.records import dataset_info, verify
 
 KS = metrics.DEFAULT_KS
 METRICS_FILE = "metrics.json"
@@ -87,6 +88,7 @@ def run_evaluation(model_dir: Optional[str], records: str, output_dir: str,
     if not durations:
         raise ValueError("give at least one duration, e.g. durations=(6, 3)")
     files = data.list_files(records)
+    verify.check_files(files, "evaluation")  # empty, non-TFRecord or broken-header files
     splits = _splits_of(files)
     if "train" in splits and not allow_train_split:
         raise ValueError(
@@ -98,9 +100,15 @@ def run_evaluation(model_dir: Optional[str], records: str, output_dir: str,
     classifiers = attributes.check_classifiers(attribute_classifiers)
 
     predictor = dlib_landmarks.AlignedLandmarkPredictor(decoder.mean_landmarks.numpy())
-    enc = encode.encode(encoder, decoder, files, durations, gallery_size, batch_size,
-                        num_sample, [c for c in classifiers if attributes.input_kind(c) == "image"],
-                        exaggerations, study_size, predictor)
+    try:
+        enc = encode.encode(encoder, decoder, files, durations, gallery_size, batch_size,
+                            num_sample,
+                            [c for c in classifiers if attributes.input_kind(c) == "image"],
+                            exaggerations, study_size, predictor)
+    except tf.errors.OpError as e:  # nothing is written before this point
+        if not verify.is_corrupt_read(e):
+            raise
+        raise verify.corrupt_error(files, e, "evaluation") from e
     n = len(enc.v_f)
     if n < gallery_size:
         logging.warning("The records hold %d examples, fewer than the gallery size %d: using "

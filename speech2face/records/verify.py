@@ -217,6 +217,16 @@ def locate(files: Sequence[str], error: BaseException) -> Optional[FileReport]:
     return None
 
 
+def is_corrupt_read(error: BaseException) -> bool:
+    """Whether `error`, met while reading records, means a corrupt or truncated file: a
+    `tf.errors.DataLossError`, or the error `speech2face.data.input_fn` raises for a file its
+    records end before (`data.SHORT_READ`)."""
+    from speech2face import data  # pylint: disable=import-outside-toplevel  # data reads records
+
+    return isinstance(error, tf.errors.DataLossError) or (
+        isinstance(error, tf.errors.InvalidArgumentError) and data.SHORT_READ in str(error))
+
+
 def corrupt_error(files: Sequence[str], error: BaseException, what: str) -> CorruptRecordsError:
     """The `CorruptRecordsError` to raise for a `DataLossError` met while reading `files`."""
     found = locate(files, error)

@@ -207,9 +207,16 @@ class Trainer:
             return [s / tf.cast(num_steps, tf.float32) for s in sums], bad_step
 
         def replica_eval(batch):
-            losses = task.compute_losses(model, batch, training=False)
-            return [tf.reduce_sum(tf.cast(losses[n], tf.float32)) for n in names] + [
-                tf.cast(tf.shape(losses["total"])[0], tf.float32)]
+            def run():
+                losses = task.compute_losses(model, batch, training=False)
+                return [tf.reduce_sum(tf.cast(losses[n], tf.float32)) for n in names] + [
+                    tf.cast(tf.shape(losses["total"])[0], tf.float32)]
+
+            # A replica's share of the last, partial batch can be empty: it adds nothing and is
+            # not run through the model (TensorFlow 2.21's oneDNN convolutions give an empty
+            # batch the input's channels on CPUs with AVX-512, and the losses then fail).
+            size = tf.shape(tf.nest.flatten(batch)[0])[0]
+            return tf.cond(size > 0, run, lambda: [tf.constant(0.0)] * (len(names) + 1))
 
         @tf.function
         def eval_step(batch):
@@ -237,7 +244,9 @@ class Trainer:
         strategy_lib.set_precision(self.runtime.mixed_precision)
         try:
             return self._train()
-        except tf.errors.DataLossError as e:
+        except tf.errors.OpError as e:
+            if not verify.is_corrupt_read(e):
+                raise
             raise verify.corrupt_error(self._files, e, "training or evaluation") from e
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
@@ -317,8 +326,9 @@ class Trainer:
                     num = min(num, every - current % every)
                 try:
                     values, bad_step = train_loop(iterator, tf.constant(num, tf.int32))
-                except tf.errors.DataLossError:
-                    state.save("before stopping on a corrupt record")
+                except tf.errors.OpError as e:
+                    if verify.is_corrupt_read(e):
+                        state.save("before stopping on a corrupt record")
                     raise
                 if int(bad_step) >= 0:
                     kept = (f"the last good checkpoint is kept: {state.latest}; lower the "
