@@ -74,6 +74,9 @@ class InputOptions:
         ignore_errors` on each file: TensorFlow's reader cannot find the next record after a
         bad one). Off: the `tf.errors.DataLossError` reaches the caller (the training loop
         names the file, docs/failures.md).
+      cut_short: with `skip_corrupt`, an int64 `tf.Variable` counting the readings of a file
+        that ended before its last byte (a record damaged after a sound header, which only
+        reading finds; a file read once per epoch counts once per epoch).
     """
 
     seed: int = 0
@@ -88,6 +91,7 @@ class InputOptions:
     example_filter: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
     output_dtype: Optional[tf.dtypes.DType] = None
     skip_corrupt: bool = False
+    cut_short: Optional[tf.Variable] = None
 
 
 def list_files(file_pattern: str) -> List[str]:
@@ -122,12 +126,14 @@ SHORT_READ = "its records end before the file does (a truncated file)"
 _RECORD_FRAMING = 16  # bytes around each record's payload: length, its CRC, the payload's CRC
 
 
-def _to_the_end(records_of_file: tf.data.Dataset, path, size, skip_corrupt: bool):
+def _to_the_end(records_of_file: tf.data.Dataset, path, size, skip_corrupt: bool,
+                cut_short: Optional[tf.Variable] = None):
     """`records_of_file`, checked at its end to have covered all `size` bytes of `path`.
 
     TensorFlow's reader takes a file that ends inside a record's 12-byte header for a clean end
     of file: the rest of it would be lost without a word. A short read raises an error naming
-    the file (or, with `skip_corrupt`, where the reader stops at the damage anyway, logs it).
+    the file (or, with `skip_corrupt`, where the reader stops at the damage anyway, logs it and
+    adds one to `cut_short`).
 
     The end is marked by an empty string after the last record (then dropped): no example of
     the records' schema serializes to nothing, and an empty record inside a file fails the check
@@ -141,9 +147,15 @@ def _to_the_end(records_of_file: tf.data.Dataset, path, size, skip_corrupt: bool
                                  tf.cast(tf.strings.length(record), tf.int64) + _RECORD_FRAMING)
         whole = tf.logical_or(tf.logical_not(last), tf.equal(total, size))
         if skip_corrupt:
-            report = tf.cond(whole, tf.no_op, lambda: tf.print(
-                "WARNING: --skip_corrupt_records: read", total, "of", size, "bytes of", path,
-                output_stream=sys.stderr))
+            def log():
+                printed = tf.print("WARNING: --skip_corrupt_records: read", total, "of", size,
+                                   "bytes of", path, output_stream=sys.stderr)
+                if cut_short is None:
+                    return printed
+                with tf.control_dependencies([printed]):
+                    return cut_short.assign_add(1).op
+
+            report = tf.cond(whole, tf.no_op, log)
         else:
             report = tf.debugging.Assert(whole, [path, SHORT_READ, "read", total, "of", size,
                                                  "bytes"])
@@ -155,12 +167,14 @@ def _to_the_end(records_of_file: tf.data.Dataset, path, size, skip_corrupt: bool
             .filter(lambda record: tf.strings.length(record) > 0))
 
 
-def read_files(files: List[str], skip_corrupt: bool = False) -> tf.data.Dataset:
+def read_files(files: List[str], skip_corrupt: bool = False,
+               cut_short: Optional[tf.Variable] = None) -> tf.data.Dataset:
     """The serialized records of `files`, file after file in order, each file checked to have
     been read to its last byte (`input_fn` reads the same way, interleaved)."""
     sizes = [tf.io.gfile.stat(path).length for path in files]
     return tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64))).flat_map(
-        lambda path, size: _to_the_end(_records_of(path, skip_corrupt), path, size, skip_corrupt))
+        lambda path, size: _to_the_end(_records_of(path, skip_corrupt), path, size, skip_corrupt,
+                                       cut_short))
 
 
 def _records_of(path, skip_corrupt: bool) -> tf.data.Dataset:
@@ -217,7 +231,7 @@ def input_fn(
 
     def read(path, size):
         return _to_the_end(_records_of(path, options.skip_corrupt), path, size,
-                           options.skip_corrupt)
+                           options.skip_corrupt, options.cut_short)
 
     dataset = dataset.interleave(
         read,

@@ -110,6 +110,17 @@ def test_skip_corrupt_reads_the_records_before_the_bad_one(shards):
     assert readable < 12
     assert sum(int(b["face_feature"].shape[0]) for b in data.input_fn(files, None, 1, False,
                                                                        options)) == readable
+    # Each reading of a file that ends before its last byte is counted (the training loop
+    # logs the count and writes it to its summaries).
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    cut_short = tf.Variable(0, dtype=tf.int64, trainable=False)
+    counted = data.InputOptions(skip_corrupt=True, cut_short=cut_short)
+    for _ in data.input_fn(files, None, 2, False, counted):
+        pass
+    assert int(cut_short.numpy()) == 2  # trunc and flip, once each
+    for _ in data.read_files(files.split(","), skip_corrupt=True, cut_short=cut_short):
+        pass
+    assert int(cut_short.numpy()) == 4
 
 
 def test_verify_command_lists_bad_files_and_exits_non_zero(shards, tmp_path):

@@ -1,5 +1,6 @@
 """The shared training loop, end to end with the stage-1 decoder task on a tiny toy world."""
 
+import dataclasses
 import glob
 import os
 import shutil
@@ -129,6 +130,30 @@ def test_mirrored_strategy_runs_the_decoder_stage(tiny_world, tmp_path, mirrored
                           **_config(world, str(tmp_path / "m"), train_steps=10, eval_every=10,
                                     image_summary_every=10), strategy=strategy).train()
     assert result["step"] == 10 and np.isfinite(result["losses"]["total"])
+
+
+@pytest.mark.slow
+def test_skip_corrupt_records_trains_on_and_counts_the_files_cut_short(tiny_world, tmp_path):
+    """A payload damaged after a sound header passes the check before the run; with
+    skip_corrupt_records each reading of that file ends at the damage, is counted, and the run
+    goes on."""
+    from speech2face.records import verify  # pylint: disable=import-outside-toplevel
+    world, _ = tiny_world
+    good = sorted(glob.glob(os.path.join(world, "train-*.tfrecord")))
+    offsets = verify.walk(good[0]).offsets
+    damaged = bytearray(open(good[0], "rb").read())
+    damaged[offsets[1] + 12 + 100] ^= 0xFF  # inside record 1's payload
+    bad = str(tmp_path / "damaged.tfrecord")
+    open(bad, "wb").write(bytes(damaged))
+    assert verify.first_record_problem(bad) is None  # the cheap check cannot see it
+    kwargs = _config(world, str(tmp_path / "run"), train_steps=5, eval_every=5,
+                     image_summary_every=5)
+    kwargs["data_config"] = dataclasses.replace(
+        kwargs["data_config"], train_records=",".join(good + [bad]),
+        skip_corrupt_records=True)
+    result = loop.Trainer(_task(world, perceptual_weight=0.0), **kwargs).train()
+    assert result["status"] == "finished" and result["step"] == 5
+    assert result["file_reads_cut_short"] >= 1
 
 
 @pytest.mark.slow

@@ -140,13 +140,18 @@ class Trainer:
         self.experiment = experiment
         self.strategy = strategy or tf.distribute.get_strategy()
         self._files = []  # the record files, to name the bad one of a DataLossError
+        # With skip_corrupt_records: readings of a file that ended at a damaged record (the
+        # headers walked before the run cannot see a payload damaged in place).
+        self._cut_short = (tf.Variable(0, dtype=tf.int64, trainable=False, name="cut_short")
+                           if data_config.skip_corrupt_records else None)
         self.names = tuple(task.loss_names)
         if "total" not in self.names:
             raise ValueError(f"task {task.name} has no 'total' loss")
 
     # -- input --------------------------------------------------------------------------
     def _dataset(self, pattern: str, training: bool):
-        options = dataclasses.replace(self.task.input_options(training), seed=self.trainer.seed)
+        options = dataclasses.replace(self.task.input_options(training), seed=self.trainer.seed,
+                                      cut_short=self._cut_short)
         return self.strategy.distribute_datasets_from_function(
             lambda ctx: data.input_fn(pattern, ctx, self.trainer.global_batch_size, training,
                                       options))
@@ -353,6 +358,9 @@ class Trainer:
                         tf.summary.scalar("perf/steps_per_sec", steps_per_sec)
                         tf.summary.scalar("perf/examples_per_sec",
                                           steps_per_sec * tr.global_batch_size)
+                        if self._cut_short is not None:
+                            tf.summary.scalar("data/file_reads_cut_short",
+                                              int(self._cut_short.numpy()))
                     eta = (train_steps - current) / max(steps_per_sec, 1e-9)
                     logging.info(
                         "step %d/%d (%.0f%%)  %s  lr %.2e  %.2f steps/s  %.1f examples/s  ETA %s",
@@ -383,6 +391,13 @@ class Trainer:
 
         result = {"status": status, "start_step": start_step, "step": int(step.numpy()),
                   "train_steps": train_steps, "losses": last, "export": None}
+        if self._cut_short is not None:
+            result["file_reads_cut_short"] = int(self._cut_short.numpy())
+            if result["file_reads_cut_short"]:
+                logging.warning("--skip_corrupt_records: %d readings of a record file ended at "
+                                "a damaged record and skipped the rest of that file (each "
+                                "logged above; data/file_reads_cut_short in the summaries).",
+                                result["file_reads_cut_short"])
         if status == "interrupted":
             result["signal"] = signal.Signals(stop.signum).name
         if not chief:
