@@ -169,7 +169,8 @@ class Speech2FaceModel:
 
         Raises:
           audio.AudioError: a file that cannot be read or holds under 1 s of audio (its message
-          names it); ValueError: a waveform that is not 1-D, or is shorter than 1 s.
+          names it); ValueError: a waveform that is not 1-D, is shorter than 1 s, or whose
+          samples reach past `audio.MAX_PEAK` (not float PCM).
         """
         if isinstance(inputs, (str, os.PathLike)) or (
                 isinstance(inputs, np.ndarray) and inputs.ndim == 1):
@@ -184,6 +185,7 @@ class Speech2FaceModel:
                     raise ValueError(f"a waveform must be 1-D 16 kHz samples; got shape "
                                      f"{waveform.shape}")
                 check_length(waveform, f"waveform {i}")
+                audio.check_peak(waveform, f"waveform {i}")
             segments.append(audio.fit_to_length(waveform, audio.SEGMENT_SAMPLES, offset=0))
         features, faces = [], []
         for start in range(0, len(segments), batch_size):
