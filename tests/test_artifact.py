@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -208,6 +209,8 @@ def test_a_failed_swap_keeps_the_old_model(tiny_models, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated"):
         artifact.write_model(tiny_models.encoder_dir, path, saved_model=False, overwrite=True)
     assert not os.path.exists(path) and os.path.isdir(path + artifact.REPLACED_SUFFIX)
+    with pytest.raises(artifact.ModelError, match=re.escape(f"rename {path}.replaced to {path}") + "$"):
+        artifact.load_model(path)  # it cannot be renamed back either: the user is told how
     failing.clear()
     model = artifact.load_model(path)  # restored from OUTPUT.replaced
     assert model.info["written"] == json.loads(old)["written"]

@@ -253,10 +253,9 @@ def recover_swap(path: str, tidy: bool = False) -> None:
         try:
             tf.io.gfile.rename(replaced, path)
         except (OSError, tf.errors.OpError) as e:
-            raise ModelError(f"{path} is missing and {replaced} holds the model it was to be "
-                             f"replaced with (an interrupted overwrite), but it cannot be renamed "
-                             f"back ({getattr(e, 'message', e)}): rename {replaced} to "
-                             f"{path}") from e
+            raise ModelError(f"{path} is missing and {replaced} holds the model an "
+                             "interrupted overwrite was replacing, but it cannot be renamed back "
+                             f"({getattr(e, 'message', e)}): rename {replaced} to {path}") from e
         _log.warning("%s: restored the model from %s, left by an interrupted overwrite",
                      path, replaced)
     elif tidy and is_model_dir(path):
