@@ -32,6 +32,11 @@ POWER = 0.3  # power-law exponent, applied to the real and imaginary parts separ
 # all-zero spectrogram and a useless training example) does not.
 SILENCE_PEAK = 1e-5
 
+# Float PCM lies in [-1, 1]; real float files overshoot it a little (intersample peaks,
+# resampling), never by this much: above it the samples are not float-scaled audio (integer
+# values stored as float, or garbage), and a face drawn from them would be noise.
+MAX_PEAK = 2.0
+
 # Below this source rate a file cannot hold speech (its band ends under 4 kHz; telephone audio
 # is 8 kHz): `load_audio` refuses it rather than upsample a few samples into a "voice".
 MIN_SOURCE_RATE = 8000  # Hz
@@ -68,8 +73,8 @@ def load_audio(path, sample_rate=SAMPLE_RATE, max_seconds=None):
 
     Raises:
       AudioError (a ValueError): missing, empty, undecodable or truncated file, no audio stream,
-        a source rate under `MIN_SOURCE_RATE`, no samples decoded, non-finite samples, or
-        all-silent audio. The message names the file.
+        a source rate under `MIN_SOURCE_RATE`, no samples decoded, non-finite samples,
+        all-silent audio, or (float files) samples past `MAX_PEAK`. The message names the file.
     """
     path = os.fspath(path)
     if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
@@ -102,6 +107,17 @@ def load_audio(path, sample_rate=SAMPLE_RATE, max_seconds=None):
     peak = float(np.max(np.abs(waveform)))
     if peak < SILENCE_PEAK:
         raise AudioError(f"{path}: audio is silent (peak amplitude {peak:.3g} < {SILENCE_PEAK:g})")
+    return check_peak(waveform, path, peak)
+
+
+def check_peak(waveform, name, peak=None):
+    """`waveform` if its peak amplitude is at most `MAX_PEAK`; else `AudioError` naming `name`
+    and the peak: float PCM lies in [-1, 1], so such samples are not audio as decoded."""
+    peak = float(np.max(np.abs(waveform))) if peak is None else peak
+    if peak > MAX_PEAK:
+        raise AudioError(f"{name}: samples reach ±{peak:.4g}, but float PCM lies in [-1, 1] "
+                         f"(more than {MAX_PEAK:g} is not audio scaled as floats: integer "
+                         "samples stored as float, or garbage); rescale it to [-1, 1]")
     return waveform
 
 

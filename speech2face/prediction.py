@@ -218,8 +218,8 @@ def predict_files(model_dir: Optional[str], paths: Sequence[str], output: str,
     check_settings(output, image_size, exaggeration)
     try:
         predictor = artifact.load_either(model, model_dir, decoder_dir)
-    except FileNotFoundError:
-        raise
+    except (FileNotFoundError, errors.UserError):
+        raise  # their messages name the file and the fix
     except (ValueError, OSError) as e:  # a damaged model.json or .keras file
         if bool(model) == bool(model_dir) or (model and decoder_dir):
             raise  # load_either's own usage message

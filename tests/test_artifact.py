@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -174,3 +175,210 @@ def test_cli_export_predict_and_evaluate(tiny_world, tiny_models, tmp_path):
     assert result["files"]["summaries"] == str(tmp_path / "eval" / "eval")
     assert result["differs_from_paper"]["encoder"]["task.preset"]["run"] == "small"
     assert export.read_run_config(str(model)) is None  # a model, not a run
+
+
+def _model(tiny_models, path):
+    return artifact.write_model(tiny_models.encoder_dir, str(path), saved_model=False)
+
+
+def _written(path):
+    return json.load(open(os.path.join(path, artifact.MODEL_INFO)))["written"]
+
+
+def test_a_failed_swap_keeps_the_old_model(tiny_models, tmp_path, monkeypatch):
+    """The old model is renamed aside, the new one renamed in, the old one deleted last: a
+    rename that fails puts the old model back; one killed between the renames (here: the
+    rename back fails too) leaves it in OUTPUT.replaced, which the next load restores."""
+    path = _model(tiny_models, tmp_path / "model")
+    old = open(os.path.join(path, artifact.MODEL_INFO)).read()
+    real = artifact.tf.io.gfile.rename
+    failing = {artifact.STAGING_SUFFIX}
+
+    def rename(src, dst, overwrite=False):
+        if any(src.endswith(suffix) for suffix in failing):
+            raise OSError(f"simulated failure renaming {src}")
+        return real(src, dst, overwrite)
+
+    monkeypatch.setattr(artifact.tf.io.gfile, "rename", rename)
+    with pytest.raises(OSError, match="simulated"):
+        artifact.write_model(tiny_models.encoder_dir, path, saved_model=False, overwrite=True)
+    assert open(os.path.join(path, artifact.MODEL_INFO)).read() == old
+    assert not os.path.exists(path + artifact.REPLACED_SUFFIX)
+
+    failing.add(artifact.REPLACED_SUFFIX)  # as if killed after the first rename
+    with pytest.raises(OSError, match="simulated"):
+        artifact.write_model(tiny_models.encoder_dir, path, saved_model=False, overwrite=True)
+    assert not os.path.exists(path) and os.path.isdir(path + artifact.REPLACED_SUFFIX)
+    with pytest.raises(artifact.ModelError, match=re.escape(f"rename {path}.replaced to {path}") + "$"):
+        artifact.load_model(path)  # it cannot be renamed back either: the user is told how
+    failing.clear()
+    model = artifact.load_model(path)  # restored from OUTPUT.replaced
+    assert model.info["written"] == json.loads(old)["written"]
+    assert sorted(os.listdir(tmp_path)) == ["model", "model.partial"]
+    # The next write goes through, and takes the killed one's OUTPUT.partial with it.
+    artifact.write_model(tiny_models.encoder_dir, path, saved_model=False, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    assert artifact.load_model(path).face_size == 64
+
+
+def test_a_kill_before_the_old_model_is_deleted(tiny_models, tmp_path):
+    """OUTPUT.replaced beside a new OUTPUT (killed before the old one was deleted) is loaded
+    past and deleted by the next write; without OUTPUT, the next write restores it first (and
+    then refuses to overwrite it unless asked)."""
+    path = _model(tiny_models, tmp_path / "model")
+    shutil.copytree(path, path + artifact.REPLACED_SUFFIX)
+    assert artifact.load_model(path).face_size == 64
+    assert os.path.isdir(path + artifact.REPLACED_SUFFIX)  # a load does not delete
+    with pytest.raises(FileExistsError, match="overwrite"):
+        _model(tiny_models, path)
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    written = _written(path)
+    os.rename(path, path + artifact.REPLACED_SUFFIX)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        _model(tiny_models, path)
+    assert sorted(os.listdir(tmp_path)) == ["model"] and _written(path) == written
+
+
+def test_what_is_in_the_way_is_not_deleted(tiny_models, tmp_path):
+    path = _model(tiny_models, tmp_path / "model")
+    for suffix in (artifact.REPLACED_SUFFIX, artifact.STAGING_SUFFIX):
+        (tmp_path / f"model{suffix}").mkdir()
+        (tmp_path / f"model{suffix}" / "notes.txt").write_text("mine")
+        with pytest.raises(FileExistsError, match=f"model\\{suffix} is in the way"):
+            artifact.write_model(tiny_models.encoder_dir, path, saved_model=False,
+                                 overwrite=True)
+        assert (tmp_path / f"model{suffix}" / "notes.txt").read_text() == "mine"
+        shutil.rmtree(tmp_path / f"model{suffix}")
+    assert artifact.load_model(path).face_size == 64
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tiny_models, tmp_path,
+                                                                      monkeypatch):
+    (tmp_path / "file").write_text("x")
+    loaded = []
+    monkeypatch.setattr(artifact.export, "load_encoder", lambda d: loaded.append(d))
+    with pytest.raises(artifact.ModelError, match="file is a file, not a directory"):
+        artifact.write_model(tiny_models.encoder_dir, str(tmp_path / "file" / "model"))
+    with pytest.raises(FileExistsError, match="is a file, not a model directory"):
+        artifact.write_model(tiny_models.encoder_dir, str(tmp_path / "file"), overwrite=True)
+    if os.geteuid() != 0:  # root writes anywhere
+        (tmp_path / "locked").mkdir(mode=0o500)
+        with pytest.raises(artifact.ModelError, match="not writable"):
+            artifact.write_model(tiny_models.encoder_dir, str(tmp_path / "locked" / "model"))
+    assert loaded == [] and (tmp_path / "file").read_text() == "x"
+
+
+@pytest.fixture
+def damaged(tiny_models, tmp_path):
+    """A fresh model directory to damage."""
+    return _model(tiny_models, tmp_path / "model")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[]", "model.json holds a list, not the JSON object"),
+    ('"x"', "model.json holds a string, not the JSON object"),
+    ("{not json", "model.json is not readable JSON"),
+    ("", "model.json is not readable JSON"),
+    ("{}", "model.json has no 'format' or 'format_version'"),
+    ('{"format": "speech2face-model"}', "model.json has no 'format_version'"),
+    ('{"format": "other", "format_version": 1}', "format 'other' version 1"),
+    ('{"format": "speech2face-model", "format_version": "1"}', "with an integer version"),
+    ('{"format": "speech2face-model", "format_version": 9}', "upgrade speech2face"),
+    ('{"format": "speech2face-model", "format_version": 1, "steps": []}', "'steps' is a list"),
+    ('{"format": "speech2face-model", "format_version": 1, "steps": {"encoder": "x"}}',
+     "steps.encoder is 'x'"),
+    ('{"format": "speech2face-model", "format_version": 1, "configs": {"encoder": 3}}',
+     "configs.encoder is a number"),
+    ('{"format": "speech2face-model", "format_version": 1, "audio": {"hop_length": 256}}',
+     "another audio front end \\(hop_length 256, here 160\\)"),
+])
+def test_a_bad_model_json_is_named(damaged, content, message):
+    with open(os.path.join(damaged, artifact.MODEL_INFO), "w") as f:
+        f.write(content)
+    with pytest.raises(artifact.ModelError, match=message) as caught:
+        artifact.load_model(damaged)
+    assert os.path.join(damaged, "model.json") in str(caught.value)
+
+
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) // 2])
+
+
+def _garbage(path):
+    open(path, "wb").write(b"not a keras file\n" * 10)
+
+
+def _bad_weights(path):
+    """A whole zip whose weights are not HDF5."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        entries = {n: z.read(n) for n in z.namelist()}
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, b"junk" if name.endswith(".h5") else data)
+
+
+@pytest.mark.parametrize("name", [artifact.ENCODER_FILE, artifact.DECODER_FILE])
+@pytest.mark.parametrize("damage, message", [
+    (_truncate, "is corrupt"), (_garbage, "is corrupt"), (_bad_weights, "is corrupt"),
+    (os.remove, "is an incomplete model directory: it has no {name}"),
+])
+def test_a_damaged_keras_file_is_named(damaged, name, damage, message):
+    damage(os.path.join(damaged, name))
+    with pytest.raises(artifact.ModelError, match=message.format(name=name)) as caught:
+        artifact.load_model(damaged)
+    text = str(caught.value)
+    assert (name in text and "speech2face-export-model" in text and "--overwrite" in text
+            and "File not found" not in text and "train" not in text.split(";")[0]), text
+
+
+def test_a_model_directory_given_as_a_run(handed_on, tmp_path):
+    path, _, _ = handed_on
+    with pytest.raises(FileNotFoundError, match="is a model directory .* give it as --model"):
+        artifact.load_either(model_dir=path)
+    with pytest.raises(FileNotFoundError, match="is a model directory"):
+        artifact.write_model(path, str(tmp_path / "again"))
+    assert not (tmp_path / "again").exists()
+    with pytest.raises(FileNotFoundError, match="no model.json\\): no such directory"):
+        artifact.load_model(str(tmp_path / "nowhere"))
+
+
+def _tool(args):
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines()
+             if "cudart_stub" not in line and "absl::InitializeLog" not in line
+             and "cuInit" not in line]
+    return proc, lines
+
+
+@pytest.mark.slow
+def test_cli_damaged_model_and_bad_output_are_one_line(tiny_world, tiny_models, tmp_path):
+    """predict.py, evaluate.py and speech2face-export-model: one line naming the file."""
+    world, _ = tiny_world
+    path = _model(tiny_models, tmp_path / "model")
+    _garbage(os.path.join(path, artifact.ENCODER_FILE))
+    (tmp_path / "file").write_text("x")
+    wav = helpers.write_wav(tmp_path / "voice.wav", fake_media.voice(2.0))
+    for args, prog, message in (
+            (["predict.py", f"--model={path}", f"--audio={wav}",
+              f"--output={tmp_path / 'face.png'}"], "predict.py",
+             f"{os.path.join(path, artifact.ENCODER_FILE)} is corrupt"),
+            (["evaluate.py", f"--model={path}", f"--records={world}/test-*.tfrecord",
+              f"--output_dir={tmp_path / 'eval'}"], "evaluate.py",
+             f"{os.path.join(path, artifact.ENCODER_FILE)} is corrupt"),
+            (["-m", "speech2face.cli.export_model", f"--model_dir={tiny_models.encoder_dir}",
+              f"--output={tmp_path / 'file' / 'model'}"], "speech2face-export-model",
+             f"{tmp_path / 'file'} is a file, not a directory")):
+        proc, lines = _tool(args)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), lines
+        assert message in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "face.png").exists() and not (tmp_path / "eval").exists()
+    with open(os.path.join(path, artifact.MODEL_INFO), "w") as f:
+        f.write("[]")
+    proc, lines = _tool(["predict.py", f"--model={path}", f"--audio={wav}",
+                         f"--output={tmp_path / 'face.png'}"])
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+    assert f"{os.path.join(path, 'model.json')} holds a list" in lines[0]

@@ -223,3 +223,39 @@ def test_long_files_and_other_image_formats(tiny_models, test_clip, tmp_path):
     v_s = [np.load(os.path.splitext(r.output)[0] + ".npy") for r in results]
     np.testing.assert_allclose(v_s[0], v_s[1], rtol=1e-4, atol=1e-4 * np.abs(v_s[0]).max())
     assert not [name for name in os.listdir(tmp_path / "out") if "partial" in name]
+
+
+def test_float_samples_far_outside_pcm_range_are_refused(tiny_models, media, tmp_path):
+    """A float WAV whose samples reach ±300 is not audio scaled as floats (integer values stored
+    as float, or garbage): it is named with its peak, not drawn; a real float file's small
+    overshoot past 1 is fine."""
+    tone = helpers.sine(220, 2.0, amplitude=1.0)
+    loud = helpers.write_wav(tmp_path / "loud.wav", tone * 300, subtype="FLOAT")
+    over = helpers.write_wav(tmp_path / "over.wav", tone * 1.3, subtype="FLOAT")
+    with pytest.raises(audio.AudioError, match=r"loud.wav: samples reach ±300,"):
+        audio.load_audio(loud)
+    assert np.max(np.abs(audio.load_audio(over))) > 1.2
+    results = prediction.predict_files(tiny_models.encoder_dir, [loud, over],
+                                       str(tmp_path / "faces") + "/")
+    assert [r.ok for r in results] == [False, True]
+    assert str(results[0].output).startswith(f"{loud}: samples reach ±300, but float PCM")
+    assert not (tmp_path / "faces" / "loud.png").exists()
+    model = artifact.load_either(model_dir=tiny_models.encoder_dir)
+    with pytest.raises(audio.AudioError, match="waveform 0: samples reach ±300"):
+        model.predict(tone * 300)
+
+
+@pytest.mark.slow
+def test_cli_float_garbage_is_named_with_its_peak(tiny_models, tmp_path):
+    loud = helpers.write_wav(tmp_path / "loud.wav", helpers.sine(220, 2.0, amplitude=1.0) * 300,
+                             subtype="FLOAT")
+    proc = subprocess.run(
+        [sys.executable, "predict.py", f"--model_dir={tiny_models.encoder_dir}",
+         f"--audio={loud}", f"--output={tmp_path / 'face.png'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert errors == [f"predict.py: error: {loud}: samples reach ±300, but float PCM lies in "
+                      "[-1, 1] (more than 2 is not audio scaled as floats: integer samples "
+                      "stored as float, or garbage); rescale it to [-1, 1]"], proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "face.png").exists()

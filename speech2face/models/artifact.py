@@ -20,7 +20,9 @@ directory can be copied anywhere. docs/use_a_model.md.
 import datetime
 import hashlib
 import json
+import logging
 import os
+import zipfile
 from typing import NamedTuple, Optional, Sequence, Union
 
 import keras
@@ -28,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 import speech2face
-from speech2face import audio, records
+from speech2face import audio, errors, records
 from speech2face.models import export
 
 FORMAT = "speech2face-model"
@@ -38,6 +40,23 @@ ENCODER_FILE = export.ENCODER_FILE
 DECODER_FILE = export.DECODER_FILE
 SAVED_MODEL_DIR = "saved_model"
 MIN_SAMPLES = audio.SAMPLE_RATE  # at least 1 s of speech, as the dataset builder requires
+# What a model directory holds; a staging or replaced directory holding only these is ours.
+LAYOUT = frozenset({MODEL_INFO, ENCODER_FILE, DECODER_FILE, SAVED_MODEL_DIR})
+STAGING_SUFFIX = ".partial"  # OUTPUT.partial: the new model, built beside OUTPUT
+REPLACED_SUFFIX = ".replaced"  # OUTPUT.replaced: the old model while the new one is swapped in
+REWRITE = "rewrite it with `speech2face-export-model --model_dir=RUN --output={path} --overwrite`"
+
+_log = logging.getLogger(__name__)
+
+
+class ModelNotFoundError(errors.UserError, FileNotFoundError):
+    """A path given as a model directory that is not one (no model.json)."""
+
+
+class ModelError(errors.UserError, ValueError):
+    """A model directory that cannot be written there, or does not load (a damaged or
+    incomplete one, a model.json that is not this format's); the message names the file and
+    the fix."""
 
 
 def check_length(waveform: np.ndarray, name: str) -> np.ndarray:
@@ -150,7 +169,8 @@ class Speech2FaceModel:
 
         Raises:
           audio.AudioError: a file that cannot be read or holds under 1 s of audio (its message
-          names it); ValueError: a waveform that is not 1-D, or is shorter than 1 s.
+          names it); ValueError: a waveform that is not 1-D, is shorter than 1 s, or whose
+          samples reach past `audio.MAX_PEAK` (not float PCM).
         """
         if isinstance(inputs, (str, os.PathLike)) or (
                 isinstance(inputs, np.ndarray) and inputs.ndim == 1):
@@ -165,6 +185,7 @@ class Speech2FaceModel:
                     raise ValueError(f"a waveform must be 1-D 16 kHz samples; got shape "
                                      f"{waveform.shape}")
                 check_length(waveform, f"waveform {i}")
+                audio.check_peak(waveform, f"waveform {i}")
             segments.append(audio.fit_to_length(waveform, audio.SEGMENT_SAMPLES, offset=0))
         features, faces = [], []
         for start in range(0, len(segments), batch_size):
@@ -203,9 +224,90 @@ def _serving_archive(encoder, decoder):
     return archive
 
 
+def _listing(path: str) -> set:
+    return {name.rstrip("/") for name in tf.io.gfile.listdir(path)}
+
+
+def _ours(path: str) -> bool:
+    """Whether directory `path` holds nothing but a model directory's entries (`LAYOUT`): a
+    model, or one `write_model` was building or deleting; never a user's other files."""
+    return _listing(path) <= LAYOUT
+
+
+def recover_swap(path: str, tidy: bool = False) -> None:
+    """Finishes the swap of a `write_model` that was killed halfway (its old model is moved to
+    PATH.replaced, the new one renamed from PATH.partial to PATH, then the old one deleted): a
+    PATH.replaced holding a model.json while PATH is gone is renamed back to PATH (the old model,
+    as it was); with `tidy`, a PATH.replaced left beside a model PATH (what was left to delete)
+    is deleted. A PATH.replaced holding anything but a model's files is left alone.
+
+    Raises:
+      ModelError: PATH.replaced holds the model but cannot be renamed back.
+    """
+    replaced = path.rstrip("/") + REPLACED_SUFFIX
+    if not tf.io.gfile.isdir(replaced) or not _ours(replaced):
+        return
+    if not tf.io.gfile.exists(path):
+        if not tf.io.gfile.exists(os.path.join(replaced, MODEL_INFO)):
+            return
+        try:
+            tf.io.gfile.rename(replaced, path)
+        except (OSError, tf.errors.OpError) as e:
+            raise ModelError(f"{path} is missing and {replaced} holds the model an "
+                             "interrupted overwrite was replacing, but it cannot be renamed back "
+                             f"({getattr(e, 'message', e)}): rename {replaced} to {path}") from e
+        _log.warning("%s: restored the model from %s, left by an interrupted overwrite",
+                     path, replaced)
+    elif tidy and is_model_dir(path):
+        tf.io.gfile.rmtree(replaced)
+
+
+def _check_output(output_dir: str, overwrite: bool) -> None:
+    """Raises (before any work) unless `output_dir` can become the model directory: its parent
+    a writable directory (or creatable), `output_dir` new, or, with `overwrite`, a model
+    directory; OUTPUT.partial and OUTPUT.replaced free or left by an earlier write_model."""
+    if "://" not in output_dir:  # a local path (gfile's URLs have no permissions to check)
+        parent = os.path.dirname(os.path.abspath(output_dir))
+        problem = errors.unwritable_reason(parent)
+        if problem:
+            raise ModelError(f"{output_dir}: cannot write a model directory there ({problem}); "
+                             "choose another --output")
+    recover_swap(output_dir, tidy=True)
+    if tf.io.gfile.exists(output_dir):
+        if not tf.io.gfile.isdir(output_dir):
+            raise FileExistsError(f"{output_dir} is a file, not a model directory: choose "
+                                  "another --output")
+        if not overwrite:
+            raise FileExistsError(f"{output_dir} exists: choose another directory, or "
+                                  "overwrite it (--overwrite)")
+        if not is_model_dir(output_dir):
+            raise FileExistsError(f"{output_dir} exists and is not a model directory (no "
+                                  f"{MODEL_INFO}): not overwriting it")
+    for suffix, role in ((STAGING_SUFFIX, "builds the new model"),
+                         (REPLACED_SUFFIX, "moves the old model while it swaps the new one in")):
+        beside = output_dir.rstrip("/") + suffix
+        if tf.io.gfile.exists(beside) and not (tf.io.gfile.isdir(beside) and _ours(beside)):
+            raise FileExistsError(f"{beside} is in the way: speech2face-export-model {role} "
+                                  "there; move it away (it holds files that are not a model's)")
+
+
+def _run_encoder(run_dir: str):
+    """export.load_encoder(run_dir), told apart from a model directory given in its place."""
+    if is_model_dir(run_dir) and not tf.io.gfile.exists(os.path.join(run_dir, export.EXPORT_DIR)):
+        raise export.ExportNotFoundError(
+            f"{run_dir} is a model directory ({MODEL_INFO}), not a stage-2 training run: give it "
+            "as --model (predict.py, evaluate.py), or copy it to hand it on")
+    return export.load_encoder(run_dir)
+
+
 def write_model(encoder_dir: str, output_dir: str, decoder_dir: Optional[str] = None,
                 saved_model: bool = True, overwrite: bool = False) -> str:
     """Writes the self-contained model directory of a stage-2 run.
+
+    The model is built beside `output_dir` (OUTPUT.partial) and swapped in at the end: an old
+    model is renamed to OUTPUT.replaced, the new one renamed to OUTPUT, then the old one deleted.
+    A failure leaves the old model in place; a kill leaves it in OUTPUT.replaced, which the next
+    `write_model` or `load_model` of OUTPUT renames back (`recover_swap`).
 
     Args:
       encoder_dir: the stage-2 training run (its export/ and config.json).
@@ -217,25 +319,19 @@ def write_model(encoder_dir: str, output_dir: str, decoder_dir: Optional[str] = 
     Returns:
       output_dir.
 
-    Raises:
-      FileNotFoundError: no exported encoder or decoder. FileExistsError: output_dir exists.
+    Raises (before any work):
+      FileNotFoundError: no exported encoder or decoder. FileExistsError: output_dir exists
+      (or is a file). ModelError: output_dir's parent is a file or not writable.
     """
-    encoder, encoder_info = export.load_encoder(encoder_dir)
+    _check_output(output_dir, overwrite)
+    encoder, encoder_info = _run_encoder(encoder_dir)
     decoder_dir = decoder_dir or encoder_info.get("decoder_dir")
     if not decoder_dir:
         raise FileNotFoundError(f"{encoder_dir}: its export names no face decoder; pass "
                                 "decoder_dir (--decoder_dir)")
     decoder = export.load_decoder(decoder_dir)
-    if tf.io.gfile.exists(output_dir):
-        if not overwrite:
-            raise FileExistsError(f"{output_dir} exists: choose another directory, or "
-                                  "overwrite it (--overwrite)")
-        if not tf.io.gfile.exists(os.path.join(output_dir, MODEL_INFO)):
-            raise FileExistsError(f"{output_dir} exists and is not a model directory (no "
-                                  f"{MODEL_INFO}): not overwriting it")
-    # Built beside, swapped in at the end: a failure leaves any earlier model as it was.
-    staging = output_dir.rstrip("/") + ".partial"
-    if tf.io.gfile.exists(staging):
+    staging = output_dir.rstrip("/") + STAGING_SUFFIX
+    if tf.io.gfile.exists(staging):  # an earlier write's, killed (_check_output: only ours)
         tf.io.gfile.rmtree(staging)
     tf.io.gfile.makedirs(staging)
     for directory, name in ((encoder_dir, ENCODER_FILE), (decoder_dir, DECODER_FILE)):
@@ -275,10 +371,27 @@ def write_model(encoder_dir: str, output_dir: str, decoder_dir: Optional[str] = 
     }
     with tf.io.gfile.GFile(os.path.join(staging, MODEL_INFO), "w") as f:
         json.dump(info, f, indent=2)
-    if tf.io.gfile.exists(output_dir):
-        tf.io.gfile.rmtree(output_dir)
-    tf.io.gfile.rename(staging, output_dir)
+    _swap_in(staging, output_dir)
     return output_dir
+
+
+def _swap_in(staging: str, output_dir: str) -> None:
+    """Renames `staging` to `output_dir`; an old `output_dir` is renamed aside first and
+    deleted last, so that at every moment one of the two names holds a whole model."""
+    replaced = None
+    if tf.io.gfile.exists(output_dir):
+        replaced = output_dir.rstrip("/") + REPLACED_SUFFIX
+        if tf.io.gfile.exists(replaced):  # a leftover of ours (_check_output), not yet gone
+            tf.io.gfile.rmtree(replaced)
+        tf.io.gfile.rename(output_dir, replaced)
+    try:
+        tf.io.gfile.rename(staging, output_dir)
+    except BaseException:
+        if replaced:
+            tf.io.gfile.rename(replaced, output_dir)  # the old model back where it was
+        raise
+    if replaced:
+        tf.io.gfile.rmtree(replaced)
 
 
 def _read_json(path):
@@ -290,29 +403,114 @@ def is_model_dir(path: str) -> bool:
     return tf.io.gfile.exists(os.path.join(path, MODEL_INFO))
 
 
-def load_model(path: str) -> Speech2FaceModel:
-    """The model directory `write_model` wrote, ready to predict.
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+# The front end the model was trained on must be the one that feeds it (audio.py).
+_AUDIO = {"sample_rate": audio.SAMPLE_RATE, "segment_samples": audio.SEGMENT_SAMPLES,
+          "window_length": audio.WINDOW_LENGTH, "hop_length": audio.HOP_LENGTH,
+          "fft_length": audio.FFT_LENGTH, "power": audio.POWER}
+
+
+def read_info(path: str) -> dict:
+    """Model directory `path`'s model.json, checked: a JSON object of this format, a format
+    version this package reads, its sections of the right types, and the audio front end this
+    package computes.
 
     Raises:
-      FileNotFoundError: `path` is not a model directory (the message says what it is instead,
-      e.g. a training run). ValueError: a model of another format or a newer format version.
+      ModelError: naming model.json and what is wrong with it.
     """
+    info_path = os.path.join(path, MODEL_INFO)
+    fix = REWRITE.format(path=path)
+    try:
+        info = _read_json(info_path)
+    except (ValueError, OSError, tf.errors.OpError) as e:  # bad JSON, not UTF-8, unreadable
+        raise ModelError(f"{info_path} is not readable JSON ({getattr(e, 'message', e)}); "
+                         f"{fix}") from e
+    if not isinstance(info, dict):
+        raise ModelError(f"{info_path} holds {_json_type(info)}, not the JSON object "
+                         f"speech2face-export-model writes; {fix}")
+    missing = [key for key in ("format", "format_version") if key not in info]
+    if missing:
+        raise ModelError(f"{info_path} has no {' or '.join(repr(k) for k in missing)}: not a "
+                         f"speech2face model description; {fix}")
+    version = info["format_version"]
+    if info["format"] != FORMAT or not isinstance(version, int) or isinstance(version, bool):
+        raise ModelError(f"{info_path}: format {info['format']!r} version {version!r}, not "
+                         f"{FORMAT!r} with an integer version; {fix}")
+    if version > FORMAT_VERSION:
+        raise ModelError(f"{info_path}: format {FORMAT!r} version {version}; this speech2face "
+                         f"({speech2face.__version__}) reads up to version {FORMAT_VERSION}: "
+                         "upgrade speech2face")
+    for key in ("audio", "face", "encoder", "decoder", "steps", "files", "configs"):
+        if info.get(key) is not None and not isinstance(info[key], dict):
+            raise ModelError(f"{info_path}: {key!r} is {_json_type(info[key])}, not an object; "
+                             f"{fix}")
+    for stage, config in (info.get("configs") or {}).items():
+        if config is not None and not isinstance(config, dict):
+            raise ModelError(f"{info_path}: configs.{stage} is {_json_type(config)}, not an "
+                             f"object; {fix}")
+    step = (info.get("steps") or {}).get("encoder", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise ModelError(f"{info_path}: steps.encoder is {step!r}, not a step number; {fix}")
+    differs = {k: (info.get("audio") or {})[k] for k in _AUDIO
+               if k in (info.get("audio") or {}) and (info.get("audio") or {})[k] != _AUDIO[k]}
+    if differs:
+        raise ModelError(f"{info_path}: the model was trained on another audio front end "
+                         f"({', '.join(f'{k} {v!r}, here {_AUDIO[k]!r}' for k, v in differs.items())}"
+                         "): its predictions here would be wrong; use the speech2face version "
+                         f"that wrote it ({info.get('speech2face_version')})")
+    return info
+
+
+def _load_keras(path: str, name: str):
+    """Model directory `path`'s Keras file `name`, loaded; `ModelError` (incomplete, corrupt)
+    naming the file and the fix otherwise."""
+    file_path = os.path.join(path, name)
+    fix = REWRITE.format(path=path)
+    if not tf.io.gfile.exists(file_path):
+        raise ModelError(f"{path} is an incomplete model directory: it has no {name}; {fix}")
+    try:
+        with tf.io.gfile.GFile(file_path, "rb") as f, zipfile.ZipFile(f) as archive:
+            archive.getinfo("config.json")
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as e:
+        raise ModelError(f"{file_path} is corrupt (not a whole .keras archive: {e}); "
+                         f"{fix}") from e
+    try:
+        return keras.models.load_model(file_path)
+    except (ValueError, OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"{file_path} is corrupt or from an incompatible version (it does not "
+                         f"load: {reason}); {fix}") from e
+
+
+def load_model(path: str) -> Speech2FaceModel:
+    """The model directory `write_model` wrote, ready to predict (one whose overwrite was
+    killed halfway is first restored from PATH.replaced, `recover_swap`).
+
+    Raises:
+      ModelNotFoundError (a FileNotFoundError): `path` is not a model directory (the message
+      says what it is instead, e.g. a training run). ModelError (a ValueError): a damaged or
+      incomplete model directory, a model.json of another format or a newer format version.
+    """
+    recover_swap(path)
     if not is_model_dir(path):
         hint = ""
         if tf.io.gfile.exists(os.path.join(path, export.EXPORT_DIR)):
             hint = (f"; it looks like a training run: write a model from it with "
                     f"`speech2face-export-model --model_dir={path} --output=MODEL` or pass it "
                     "as --model_dir")
-        raise FileNotFoundError(f"{path} is not a speech2face model directory (no "
-                                f"{MODEL_INFO}){hint}")
-    info = _read_json(os.path.join(path, MODEL_INFO))
-    if info.get("format") != FORMAT or int(info.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{os.path.join(path, MODEL_INFO)}: format {info.get('format')!r} "
-                         f"version {info.get('format_version')}; this speech2face "
-                         f"({speech2face.__version__}) reads {FORMAT!r} up to version "
-                         f"{FORMAT_VERSION}")
-    encoder = keras.models.load_model(os.path.join(path, ENCODER_FILE))
-    decoder = export.load_decoder(path)
+        elif tf.io.gfile.isdir(path) and _listing(path) & LAYOUT:
+            hint = f": an incomplete model directory; {REWRITE.format(path=path)}"
+        elif not tf.io.gfile.exists(path):
+            hint = ": no such directory"
+        raise ModelNotFoundError(f"{path} is not a speech2face model directory (no "
+                                 f"{MODEL_INFO}){hint}")
+    info = read_info(path)
+    encoder = _load_keras(path, ENCODER_FILE)
+    decoder = _load_keras(path, DECODER_FILE)
     configs = info.get("configs") or {}
     source = {"model": os.path.abspath(path), "model_dir": os.path.abspath(path),
               "decoder_dir": os.path.abspath(path), "encoder": info.get("encoder"),
@@ -339,7 +537,7 @@ def load_either(model: Optional[str] = None, model_dir: Optional[str] = None,
             raise ValueError("a model directory carries its decoder: --decoder_dir goes with "
                              "a training run (--model_dir) only")
         return load_model(model)
-    encoder, info = export.load_encoder(model_dir)
+    encoder, info = _run_encoder(model_dir)
     decoder_dir = decoder_dir or info["decoder_dir"]
     source = {"model_dir": os.path.abspath(model_dir), "decoder_dir": os.path.abspath(decoder_dir),
               "encoder": info, "step": export.trained_step(model_dir),
