@@ -259,3 +259,4 @@ def test_cli_float_garbage_is_named_with_its_peak(tiny_models, tmp_path):
                       "[-1, 1] (more than 2 is not audio scaled as floats: integer samples "
                       "stored as float, or garbage); rescale it to [-1, 1]"], proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "face.png").exists()
+    assert "inputs failed" not in proc.stderr  # one input: its error is the whole story

@@ -71,7 +71,8 @@ def main(argv):
     for r in failed:
         print(f"predict.py: error: {r.output}", file=sys.stderr)
     if failed:
-        print(f"predict.py: {len(failed)} of {len(results)} inputs failed", file=sys.stderr)
+        if len(results) > 1:  # one input: its error line says it all
+            print(f"predict.py: {len(failed)} of {len(results)} inputs failed", file=sys.stderr)
         sys.exit(1)
 
 
