@@ -106,3 +106,19 @@ def test_the_filter_is_the_papers_way_and_a_departure_when_off():
     differs = config.differences_from_paper(off, config.TrainerConfig(), config.RuntimeConfig())
     assert differs == {"task.canonical_faces": {"run": False, "paper": True},
                        "task.canonical_max_yaw": {"run": 0.3, "paper": 0.25}}
+
+
+def test_training_faces_of_one_person_are_a_clear_error(tmp_path):
+    """Features that do not vary cannot be scaled to unit RMS (they would be blown up ~1e12 and
+    the warp's system would turn singular): one person's faces are refused, naming the files."""
+    import os  # pylint: disable=import-outside-toplevel
+    same = np.full(records.FEATURE_DIM, 0.25, np.float32)
+    with records.ShardedWriter(os.path.join(str(tmp_path), "train0")) as writer:
+        for index in range(3):
+            example = fake_records.make_example(index, 7)
+            example.face_feature, example.landmarks = same, TEMPLATE_PX.astype(np.float32)
+            writer.write(example)
+    files = data.list_files(str(tmp_path / "train*.tfrecord"))
+    with pytest.raises(loop.TrainingError, match="all have the same face feature") as error:
+        _task().prepare(files)
+    assert "the 3 training faces kept in" in str(error.value) and files[0] in str(error.value)

@@ -269,6 +269,13 @@ class DecoderTask(loop.Task):
         # Centred with unit RMS: the shared component of the features carries no identity.
         self.feature_mean = (feature_sum / count).astype(np.float32)
         centred_square = square_sum / count - float(np.square(feature_sum / count).sum())
+        if centred_square <= 1e-9 * square_sum / count:
+            # Scaled to unit RMS, features that do not vary would be blown up by ~1e12.
+            raise loop.TrainingError(
+                f"the {count} training face{'s' if count != 1 else ''} kept in "
+                f"{', '.join(train_files[:3])}{' and more' if len(train_files) > 3 else ''} "
+                f"{'all have' if count != 1 else 'has'} the same face feature (one person): the face decoder learns from the differences between "
+                "people; train on records of several speakers")
         self.feature_scale = 1.0 / max(np.sqrt(max(centred_square, 0.0)
                                                / face_decoder.FEATURE_DIM), 1e-12)
         logging.info("Mean landmarks and mean face over %d training faces.", count)
