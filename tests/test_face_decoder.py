@@ -312,7 +312,10 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_gradients_reach_both_branches():
-    # float64 end to end, so central differences are accurate.
+    # float64 end to end, so central differences are accurate; seeded weights, since the
+    # bilinear sampling's gradient jumps where a sample crosses a pixel, and an unlucky draw
+    # can put the probed point within eps of such a kink.
+    keras.utils.set_random_seed(5)
     model = fd.FaceDecoder(TINY, dtype="float64")
     rng = np.random.default_rng(2)
     features = tf.constant(rng.uniform(0, 1, (2, 4096)))

@@ -201,3 +201,21 @@ def test_the_tools_import_tensorflow_without_its_info_lines(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "5" in proc.stdout
     assert proc.stderr.splitlines() == ["the only line"], proc.stderr
+
+
+def test_a_usage_error_is_one_line_not_the_whole_usage(tmp_path):
+    """absl prints a tool's whole usage above a UsageError, and two lines for a flag it cannot
+    parse; the tools' entry point gives one line."""
+    for args, message in (
+            (["train.py", "--stage=decoder", "--train_records=x", f"--model_dir={tmp_path}/r",
+              "--learning_rate=0.1"], "--learning_rate belong(s) to the other stage"),
+            (["predict.py", "--audio=x.wav"], "give --model=MODEL"),
+            # A flag absl cannot parse: two lines of its own ("FATAL Flags parsing error").
+            (["predict.py", "--bogus=1"], "Unknown command line flag 'bogus'"),
+            (["train.py", "--train_steps=abc"], "flag --train_steps=abc")):
+        proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True,
+                              text=True, timeout=120)
+        prog = args[0]
+        assert proc.returncode == 1
+        assert proc.stderr.splitlines() == [proc.stderr.splitlines()[-1]], proc.stderr[-2000:]
+        assert proc.stderr.startswith(f"{prog}: error: ") and message in proc.stderr

@@ -231,6 +231,9 @@ def test_train_cli_bad_inputs_end_in_one_line_and_write_nothing(tiny_world, shar
         ([train, "--train_steps=-5"], "train_steps must be at least 1"),
         ([train, "--steps_per_loop=0"], "steps_per_loop must be at least 1"),
         ([train, "--global_batch_size=0"], "global_batch_size must be at least 1"),
+        # Larger than the data set: every batch would repeat it (it ran out of memory).
+        ([train, "--global_batch_size=100000", "--train_steps=2"],
+         "is larger than the training set"),
         ([f"--train_records={shards['good']},{shards['garbage']}", "--train_steps=2"],
          "not a TFRecord file"),
         ([f"--train_records={shards['good']},{shards['trunc']}", "--train_steps=2",

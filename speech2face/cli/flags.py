@@ -132,10 +132,12 @@ def run_main(module_name: str, doc: str, main, flags_parser=None) -> None:
     """Runs a tool's `main(argv)` under absl, its `--help` describing that tool
     (`as_main_module`); every tool's `run()`, the console-script entry point, is this call.
 
-    An error the user caused (`user_message`) ends the tool with one line on stderr,
-    `PROG: error: MESSAGE`, and exit status 1; any other exception keeps its traceback. Ctrl-C
-    (a KeyboardInterrupt) ends it with one line too, and status 130 (128 + SIGINT).
-    `flags_parser`: absl's, for a tool that passes unknown flags on (build_records to Beam)."""
+    An error the user caused (`user_message`, or absl's `app.UsageError`) ends the tool with
+    one line on stderr, `PROG: error: MESSAGE`, and exit status 1; any other exception keeps
+    its traceback. Ctrl-C
+    (a KeyboardInterrupt) ends it with one line too, and status 130 (128 + SIGINT), and so does
+    a flag absl cannot parse. `flags_parser`: absl's, for a tool that passes unknown flags on
+    (build_records to Beam)."""
     as_main_module(module_name, doc)
     prog = os.path.basename(sys.argv[0]) or module_name
 
@@ -145,17 +147,25 @@ def run_main(module_name: str, doc: str, main, flags_parser=None) -> None:
         except KeyboardInterrupt:
             print(f"{prog}: interrupted", file=sys.stderr)
             sys.exit(130)
+        except app.UsageError as e:  # absl would print the whole usage above it
+            fail(prog, f"{e} (--helpshort lists the flags)")
         except Exception as e:  # pylint: disable=broad-except
             message = user_message(e)
             if message is None:
                 raise
             fail(prog, message)
 
-    app.run(guarded, **({} if flags_parser is None else {"flags_parser": flags_parser}))
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:  # absl prints two lines, "FATAL Flags parsing error: ..."
+            fail(prog, " ".join(str(e).split()) + " (--helpshort lists the flags)")
+
+    app.run(guarded, flags_parser=flags_parser or parse)
 
 
 def check_usage(argv: Sequence[str], required: Sequence[str] = ()) -> None:
-    """Raises absl's UsageError (which prints the tool's usage) for bare arguments the tool does
+    """Raises absl's UsageError (one line under `run_main`) for bare arguments the tool does
     not take, or for a required flag left empty."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")

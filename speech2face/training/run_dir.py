@@ -122,6 +122,15 @@ def check_inputs(data_config, trainer, strategy, model_dir: str) -> Inputs:
     for files in (inputs.train_files, inputs.eval_files):
         if files:
             records.read_spec(files[0])
+    info = dataset_info.read_if_present(dataset_info.directory_of(train_files))
+    split_size = int(info.counts["train"]["clips"]) if info and "train" in info.counts else None
+    if split_size is not None and trainer.global_batch_size > split_size:
+        # Each batch would hold every example more than once (and its memory grows with it).
+        raise errors.UserError(
+            f"--global_batch_size={trainer.global_batch_size} is larger than the training "
+            f"set ({split_size} examples in "
+            f"{dataset_info.path_for(dataset_info.directory_of(train_files))}): use at most "
+            f"{split_size}")
     if trainer.train_steps is None:
         num_examples = dataset_info.num_examples(train_files, "train")
         inputs.train_steps = trainer.steps_for(num_examples)
