@@ -123,7 +123,7 @@ def main(argv):
     except (FileNotFoundError, data.NoRecordsError, ValueError, TypeError) as e:
         # Errors a user causes (no export, no records, bad flags) end in one line, not a trace.
         logging.debug("evaluation failed", exc_info=True)
-        config_flags.fail("evaluate.py", e)
+        config_flags.fail(e)
     print(report.format_retrieval_table(result))
     if result["all_test_examples_used"]:
         print(f"(the test set has {result['gallery_size']} clips, fewer than --gallery_size="

@@ -132,16 +132,6 @@ def check_inputs(data_config, trainer, strategy, model_dir: str) -> Inputs:
     return inputs
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 class RunLock:
     """`model_dir/train.lock` for the length of a `with` block (see the module docstring)."""
 
@@ -183,7 +173,7 @@ class RunLock:
             holder = self._holder()
             pid, host = holder.get("pid"), holder.get("host")
             same_host = host == self.owner["host"]
-            if isinstance(pid, int) and same_host and not _process_alive(pid):
+            if isinstance(pid, int) and same_host and not errors.process_alive(pid):
                 logging.warning("Taking over %s: its process %d on %s is gone (a run that was "
                                 "killed).", self.path, pid, host)
                 tf.io.gfile.remove(self.path)
