@@ -58,6 +58,9 @@ def check_writable(directory: str, flag: str = "--model_dir") -> None:
     parent = path
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):  # under a file: "not writable" (0644) or passed (0755)
+        raise errors.UserError(f"{flag}={directory} cannot be created: {parent} is a file, not "
+                               "a directory: choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         what = "is" if parent == path else f"cannot be created: {parent} is"
         raise errors.UserError(f"{flag}={directory} {what} not writable: choose a writable "
