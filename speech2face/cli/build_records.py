@@ -76,8 +76,7 @@ def main(argv):
     if FLAGS.verbosity < 1:
         std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)
     if FLAGS.vggface_weights and FLAGS.allow_random_weights_for_tests:
-        config_flags.fail("give --vggface_weights or --allow_random_weights_for_tests, "
-                                 "not both")
+        config_flags.fail("give --vggface_weights or --allow_random_weights_for_tests, not both")
     config = build.BuildConfig(
         **{"manifest": None, "vggface_weights": None, **config_flags.kwargs_given(_FIELDS)},
         target_shard_bytes=FLAGS.shard_mb * 2**20,

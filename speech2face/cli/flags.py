@@ -136,7 +136,11 @@ def prog() -> str:
     """The tool's name in its messages: what the user ran, `train.py`, `build_records.py` (for
     `python -m data_prep.build_records`) or a console script's `speech2face-build-records`; the
     same in every line a tool prints (`fail`, `run_main`, train.py's stop message)."""
-    return os.path.basename(sys.argv[0]) or "speech2face"
+    name = os.path.basename(sys.argv[0])
+    if name == "__main__.py":  # python -m speech2face.app: the package's name
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        return spec.name.removesuffix(".__main__") if spec else "speech2face"
+    return name or "speech2face"
 
 
 class Terminated(KeyboardInterrupt):
