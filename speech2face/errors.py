@@ -28,3 +28,15 @@ def unwritable_reason(directory: str):
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable by this user"
     return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (someone else's counts): a lock or claim file
+    whose process is gone was left by a killed run, and may be taken over."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

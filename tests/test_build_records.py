@@ -20,7 +20,8 @@ import tensorflow as tf
 from PIL import Image
 
 from speech2face.datasets.real import build as lib
-from speech2face.datasets.real import config as build_config, faces, manifests, runners, shards
+from speech2face.datasets.real import clips, config as build_config, faces, manifests, runners
+from speech2face.datasets.real import shards
 from speech2face.datasets.real.manifests import Reason
 from speech2face import audio, media, records
 from speech2face.records import dataset_info
@@ -603,6 +604,15 @@ def test_cli_refuses_test_fraction_with_test_manifest(tmp_path):
 
 
 @pytest.mark.slow
+def _build_pairs(manifest, tmp_path, weights):
+    """(config, info) of a pairs build of `manifest` in-process into tmp_path/out, every
+    speaker in train."""
+    config = lib.BuildConfig(str(manifest), "pairs", str(tmp_path), str(tmp_path / "out"),
+                             weights, random_weights_for_tests=True, detector="hog",
+                             test_fraction=0.0)
+    return config, lib.build_records(config, runners.pipeline_options(IN_PROCESS)).info
+
+
 def test_pairs_manifest(tmp_path, weights, hog):
     (tmp_path / "voices").mkdir()
     (tmp_path / "faces").mkdir()
@@ -618,10 +628,7 @@ def test_pairs_manifest(tmp_path, weights, hog):
                         "voices/a.wav,faces/c.mp4,carol\n"
                         "voices/a.wav,faces/missing.png,alice\n"
                         "voices/a.wav,faces/a.png\n")
-    config = lib.BuildConfig(str(manifest), "pairs", str(tmp_path), str(tmp_path / "out"),
-                             weights, random_weights_for_tests=True, detector="hog",
-                             test_fraction=0.0)
-    info = lib.build_records(config, runners.pipeline_options(IN_PROCESS)).info
+    config, info = _build_pairs(manifest, tmp_path, weights)
     examples = _read_examples(config.output_dir)
     assert set(examples) == {"voices/a.wav|faces/a.png", f"voices/b.flac|{tmp_path}/faces/b.jpg",
                              "voices/a.wav|faces/c.mp4"}
@@ -632,6 +639,32 @@ def test_pairs_manifest(tmp_path, weights, hog):
     assert info.counts["train"]["speakers"] == 3 and info.counts["test"]["clips"] == 0
     assert sorted(r["reason"] for r in _read_rejects(config.output_dir)) == [
         Reason.MALFORMED_ROW, Reason.MISSING_MEDIA]
+
+
+def test_audio_under_8_khz_is_rejected_with_its_reason(tmp_path, weights, hog):
+    """A 1 Hz or 100 Hz source would be resampled into seconds of "voice" (100 Hz: ten seconds of
+    a 35 Hz tone; 1 Hz: nothing at all, once called too_short): each is a low_sample_rate reject
+    naming its rate, and the good pair next to them is built."""
+    (tmp_path / "voices").mkdir()
+    helpers.write_wav(tmp_path / "voices" / "good.wav", fake_media.voice(3.0))
+    for rate in (1, 100):
+        tone = 0.5 * np.sin(0.7 * np.arange(10 * rate))  # ten seconds at that rate
+        helpers.write_wav(tmp_path / "voices" / f"hz{rate}.wav", tone, sample_rate=rate)
+    fake_media.write_image(tmp_path / "face.png", fake_media.face_frame())
+    assert clips.probe_media(str(tmp_path / "voices" / "hz100.wav")).audio_rate == 100
+    manifest = tmp_path / "pairs.csv"
+    manifest.write_text("voices/good.wav,face.png,alice\n"
+                        "voices/hz1.wav,face.png,bob\n"
+                        "voices/hz100.wav,face.png,carol\n")
+    config, info = _build_pairs(manifest, tmp_path, weights)
+    assert set(_read_examples(config.output_dir)) == {"voices/good.wav|face.png"}
+    rejects = {r["item"]: r for r in _read_rejects(config.output_dir)}
+    assert sorted(rejects) == ["voices/hz1.wav|face.png", "voices/hz100.wav|face.png"]
+    for rate in (1, 100):
+        reject = rejects[f"voices/hz{rate}.wav|face.png"]
+        assert reject["reason"] == Reason.LOW_SAMPLE_RATE, reject
+        assert f"sample rate {rate} Hz is under {audio.MIN_SOURCE_RATE} Hz" in reject["detail"]
+    assert info.details["rejects"]["by_reason"][Reason.LOW_SAMPLE_RATE] == 2
 
 
 def _run_cli(*args):

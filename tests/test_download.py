@@ -325,7 +325,7 @@ def test_cli_errors_are_one_line_and_verify_writes_the_manifest(tmp_path, media)
     result = run(f"--manifest={tmp_path / 'nope.csv'}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
-        "speech2face-download: error: --manifest")
+        "download.py: error: --manifest")
     result = run("--manifest_format=voxceleb2")
     assert result.returncode != 0 and "cannot be downloaded anonymously" in result.stderr
     assert not (tmp_path / "out").exists()

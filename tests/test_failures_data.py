@@ -3,7 +3,9 @@ one line and a non-zero exit, checked before anything is written; repeated manif
 built once; an empty build leaves the output directory as it was; the local runner's ports
 listen on localhost only."""
 
+import glob
 import os
+import signal
 import subprocess
 import sys
 
@@ -11,8 +13,10 @@ import apache_beam as beam
 from apache_beam.testing import util as beam_util
 import pytest
 
+from speech2face.cli import flags as cli_flags
 from speech2face.datasets.real import build, manifests, rows, runners
 from speech2face.datasets.real.manifests import Reason
+from tests.support import fake_media, helpers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -166,7 +170,7 @@ def test_build_records_cli_errors_are_one_line(tmp_path):
              "no example written: all 1 items")):
         proc, lines = _run("data_prep.build_records", *common, *extra)
         assert proc.returncode == 1, proc.stderr[-2000:]
-        assert len(lines) == 1 and lines[0].startswith("build_records: error: "), lines
+        assert len(lines) == 1 and lines[0].startswith("build_records.py: error: "), lines
         assert message in lines[0]
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "new").exists()
@@ -183,6 +187,62 @@ def test_ctrl_c_is_one_line_and_status_130():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 130 and proc.stderr.strip() == "tool: interrupted", proc.stderr
+
+
+def test_sigterm_is_one_line_and_status_143():
+    """SIGTERM raises `Terminated` in the tool's main thread, a KeyboardInterrupt: the cleanups
+    of Ctrl-C run (the `finally` here), then one line and 128 + SIGTERM. A second SIGTERM
+    during the cleanup does not cut it short."""
+    code = ("import os, signal, sys\nfrom speech2face.cli import flags\n"
+            "def main(argv):\n    try:\n        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        signal.pause()\n"
+            "    finally:\n        os.kill(os.getpid(), signal.SIGTERM)\n"
+            "        print('cleaned up', file=sys.stderr)\n"
+            "sys.argv = ['tool']; flags.run_main('tool', 'A tool.', main)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert proc.stderr.splitlines() == ["cleaned up", "tool: stopped by SIGTERM"], proc.stderr
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+def test_sigterm_stops_build_records_and_removes_its_build(tmp_path, tiny_weights, mode):
+    """SIGTERM mid-pipeline: the `.build-<id>/` folder (and the output directory it made) is
+    removed as after Ctrl-C, the Beam workers end with it, and the tool says so in one line,
+    exit 143; nothing is left to block a rerun."""
+    (tmp_path / "voices").mkdir()
+    for i in range(4):
+        helpers.write_wav(tmp_path / "voices" / f"v{i}.wav", fake_media.voice(3.0, i))
+    fake_media.write_image(tmp_path / "face.png", fake_media.face_frame())
+    (tmp_path / "pairs.csv").write_text("".join(f"voices/v{i}.wav,face.png,s{i}\n"
+                                                for i in range(4)))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "data_prep.build_records", f"--manifest={tmp_path / 'pairs.csv'}",
+           "--manifest_format=pairs", f"--media_dir={tmp_path}", f"--output_dir={out}",
+           f"--vggface_weights={tiny_weights}", "--test_fraction=0", "--detector=hog",
+           f"--direct_running_mode={mode}", "--direct_num_workers=2" if mode != "in_memory"
+           else "--direct_num_workers=1"]
+    workers = []
+
+    def ready(pid):  # the build has started (and, with multi_processing, its workers)
+        workers[:] = cli_flags.descendants(pid)
+        return bool(glob.glob(str(out / ".build-*"))) and (mode == "in_memory" or bool(workers))
+
+    status, stderr = helpers.stop_with_sigterm(cmd, ready, cwd=REPO)
+    assert status == 128 + signal.SIGTERM, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == "build_records.py: stopped by SIGTERM", stderr
+    assert not out.exists() and "Traceback" not in stderr, stderr
+    if mode == "multi_processing":  # SIGTERM reached them too (else Beam waits for them)
+        assert workers and not [w for w in workers if _running(w)]
 
 
 def test_the_tools_import_tensorflow_without_its_info_lines(tmp_path):

@@ -158,6 +158,29 @@ def test_model_dir_that_is_a_file_is_refused(tmp_path):
     run_dir.check_writable(str(tmp_path / "new" / "run"))  # creatable: fine
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o755])
+def test_model_dir_under_a_file_is_refused_as_a_file(tmp_path, mode):
+    """Under a regular file the model_dir cannot be created: said so, whatever the file's mode
+    (0644 read as "not writable", 0755 passed the check and failed at makedirs)."""
+    (tmp_path / "f").write_text("x")
+    os.chmod(tmp_path / "f", mode)
+    with pytest.raises(errors.UserError, match=r"cannot be created: .*/f is a file"):
+        run_dir.check_writable(str(tmp_path / "f" / "run"))
+    assert (tmp_path / "f").read_text() == "x"
+
+
+def test_unwritable_model_dir_is_refused_without_a_read_only_directory(tmp_path, monkeypatch):
+    """What the root-skipped test below checks, for any user: the writability check's answer
+    (os.access) makes the refusal, naming the directory that is not writable."""
+    monkeypatch.setattr(run_dir.os, "access", lambda path, mode: False)
+    with pytest.raises(errors.UserError, match=f"run cannot be created: {tmp_path} is not "
+                                               "writable"):
+        run_dir.check_writable(str(tmp_path / "run"))
+    with pytest.raises(errors.UserError, match=f"--model_dir={tmp_path} is not writable"):
+        run_dir.check_writable(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_read_only_model_dir_is_refused(tmp_path):
     os.chmod(tmp_path, 0o555)
@@ -255,3 +278,28 @@ def test_train_cli_bad_inputs_end_in_one_line_and_write_nothing(tiny_world, shar
     result = _train(train, "--train_steps=2", f"--model_dir={busy}")
     assert result.returncode == 1 and "in use by another training run" in _error_lines(result)[0]
     assert signal.SIGTERM == 15  # the exit status of a stopped run is 128 + 15 (test_training)
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_refuse_an_output_under_a_file_in_one_line(tiny_world, tmp_path):
+    """train.py --model_dir and evaluate.py --output_dir under a regular file (NotADirectory
+    for any user, root too): one line naming the file, exit 1, nothing written."""
+    world, _ = tiny_world
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    result = _train(f"--train_records={world}/train-*.tfrecord", "--train_steps=2",
+                    f"--model_dir={blocker / 'run'}")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert _error_lines(result) == [
+        f"train.py: error: --model_dir={blocker / 'run'} cannot be created: {blocker} is a "
+        "file, not a directory: choose another path"], result.stderr[-2000:]
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", f"--model={tmp_path / 'model'}",
+         f"--records={world}/test-*.tfrecord", f"--output_dir={blocker / 'eval'}"], cwd=REPO,
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert [line for line in result.stderr.splitlines() if ": error: " in line] == [
+        f"evaluate.py: error: --output_dir={blocker / 'eval'}: {blocker} is a file, not a "
+        "directory; choose a directory you can write to"], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"] and blocker.read_text() == "mine"

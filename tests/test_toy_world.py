@@ -4,6 +4,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from speech2face.datasets.toy import world as toy_world
 from speech2face import data, records
 from speech2face.records import dataset_info
 from speech2face.models import vggface
-from tests.support import tiny
+from tests.support import helpers, tiny
 
 TINY = tiny.WORLD
 
@@ -233,7 +234,8 @@ def test_never_writes_over_a_users_files_or_past_its_memory(tmp_path, monkeypatc
     assert not (tmp_path / "new").exists()
     result = subprocess.run([sys.executable, "-m", "data_prep.make_toy_world",
                              f"--output_dir={mine}"], capture_output=True, text=True, timeout=300)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("make_toy_world:")]
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith("make_toy_world.py: error: ")]
     assert result.returncode == 1 and len(errors) == 1 and "not empty" in errors[0]
     assert "Traceback" not in result.stderr
     result = subprocess.run([sys.executable, "-m", "data_prep.make_toy_world", "--output_dir="],
@@ -250,8 +252,8 @@ def test_two_builds_on_one_directory_one_is_refused(tmp_path, tiny_world):
     with pytest.raises(FileExistsError, match="being written by another make_toy_world"):
         checks.claim(out)
     assert os.listdir(out) == [checks.CLAIM_FILE]
-    with pytest.raises(FileExistsError, match="not empty"):  # a later start, or a killed build
-        toy_world.build_toy_world(TINY, out)
+    with pytest.raises(FileExistsError, match="being written by another make_toy_world"):
+        toy_world.build_toy_world(TINY, out)  # a later start, while the first one runs
     world, _ = tiny_world
     assert checks.CLAIM_FILE not in os.listdir(world)  # a finished build removes its claim
 
@@ -274,3 +276,74 @@ def test_an_interrupted_build_removes_what_it_wrote(tmp_path, monkeypatch, exist
     with pytest.raises(KeyboardInterrupt):
         toy_world.build_toy_world(TINY, str(out))
     assert out.exists() == existed and (not existed or os.listdir(out) == [])
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+def test_a_killed_builds_claim_is_taken_over(tmp_path, monkeypatch):
+    """kill -9 leaves the claim and partial files: a rerun on this host finds the claim's
+    process gone, removes what that build wrote, and builds; a user's file still refuses."""
+    import socket
+    from speech2face.datasets.toy import checks
+    out = tmp_path / "world"
+    out.mkdir()
+    (out / checks.CLAIM_FILE).write_text(json.dumps({"pid": _dead_pid(),
+                                                     "host": socket.gethostname()}))
+    for name in ("train-00000-of-00002.tfrecord", "test-00000-of-00001.tfrecord.tmp",
+                 "vggface_random_seed3.h5"):
+        (out / name).write_bytes(b"partial")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        toy_world.build_toy_world(TINY, str(out))
+    assert len(os.listdir(out)) == 5  # refused before it removed anything
+    (out / "notes.txt").unlink()
+    seen = []
+
+    def build(config, output_dir):
+        seen.append(sorted(os.listdir(output_dir)))
+        holder = json.loads((out / checks.CLAIM_FILE).read_text())
+        seen.append(holder["pid"])
+        return "built"
+
+    monkeypatch.setattr(toy_world, "_build", build)
+    assert toy_world.build_toy_world(TINY, str(out)) == "built"
+    assert seen == [[checks.CLAIM_FILE], os.getpid()]
+    assert os.listdir(out) == []  # the finished build removed its claim
+
+
+def test_a_claim_of_a_live_or_unknown_build_is_refused(tmp_path):
+    """A claim whose process lives, or of another host (it cannot be checked), refuses a build
+    and removes nothing; the message says what to do."""
+    from speech2face.datasets.toy import checks
+    out = tmp_path / "world"
+    out.mkdir()
+    for holder in ({"pid": os.getpid(), "host": __import__("socket").gethostname()},
+                   {"pid": _dead_pid(), "host": "another-host.example"},
+                   os.getpid()):  # an older build wrote its pid alone
+        (out / checks.CLAIM_FILE).write_text(json.dumps(holder))
+        (out / "vggface_random_seed3.h5").write_bytes(b"partial")
+        with pytest.raises(FileExistsError, match="being written by another make_toy_world "
+                                                  r"run \(pid \d+ on .*delete the claim file"):
+            toy_world.build_toy_world(TINY, str(out))
+        assert sorted(os.listdir(out)) == [checks.CLAIM_FILE, "vggface_random_seed3.h5"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_build_and_removes_what_it_wrote(tmp_path, tiny_weights):
+    """SIGTERM is Ctrl-C's equal: the build removes its claim and files (and the directory it
+    made), says so in one line and exits 143 (128 + SIGTERM); the same command runs again."""
+    out = tmp_path / "world"
+    cmd = [sys.executable, "-m", "speech2face.cli.make_toy_world", f"--output_dir={out}",
+           f"--vggface_weights={tiny_weights}", "--num_speakers=40"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    status, stderr = helpers.stop_with_sigterm(
+        cmd, lambda pid: (out / ".make_toy_world.pid").exists(), env=env)
+    assert status == 128 + signal.SIGTERM, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == "make_toy_world.py: stopped by SIGTERM", stderr
+    assert "Traceback" not in stderr
+    assert not out.exists()

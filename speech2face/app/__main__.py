@@ -16,7 +16,6 @@ optional packages: pip install -e ".[app]". docs/app.md.
 """
 
 import ipaddress
-import sys
 
 from speech2face import cli  # noqa: E402
 
@@ -56,22 +55,19 @@ def main(argv):
 
         from speech2face.app import server  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-        print(f"speech2face-app: error: {e}; install the app's packages: "
-              "pip install -e \".[app]\"", file=sys.stderr)
-        sys.exit(1)
+        config_flags.fail(f"{e}; install the app's packages: pip install -e \".[app]\"")
     import speech2face  # pylint: disable=import-outside-toplevel
 
     try:
         model = speech2face.load_model(FLAGS.model)
     except (FileNotFoundError, ValueError) as e:
-        print(f"speech2face-app: error: {e}", file=sys.stderr)
-        sys.exit(1)
+        config_flags.fail(e)
     application = server.create_app(model, max_upload_bytes=int(FLAGS.max_upload_mb * 2**20),
                                      image_size=FLAGS.image_size)
     host = f"[{FLAGS.host}]" if ":" in FLAGS.host else FLAGS.host
-    print(f"speech2face-app: serving {FLAGS.model} on http://{host}:{FLAGS.port}/", flush=True)
+    print(f"{config_flags.prog()}: serving {FLAGS.model} on http://{host}:{FLAGS.port}/", flush=True)
     if not _is_loopback(FLAGS.host):
-        print("speech2face-app: note: browsers allow the microphone only on localhost or "
+        print(f"{config_flags.prog()}: note: browsers allow the microphone only on localhost or "
               "https; on this address only uploads will work (tunnel to 127.0.0.1 instead)",
               flush=True)
     uvicorn.run(application, host=FLAGS.host, port=FLAGS.port, log_level="info")

@@ -63,7 +63,6 @@ flags.DEFINE_integer("num_workers", None, "DirectRunner workers (default: the CP
                      lower_bound=1)
 flags.mark_flags_as_required(["manifest_format", "media_dir", "output_dir"])
 FLAGS = flags.FLAGS
-_PROG = "build_records"
 
 
 def main(argv):
@@ -71,14 +70,13 @@ def main(argv):
     beam_args = argv[1:]
     for name in ("manifest_format", "media_dir", "output_dir"):
         if not FLAGS[name].value:  # "--output_dir=" would build into the working directory
-            config_flags.fail(_PROG, f"--{name} is required (it is empty)")
+            config_flags.fail(f"--{name} is required (it is empty)")
     # Beam relays every worker's INFO lines (gRPC channels, bundle statistics): they would bury
     # the build's own messages. --verbosity=1 brings them back.
     if FLAGS.verbosity < 1:
         std_logging.getLogger("apache_beam").setLevel(std_logging.WARNING)
     if FLAGS.vggface_weights and FLAGS.allow_random_weights_for_tests:
-        config_flags.fail(_PROG, "give --vggface_weights or --allow_random_weights_for_tests, "
-                                 "not both")
+        config_flags.fail("give --vggface_weights or --allow_random_weights_for_tests, not both")
     config = build.BuildConfig(
         **{"manifest": None, "vggface_weights": None, **config_flags.kwargs_given(_FIELDS)},
         target_shard_bytes=FLAGS.shard_mb * 2**20,
@@ -90,7 +88,7 @@ def main(argv):
     except (ValueError, OSError) as e:
         # Bad flags, files, weights (WeightsFileError), output dir, an empty build: one line
         # naming the thing and what to do; nothing was written (or output_dir is unchanged).
-        config_flags.fail(_PROG, e)
+        config_flags.fail(e)
     logging.info("Done: %s", FLAGS.output_dir)
     print(shards.format_summary(info))
 
@@ -101,7 +99,7 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv, known_only=True)
     except flags.Error as e:
-        config_flags.fail(_PROG, e)
+        config_flags.fail(e)
 
 
 def run():

@@ -32,7 +32,6 @@ from absl import app, flags  # noqa: E402
 from speech2face.cli import flags as config_flags  # noqa: E402
 from speech2face.datasets.real import download, voxceleb_verify  # noqa: E402
 
-PROG = "speech2face-download"
 flags.DEFINE_string("manifest", None, "The AVSpeech CSV (`youtube_id, start, end, x, y` rows).")
 flags.DEFINE_string("output_dir", None, "Where the cuts, segments.csv and failures.jsonl go (with "
                     "--verify: voxceleb2.txt, speakers.csv and failures.jsonl).")
@@ -65,7 +64,7 @@ def main(argv):
             summary = voxceleb_verify.verify(FLAGS.media_dir, FLAGS.output_dir,
                                              FLAGS.workers or download.DownloadConfig.workers)
         except (ValueError, FileNotFoundError, FileExistsError) as e:
-            config_flags.fail(PROG, e)
+            config_flags.fail(e)
     else:
         if FLAGS.verify or FLAGS.media_dir:
             raise app.UsageError("--verify and --media_dir check a VoxCeleb2 tree: give "
@@ -76,7 +75,7 @@ def main(argv):
         try:
             summary = download.download(config)
         except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-            config_flags.fail(PROG, e)
+            config_flags.fail(e)
     print(summary.format())
 
 

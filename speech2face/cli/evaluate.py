@@ -35,7 +35,7 @@ from absl import app, flags, logging  # noqa: E402
 
 from speech2face.cli import flags as config_flags  # noqa: E402
 
-from speech2face import data, evaluation  # noqa: E402
+from speech2face import data, errors, evaluation  # noqa: E402
 from speech2face.datasets.toy import attributes as toy_attributes  # noqa: E402
 from speech2face.evaluation import report  # noqa: E402
 
@@ -101,6 +101,11 @@ def _classifiers():
 
 def main(argv):
     config_flags.check_usage(argv, required=("records", "output_dir"))
+    # Checked before the evaluation runs: it is written (created) only at the end.
+    problem = errors.unwritable_reason(FLAGS.output_dir)
+    if problem:
+        config_flags.fail(f"--output_dir={FLAGS.output_dir}: {problem}; choose a directory "
+                          "you can write to")
     if bool(FLAGS.model) == bool(FLAGS.model_dir):
         raise app.UsageError("give --model=MODEL (a model directory) or --model_dir=RUN (a "
                              "stage-2 training run), one of the two")
@@ -123,7 +128,7 @@ def main(argv):
     except (FileNotFoundError, data.NoRecordsError, ValueError, TypeError) as e:
         # Errors a user causes (no export, no records, bad flags) end in one line, not a trace.
         logging.debug("evaluation failed", exc_info=True)
-        config_flags.fail("evaluate.py", e)
+        config_flags.fail(e)
     print(report.format_retrieval_table(result))
     if result["all_test_examples_used"]:
         print(f"(the test set has {result['gallery_size']} clips, fewer than --gallery_size="

@@ -39,7 +39,7 @@ def main(argv):
         path = artifact.write_model(FLAGS.model_dir, FLAGS.output, FLAGS.decoder_dir,
                                     saved_model=FLAGS.saved_model, overwrite=FLAGS.overwrite)
     except (FileNotFoundError, FileExistsError, ValueError) as e:
-        config_flags.fail("speech2face-export-model", e)
+        config_flags.fail(e)
     print(f"Model written to {path}")
     print(f"  python predict.py --model={path} --audio=clip.wav --output=face.png")
 

@@ -7,9 +7,13 @@ own default (for the training configs, the paper's).
 
 import dataclasses
 import errno
+import glob
+import logging as std_logging
 import os
 import re
+import signal
 import sys
+import threading
 import typing
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
@@ -128,38 +132,108 @@ def user_message(error: BaseException) -> Optional[str]:
     return None
 
 
+def prog() -> str:
+    """The tool's name in its messages: what the user ran, `train.py`, `build_records.py` (for
+    `python -m data_prep.build_records`) or a console script's `speech2face-build-records`; the
+    same in every line a tool prints (`fail`, `run_main`, train.py's stop message)."""
+    name = os.path.basename(sys.argv[0])
+    if name == "__main__.py":  # python -m speech2face.app: the package's name
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        return spec.name.removesuffix(".__main__") if spec else "speech2face"
+    return name or "speech2face"
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM (`run_main`): a KeyboardInterrupt, so that whatever
+    cleans up after Ctrl-C (`except BaseException`, `finally`) cleans up after SIGTERM too."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+_terminated = []  # the signal that stopped this tool, once received
+
+
+def descendants(pid: int):
+    """The pids of the processes that `pid` started, and theirs (Linux's /proc; [] elsewhere)."""
+    found, parents = [], [pid]
+    while parents:
+        for path in glob.glob(f"/proc/{parents.pop()}/task/*/children"):
+            try:
+                with open(path, encoding="ascii") as f:
+                    children = [int(c) for c in f.read().split()]
+            except (OSError, ValueError):  # the thread or process ended
+                continue
+            found += children
+            parents += children
+    return found
+
+
+def _stop(signum, frame):  # pylint: disable=unused-argument
+    """SIGINT and SIGTERM in `run_main`: KeyboardInterrupt or `Terminated`. Logging ends first:
+    what the stop unwinds through may log it with a traceback (Beam's DoFn runner does, and its
+    worker threads), and the tool's one line says it all. SIGTERM is passed on to the processes
+    the tool started, as a terminal's Ctrl-C reaches the whole job: Beam's local workers, which
+    the runner waits for as it unwinds, would otherwise never end."""
+    std_logging.disable(std_logging.CRITICAL)
+    threading.excepthook = lambda args: None
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    if _terminated:  # a second SIGTERM while cleaning up: let the cleanup finish
+        return
+    _terminated.append(signum)
+    for child in descendants(os.getpid()):
+        try:
+            os.kill(child, signum)
+        except OSError:  # it ended
+            pass
+    raise Terminated(signum)
+
+
 def run_main(module_name: str, doc: str, main, flags_parser=None) -> None:
     """Runs a tool's `main(argv)` under absl, its `--help` describing that tool
     (`as_main_module`); every tool's `run()`, the console-script entry point, is this call.
 
-    An error the user caused (`user_message`, or absl's `app.UsageError`) ends the tool with
-    one line on stderr, `PROG: error: MESSAGE`, and exit status 1; any other exception keeps
-    its traceback. Ctrl-C
-    (a KeyboardInterrupt) ends it with one line too, and status 130 (128 + SIGINT), and so does
-    a flag absl cannot parse. `flags_parser`: absl's, for a tool that passes unknown flags on
-    (build_records to Beam)."""
+    An error the user caused (`user_message`, or absl's `app.UsageError`, or a flag absl cannot
+    parse) ends the tool with one line on stderr, `PROG: error: MESSAGE`, and exit status 1;
+    any other exception keeps its traceback. Ctrl-C (a KeyboardInterrupt) ends it with one line
+    too, and status 130 (128 + SIGINT). SIGTERM raises `Terminated` (a KeyboardInterrupt) in the
+    main thread: what the tool wrote is cleaned up as after Ctrl-C, and it ends with `PROG:
+    stopped by SIGTERM`, status 143 (128 + SIGTERM). train.py's loop handles both signals itself
+    while it trains (a checkpoint, then the same status). `flags_parser`: absl's, for a tool that
+    passes unknown flags on (build_records to Beam)."""
     as_main_module(module_name, doc)
-    prog = os.path.basename(sys.argv[0]) or module_name
+
+    def stopped(signum: int) -> "typing.NoReturn":
+        print(f"{prog()}: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        sys.exit(128 + signum)
 
     def guarded(argv):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _stop)
         try:
             return main(argv)
-        except KeyboardInterrupt:
-            print(f"{prog}: interrupted", file=sys.stderr)
+        except KeyboardInterrupt as e:
+            if isinstance(e, Terminated) or _terminated:
+                stopped(_terminated[0] if _terminated else e.signum)
+            print(f"{prog()}: interrupted", file=sys.stderr)
             sys.exit(130)
         except app.UsageError as e:  # absl would print the whole usage above it
-            fail(prog, f"{e} (--helpshort lists the flags)")
+            fail(f"{e} (--helpshort lists the flags)")
         except Exception as e:  # pylint: disable=broad-except
+            if _terminated:  # raised in a Beam transform, it comes back as a RuntimeError
+                stopped(_terminated[0])
             message = user_message(e)
             if message is None:
                 raise
-            fail(prog, message)
+            fail(message)
 
     def parse(argv):
         try:
             return flags.FLAGS(argv)
         except flags.Error as e:  # absl prints two lines, "FATAL Flags parsing error: ..."
-            fail(prog, " ".join(str(e).split()) + " (--helpshort lists the flags)")
+            fail(" ".join(str(e).split()) + " (--helpshort lists the flags)")
 
     app.run(guarded, flags_parser=flags_parser or parse)
 
@@ -174,7 +248,8 @@ def check_usage(argv: Sequence[str], required: Sequence[str] = ()) -> None:
             raise app.UsageError(f"--{name} is required")
 
 
-def fail(prog: str, message) -> "typing.NoReturn":
-    """Ends a command-line tool with one line `PROG: error: MESSAGE` on stderr and exit status 1."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+def fail(message) -> "typing.NoReturn":
+    """Ends a command-line tool with one line `PROG: error: MESSAGE` on stderr (PROG: `prog()`)
+    and exit status 1."""
+    print(f"{prog()}: error: {message}", file=sys.stderr)
     sys.exit(1)

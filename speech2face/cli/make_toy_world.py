@@ -32,7 +32,7 @@ def main(argv):
     try:
         info = toy_world.build_toy_world(config, FLAGS.output_dir)
     except (ValueError, OSError) as e:  # bad settings, the output dir, weights, the disk
-        config_flags.fail("make_toy_world", e)
+        config_flags.fail(e)
     print(toy_world.format_summary(info))
 
 

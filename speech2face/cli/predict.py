@@ -61,7 +61,7 @@ def main(argv):
                                            exaggeration=FLAGS.exaggeration,
                                            model=FLAGS.model)
     except (FileNotFoundError, ValueError) as e:
-        config_flags.fail("predict.py", e)
+        config_flags.fail(e)
     failed = [r for r in results if not r.ok]
     for r in results:
         if r.ok:

@@ -8,7 +8,6 @@ and reason), then a total. Exit status 0 when every file is sound, 1 when any is
 on stderr as `PROG: error: FILE: ...`). What to do with a bad file: docs/failures.md.
 """
 
-import os
 import sys
 
 from speech2face import cli  # noqa: E402
@@ -29,7 +28,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     config_flags.check_usage(argv, required=("records",))
-    prog = os.path.basename(sys.argv[0])
+    prog = config_flags.prog()
     files = data.list_files(FLAGS.records)
     bad, total = [], 0
     for path in files:

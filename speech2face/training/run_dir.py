@@ -58,6 +58,9 @@ def check_writable(directory: str, flag: str = "--model_dir") -> None:
     parent = path
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):  # under a file: "not writable" (0644) or passed (0755)
+        raise errors.UserError(f"{flag}={directory} cannot be created: {parent} is a file, not "
+                               "a directory: choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         what = "is" if parent == path else f"cannot be created: {parent} is"
         raise errors.UserError(f"{flag}={directory} {what} not writable: choose a writable "
@@ -141,16 +144,6 @@ def check_inputs(data_config, trainer, strategy, model_dir: str) -> Inputs:
     return inputs
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 class RunLock:
     """`model_dir/train.lock` for the length of a `with` block (see the module docstring)."""
 
@@ -192,7 +185,7 @@ class RunLock:
             holder = self._holder()
             pid, host = holder.get("pid"), holder.get("host")
             same_host = host == self.owner["host"]
-            if isinstance(pid, int) and same_host and not _process_alive(pid):
+            if isinstance(pid, int) and same_host and not errors.process_alive(pid):
                 logging.warning("Taking over %s: its process %d on %s is gone (a run that was "
                                 "killed).", self.path, pid, host)
                 tf.io.gfile.remove(self.path)

@@ -154,3 +154,20 @@ def summary_tags(event_dir):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     return tags
+
+
+def stop_with_sigterm(cmd, ready, **popen_kwargs):
+    """Runs `cmd`, sends it SIGTERM once `ready(pid)` is true (or it has ended) and waits for
+    it: (its exit status, its stderr)."""
+    import signal  # pylint: disable=import-outside-toplevel
+    import time  # pylint: disable=import-outside-toplevel
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen_kwargs)
+    try:
+        while proc.poll() is None and not ready(proc.pid):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr

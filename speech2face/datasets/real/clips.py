@@ -34,6 +34,7 @@ SEGMENT_TOLERANCE = 0.5  # s a segment may run past the media end (rounding in m
 
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _STREAM = re.compile(r"Stream #\d+:\d+\S*: (Audio|Video): (.*)")
+_AUDIO_RATE = re.compile(r", (\d+) Hz\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,7 @@ class MediaInfo:
     duration: Optional[float]  # seconds; None if the container does not say
     has_audio: bool
     has_video: bool
+    audio_rate: Optional[int] = None  # Hz of the first audio stream; None if ffmpeg does not say
 
 
 def probe_media(path: str) -> MediaInfo:
@@ -60,9 +62,11 @@ def probe_media(path: str) -> MediaInfo:
         h, m, s = match.groups()
         duration = int(h) * 3600 + int(m) * 60 + float(s)
     streams = _STREAM.findall(stderr)
-    return MediaInfo(duration=duration, has_audio=any(kind == "Audio" for kind, _ in streams),
+    rates = [_AUDIO_RATE.search(rest) for kind, rest in streams if kind == "Audio"]
+    return MediaInfo(duration=duration, has_audio=bool(rates),
                      has_video=any(kind == "Video" and "attached pic" not in rest
-                                   for kind, rest in streams))
+                                   for kind, rest in streams),
+                     audio_rate=int(rates[0].group(1)) if rates and rates[0] else None)
 
 
 def decode_audio_segment(path: str, start: float, seconds: Optional[float]):
@@ -194,6 +198,11 @@ def prepare_clip(clip: manifests.Clip, finder: faces.FaceFinder, config: BuildCo
         info = probe_media(local)
         if not info.has_audio:
             raise SkipClip(Reason.NO_AUDIO_STREAM, f"{audio_path}: no audio stream")
+        if info.audio_rate is not None and info.audio_rate < audio.MIN_SOURCE_RATE:
+            # Resampled to 16 kHz it would pass as seconds of "voice" (1 Hz: ten samples).
+            raise SkipClip(Reason.LOW_SAMPLE_RATE, f"{audio_path}: sample rate "
+                           f"{info.audio_rate} Hz is under {audio.MIN_SOURCE_RATE} Hz, too low "
+                           "to hold speech")
         waveform = _read_segment(local, info, clip, config)
         seconds = waveform.size / audio.SAMPLE_RATE
         if face_in_audio_file:

@@ -51,6 +51,7 @@ class Reason:
     MISSING_MEDIA = "missing_media"
     UNREADABLE_MEDIA = "unreadable_media"
     NO_AUDIO_STREAM = "no_audio_stream"
+    LOW_SAMPLE_RATE = "low_sample_rate"
     NO_VIDEO_STREAM = "no_video_stream"
     SILENT_AUDIO = "silent_audio"
     SEGMENT_OUTSIDE_MEDIA = "segment_outside_media"
@@ -68,6 +69,7 @@ REASONS = {
     Reason.MISSING_MEDIA: "the video, audio or image file does not exist",
     Reason.UNREADABLE_MEDIA: "ffmpeg/PIL cannot decode the file (corrupt, truncated, not media)",
     Reason.NO_AUDIO_STREAM: "the media file has no audio stream",
+    Reason.LOW_SAMPLE_RATE: "the audio's sample rate is under 8 kHz, too low to hold speech",
     Reason.NO_VIDEO_STREAM: "the video has no video stream (or no frame in the segment)",
     Reason.SILENT_AUDIO: "the audio of the segment is digital silence",
     Reason.SEGMENT_OUTSIDE_MEDIA: "the segment starts after, or ends well after, the media end",
