@@ -69,10 +69,11 @@ def main(argv):
     if results.sheet:
         print(f"contact sheet: {results.sheet}")
     for r in failed:
-        print(f"predict.py: error: {r.output}", file=sys.stderr)
+        print(f"{config_flags.prog()}: error: {r.output}", file=sys.stderr)
     if failed:
         if len(results) > 1:  # one input: its error line says it all
-            print(f"predict.py: {len(failed)} of {len(results)} inputs failed", file=sys.stderr)
+            print(f"{config_flags.prog()}: {len(failed)} of {len(results)} inputs failed",
+                  file=sys.stderr)
         sys.exit(1)
 
 
