@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -237,6 +238,22 @@ def test_a_kill_before_the_old_model_is_deleted(tiny_models, tmp_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         _model(tiny_models, path)
     assert sorted(os.listdir(tmp_path)) == ["model"] and _written(path) == written
+
+
+def test_two_exports_to_one_output_do_not_interleave(tiny_models, tmp_path):
+    """OUTPUT.lock is held while a model is written: a second export to the same output is
+    refused (it would delete the first one's OUTPUT.partial); a killed one's lock is taken
+    over."""
+    from speech2face import errors, lockfile  # pylint: disable=import-outside-toplevel
+    path = str(tmp_path / "model")
+    with lockfile.LockFile(path + artifact.LOCK_SUFFIX, "another model export", "x"):
+        with pytest.raises(errors.UserError, match="in use by another model export"):
+            artifact.write_model(tiny_models.encoder_dir, path, saved_model=False)
+    assert sorted(os.listdir(tmp_path)) == []
+    (tmp_path / "model.lock").write_text(json.dumps({"pid": 2**22 + 12345,
+                                                      "host": socket.gethostname()}))
+    _model(tiny_models, path)  # the dead process's lock is taken over, then released
+    assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
 def test_what_is_in_the_way_is_not_deleted(tiny_models, tmp_path):

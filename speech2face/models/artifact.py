@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 import speech2face
-from speech2face import audio, errors, records
+from speech2face import audio, errors, lockfile, records
 from speech2face.models import export
 
 FORMAT = "speech2face-model"
@@ -44,6 +44,7 @@ MIN_SAMPLES = audio.SAMPLE_RATE  # at least 1 s of speech, as the dataset builde
 LAYOUT = frozenset({MODEL_INFO, ENCODER_FILE, DECODER_FILE, SAVED_MODEL_DIR})
 STAGING_SUFFIX = ".partial"  # OUTPUT.partial: the new model, built beside OUTPUT
 REPLACED_SUFFIX = ".replaced"  # OUTPUT.replaced: the old model while the new one is swapped in
+LOCK_SUFFIX = ".lock"  # OUTPUT.lock: held while a write_model builds and swaps OUTPUT
 REWRITE = "rewrite it with `speech2face-export-model --model_dir=RUN --output={path} --overwrite`"
 
 _log = logging.getLogger(__name__)
@@ -262,16 +263,21 @@ def recover_swap(path: str, tidy: bool = False) -> None:
         tf.io.gfile.rmtree(replaced)
 
 
-def _check_output(output_dir: str, overwrite: bool) -> None:
-    """Raises (before any work) unless `output_dir` can become the model directory: its parent
-    a writable directory (or creatable), `output_dir` new, or, with `overwrite`, a model
-    directory; OUTPUT.partial and OUTPUT.replaced free or left by an earlier write_model."""
+def _check_parent(output_dir: str) -> None:
+    """Raises unless `output_dir`'s parent is a writable directory or can be created."""
     if "://" not in output_dir:  # a local path (gfile's URLs have no permissions to check)
         parent = os.path.dirname(os.path.abspath(output_dir))
         problem = errors.unwritable_reason(parent)
         if problem:
             raise ModelError(f"{output_dir}: cannot write a model directory there ({problem}); "
                              "choose another --output")
+
+
+def _check_output(output_dir: str, overwrite: bool) -> None:
+    """Raises (before any work) unless `output_dir` can become the model directory: its parent
+    a writable directory (or creatable), `output_dir` new, or, with `overwrite`, a model
+    directory; OUTPUT.partial and OUTPUT.replaced free or left by an earlier write_model."""
+    _check_parent(output_dir)
     recover_swap(output_dir, tidy=True)
     if tf.io.gfile.exists(output_dir):
         if not tf.io.gfile.isdir(output_dir):
@@ -323,6 +329,17 @@ def write_model(encoder_dir: str, output_dir: str, decoder_dir: Optional[str] = 
       FileNotFoundError: no exported encoder or decoder. FileExistsError: output_dir exists
       (or is a file). ModelError: output_dir's parent is a file or not writable.
     """
+    _check_parent(output_dir)
+    if "://" not in output_dir:
+        os.makedirs(os.path.dirname(os.path.abspath(output_dir)), exist_ok=True)
+    # Two exports to one output would delete each other's OUTPUT.partial.
+    with lockfile.LockFile(output_dir.rstrip("/") + LOCK_SUFFIX, "another model export",
+                           "choose another --output"):
+        return _write_model(encoder_dir, output_dir, decoder_dir, saved_model, overwrite)
+
+
+def _write_model(encoder_dir, output_dir, decoder_dir, saved_model, overwrite) -> str:
+    """`write_model` under OUTPUT.lock."""
     _check_output(output_dir, overwrite)
     encoder, encoder_info = _run_encoder(encoder_dir)
     decoder_dir = decoder_dir or encoder_info.get("decoder_dir")

@@ -13,17 +13,15 @@ first part trained (docs/failures.md).
 """
 
 import dataclasses
-import datetime
 import json
 import os
-import socket
 import sys
 from typing import List, Optional
 from absl import logging
 import keras
 import tensorflow as tf
 
-from speech2face import data, errors, records
+from speech2face import data, errors, lockfile, records
 from speech2face.models import export
 from speech2face.records import dataset_info, verify
 from speech2face.training import config as config_lib
@@ -144,66 +142,12 @@ def check_inputs(data_config, trainer, strategy, model_dir: str) -> Inputs:
     return inputs
 
 
-class RunLock:
+class RunLock(lockfile.LockFile):
     """`model_dir/train.lock` for the length of a `with` block (see the module docstring)."""
 
     def __init__(self, model_dir: str):
-        self.path = os.path.join(model_dir, LOCK_FILE)
-        self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "command": sys.argv,
-                      "started": datetime.datetime.now().isoformat(timespec="seconds")}
-        self._held = False
-
-    def _create(self) -> bool:
-        """Creates the lock file, or returns False when it already exists."""
-        content = json.dumps(self.owner)
-        if not _is_local(self.path):  # no O_EXCL on object stores: best effort
-            if tf.io.gfile.exists(self.path):
-                return False
-            with tf.io.gfile.GFile(self.path, "w") as f:
-                f.write(content)
-            return True
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-        return True
-
-    def _holder(self) -> dict:
-        try:
-            with tf.io.gfile.GFile(self.path) as f:
-                return json.load(f)
-        except (json.JSONDecodeError, tf.errors.NotFoundError, OSError):
-            return {}
-
-    def __enter__(self):
-        for _ in range(2):
-            if self._create():
-                self._held = True
-                return self
-            holder = self._holder()
-            pid, host = holder.get("pid"), holder.get("host")
-            same_host = host == self.owner["host"]
-            if isinstance(pid, int) and same_host and not errors.process_alive(pid):
-                logging.warning("Taking over %s: its process %d on %s is gone (a run that was "
-                                "killed).", self.path, pid, host)
-                tf.io.gfile.remove(self.path)
-                continue
-            raise errors.UserError(
-                f"{os.path.dirname(self.path)} is in use by another training run (pid "
-                f"{pid or '?'} on {host or '?'}, since {holder.get('started', '?')}; lock file "
-                f"{self.path}): wait for it to end or stop it, or use another --model_dir. If "
-                "that run is gone for good (another host), delete the lock file.")
-        raise errors.UserError(f"{self.path}: could not take the lock; retry")
-
-    def __exit__(self, *exc):
-        if self._held:
-            try:
-                tf.io.gfile.remove(self.path)
-            except tf.errors.NotFoundError:
-                pass
-            self._held = False
+        super().__init__(os.path.join(model_dir, LOCK_FILE), "another training run",
+                         "use another --model_dir")
 
 
 def _jsonable(value):
