@@ -20,6 +20,7 @@ Typical use under a strategy::
 """
 
 import dataclasses
+import os
 import sys
 from typing import Callable, Dict, List, Optional
 
@@ -100,6 +101,11 @@ def list_files(file_pattern: str) -> List[str]:
     for pattern in file_pattern.split(","):
         files.extend(tf.io.gfile.glob(pattern.strip()))
     files = sorted(set(files))
+    folders = [path for path in files if tf.io.gfile.isdir(path)]
+    if folders:
+        raise NoRecordsError(
+            f"{folders[0]} is a directory, not a record file: give a glob of its record files, "
+            f"e.g. '{os.path.join(folders[0], 'train-*.tfrecord')}'")
     if not files:
         raise NoRecordsError(
             f"no TFRecord files match {file_pattern!r}: check the path, or build the "

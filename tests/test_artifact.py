@@ -372,7 +372,8 @@ def _tool(args):
 
 @pytest.mark.slow
 def test_cli_damaged_model_and_bad_output_are_one_line(tiny_world, tiny_models, tmp_path):
-    """predict.py, evaluate.py and speech2face-export-model: one line naming the file."""
+    """predict.py, evaluate.py and the model export: one line naming the file (each tool named
+    as it was run: `python -m speech2face.cli.export_model` is export_model.py)."""
     world, _ = tiny_world
     path = _model(tiny_models, tmp_path / "model")
     _garbage(os.path.join(path, artifact.ENCODER_FILE))
@@ -386,7 +387,7 @@ def test_cli_damaged_model_and_bad_output_are_one_line(tiny_world, tiny_models, 
               f"--output_dir={tmp_path / 'eval'}"], "evaluate.py",
              f"{os.path.join(path, artifact.ENCODER_FILE)} is corrupt"),
             (["-m", "speech2face.cli.export_model", f"--model_dir={tiny_models.encoder_dir}",
-              f"--output={tmp_path / 'file' / 'model'}"], "speech2face-export-model",
+              f"--output={tmp_path / 'file' / 'model'}"], "export_model.py",
              f"{tmp_path / 'file'} is a file, not a directory")):
         proc, lines = _tool(args)
         assert proc.returncode == 1, proc.stderr[-3000:]

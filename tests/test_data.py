@@ -107,3 +107,11 @@ def test_example_filter_drops_examples_before_batching(tmp_path):
     batches = [batch["clip_id"].numpy() for batch in training.take(5)]
     assert all(len(b) == 4 for b in batches)  # full batches of kept examples
     assert all(int(c.decode()[4:]) % 2 == 0 for b in batches for c in b)
+
+
+def test_a_directory_given_for_records_is_named_with_the_glob_to_give(tmp_path):
+    pattern, _ = fake_records.write_record_files(str(tmp_path), 1, 2)
+    with pytest.raises(data.NoRecordsError, match="is a directory, not a record file") as e:
+        data.list_files(str(tmp_path))
+    assert f"'{tmp_path}/train-*.tfrecord'" in str(e.value)
+    assert data.list_files(pattern)  # the glob itself still reads
