@@ -45,6 +45,15 @@ def test_training_mode_shuffles_repeats_and_drops_remainder(tmp_path):
     assert max(collections.Counter(ids).values()) <= 6
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_pipelines_run_without_the_autotuning_thread(tmp_path, training):
+    # Deleting an iterator waits for that thread's next wake-up, up to a minute (data.py).
+    pattern, _ = fake_records.write_record_files(str(tmp_path), 2, 3)
+    dataset = data.input_fn(pattern, None, global_batch_size=2, training=training)
+    assert dataset.options().autotune.enabled is False
+    assert next(iter(dataset))["spectrogram"].shape[0] == 2
+
+
 @pytest.mark.parametrize("num_files", [4, 1])
 def test_input_pipelines_split_the_data(tmp_path, num_files):
     # 4 files: sharded by file; 1 file: fewer files than pipelines, sharded by example.

@@ -38,11 +38,11 @@ def test_toy_experiments_name_their_changes():
     enc = experiments.get("toy_encoder")
     assert (enc.task.preset, enc.task.lambda1, enc.task.mean_feature_init) == ("toy", 1e4, True)
     assert enc.trainer.train_steps == 800 and enc.trainer.global_batch_size == 8
-    assert enc.runtime.jit_compile
     dec = experiments.get("toy_decoder")
+    # XLA off: on a 2-core Xeon with AVX-512 its step is 0.8x oneDNN's (docs/toy_world.md).
+    assert enc.runtime == dec.runtime == config.RuntimeConfig()
     assert (dec.task.preset, dec.task.perceptual_layer) == ("small", "none")
     assert dec.trainer.train_steps == 150 and dec.trainer.global_batch_size == 16
-    assert not dec.runtime.jit_compile
     with pytest.raises(ValueError, match="unknown experiment 'tiny'"):
         experiments.get("tiny")
 

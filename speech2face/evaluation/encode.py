@@ -198,7 +198,7 @@ def _read_and_encode(encoder, files, durations, limit, batch_size, num_sample, k
     out = Encoded(frames=frames)
     v_f, v_s, landmarks = [], {key: [] for key in frames}, []
     start = last_log = time.perf_counter()
-    for batch in dataset.prefetch(tf.data.AUTOTUNE):
+    for batch in data.without_autotuning(dataset.prefetch(tf.data.AUTOTUNE)):
         for key, features in run({k: batch[k] for k in inputs}).items():
             v_s[key].append(features.numpy())
         v_f.append(batch["face_feature"].numpy())

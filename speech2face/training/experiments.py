@@ -9,7 +9,7 @@
                    texture and landmark terms only, so no rendering in the step; the
                    canonical-face filter stays on: every toy face is frontal and neutral).
     toy_encoder    the toy world's stage 2 (the `toy` encoder: small, conv1 strided in time, on
-                   the 0-4 kHz band; 800 steps under XLA; λ1 = 1e4; the output layer started
+                   the 0-4 kHz band; 800 steps; λ1 = 1e4; the output layer started
                    at the mean face feature). Why these choices: docs/toy_world.md.
 
 `get(name)` returns an `ExperimentConfig`; `override(experiment, {"task.lambda1": 1e4, ...})`
@@ -76,7 +76,7 @@ EXPERIMENTS: Dict[str, ExperimentConfig] = {
     "toy_encoder": ExperimentConfig(
         "encoder", encoder_task.EncoderTaskConfig(preset="toy", lambda1=1e4,
                                                   mean_feature_init=True),
-        trainer=_TOY_ENCODER_TRAINER, runtime=config_lib.RuntimeConfig(jit_compile=True)),
+        trainer=_TOY_ENCODER_TRAINER),
 }
 PAPER_EXPERIMENT = {"decoder": "paper_decoder", "encoder": "paper_encoder"}
 
