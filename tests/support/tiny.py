@@ -14,8 +14,11 @@ from typing import Any, Dict, NamedTuple
 from speech2face.datasets.toy import world as toy_world
 from speech2face.training import config, decoder_task, encoder_task, loop
 
+# The spectrogram layout (the real builders' default), so that the tests read both layouts: the
+# toy world's own default, waveform_int16, is built in tests/test_waveform_records.py.
 WORLD = toy_world.ToyWorldConfig(num_speakers=6, clips_per_speaker=2, faces_per_speaker=1,
-                                 min_seconds=1.0, max_seconds=7.0, seed=3)
+                                 min_seconds=1.0, max_seconds=7.0, seed=3,
+                                 records_layout="spectrogram_float16")
 
 STEPS = 4
 

@@ -308,8 +308,11 @@ def _build(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
     t = time.perf_counter()
     flat_clips = [w for row in clips for w in row]
     stores_spectrogram = records.spectrogram_dtype_of(config.records_layout) is not None
-    spectrograms = _spectrograms(flat_clips) if stores_spectrogram else [None] * len(flat_clips)
-    logging.info("Spectrograms of %d clips in %.1f s.", len(flat_clips), time.perf_counter() - t)
+    spectrograms = [None] * len(flat_clips)  # waveform_int16: its readers compute them
+    if stores_spectrogram:
+        spectrograms = _spectrograms(flat_clips)
+        logging.info("Spectrograms of %d clips in %.1f s.", len(flat_clips),
+                     time.perf_counter() - t)
 
     t = time.perf_counter()
     files, counts, num_bytes = {}, {}, {}
