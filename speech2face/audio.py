@@ -272,12 +272,15 @@ def spectrogram(waveform):
 
 
 def _power_law(x):
-    # sgn(x)·|x|^0.3 with the base kept away from 0 inside pow: pow(0, 0.3) is fine forward, but
-    # its gradient (0.3·0^-0.7 = inf, times sgn(0) = 0) is NaN. The outer where restores exact 0.
+    # sgn(x)·|x|^0.3, written exp(0.3·log|x|): TensorFlow's CPU pow kernel is scalar code, and
+    # this form halves the spectrogram's cost on a CPU (the STFT of a batch of 8 six-second
+    # crops: 17 instead of 34 ms, docs/performance.md); it agrees with pow to ~2e-7.
+    # The base is kept away from 0 inside the log: log(0) is -inf, and its gradient NaN. The
+    # outer where restores exact 0 (and sgn(0) = 0).
     magnitude = tf.abs(x)
     nonzero = magnitude > 0
     safe = tf.where(nonzero, magnitude, tf.ones_like(magnitude))
-    return tf.where(nonzero, tf.sign(x) * tf.pow(safe, POWER), tf.zeros_like(x))
+    return tf.where(nonzero, tf.sign(x) * tf.exp(POWER * tf.math.log(safe)), tf.zeros_like(x))
 
 
 @functools.lru_cache(maxsize=1)

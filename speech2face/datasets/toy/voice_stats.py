@@ -106,7 +106,9 @@ def voice_statistics(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np
         active = np.ones_like(active)
 
     # Pitch: normalised autocorrelation of the low-passed signal, corrected for the window.
-    nfft = 2048
+    # Zero-padded to 2 × 640 = 1280 points (2^8·5, a fast size): enough for the autocorrelation
+    # at every lag of a 640-sample frame to come out exact, without wrapping around.
+    nfft = 2 * _FRAME
     lowpass = signal.butter(4, 1000.0, fs=sr, output="sos")
     lp_frames = _frames(signal.sosfilt(lowpass, x)) * window
     ac = np.fft.irfft(np.abs(np.fft.rfft(lp_frames, nfft)) ** 2, nfft)[:, :_FRAME]
