@@ -62,7 +62,7 @@ _TOY_DECODER_TRAINER = config_lib.TrainerConfig(
     checkpoint_every=150, image_summary_every=150, eval_every=150, eval_batches=4)
 _TOY_ENCODER_TRAINER = config_lib.TrainerConfig(
     global_batch_size=8, train_steps=800, steps_per_loop=20, summary_every=40,
-    checkpoint_every=200, image_summary_every=200, eval_every=400, eval_batches=0)
+    checkpoint_every=200, image_summary_every=400, eval_every=800, eval_batches=0)
 
 # The task configs' own defaults are the paper's; the toy experiments name what they change.
 EXPERIMENTS: Dict[str, ExperimentConfig] = {
