@@ -77,7 +77,8 @@ class InputOptions:
         names the file, docs/failures.md).
       cut_short: with `skip_corrupt`, an int64 `tf.Variable` counting the readings of a file
         that ended before its last byte (a record damaged after a sound header, which only
-        reading finds; a file read once per epoch counts once per epoch).
+        reading finds). Training checks each file in its first epoch only, so a damaged file
+        counts once per run (once per pass in eval mode).
     """
 
     seed: int = 0
@@ -143,8 +144,9 @@ def _to_the_end(records_of_file: tf.data.Dataset, path, size, skip_corrupt: bool
 
     The end is marked by an empty string after the last record (then dropped): no example of
     the records' schema serializes to nothing, and an empty record inside a file fails the check
-    as a short read. Three dataset steps per file, so that reading stays fast (the byte count
-    costs ~4 % of the waveform layout's read rate, `benchmarks/input_pipeline.py`)."""
+    as a short read. Three dataset steps per file; still, the per-record count costs ~30 % of the
+    waveform layout's read rate and ~25 % of spectrogram_float16's on two cores, which is why
+    training checks only its first epoch (docs/performance.md)."""
     end = tf.constant(b"")
 
     def count(total, record):
@@ -244,21 +246,35 @@ def input_fn(
     if shard_files and num_pipelines > 1:
         # Shard before shuffling: every pipeline must see the same file list to split it.
         dataset = dataset.shard(num_pipelines, pipeline_id)
-    if training:
-        dataset = dataset.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
-        dataset = dataset.repeat()
 
-    def read(path, size):
+    def checked(path, size):
         return _to_the_end(_records_of(path, options.skip_corrupt), path, size,
                            options.skip_corrupt, options.cut_short)
 
-    dataset = dataset.interleave(
-        read,
-        cycle_length=options.cycle_length,
-        block_length=options.block_length,
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=deterministic,
-    )
+    def unchecked(path, size):
+        del size
+        return _records_of(path, options.skip_corrupt)
+
+    def interleave(file_dataset, read):
+        return file_dataset.interleave(
+            read,
+            cycle_length=options.cycle_length,
+            block_length=options.block_length,
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+
+    if training:
+        # Every file is checked to its last byte in the first epoch, and read unchecked in the
+        # later ones: the same bytes again, and the per-record count costs ~30 % of the read
+        # rate (docs/performance.md). The later epochs' file order has a seed of its own, so that
+        # the second epoch does not repeat the first.
+        first = dataset.shuffle(len(files), seed=options.seed)
+        later = dataset.shuffle(len(files), seed=options.seed + 1,
+                                reshuffle_each_iteration=True).repeat()
+        dataset = interleave(first, checked).concatenate(interleave(later, unchecked))
+    else:
+        dataset = interleave(dataset, checked)
     if not shard_files and num_pipelines > 1:
         # Fewer files than pipelines: fall back to example-level sharding (reads every file on
         # every pipeline, so give big data sets at least as many shards as hosts).

@@ -2,6 +2,7 @@
 and named, the verify tool, the model_dir lock, the checks before anything is written, the
 refused resume with other settings, and the one-line errors of the command-line tools."""
 
+import collections
 import json
 import os
 import signal
@@ -121,6 +122,26 @@ def test_skip_corrupt_reads_the_records_before_the_bad_one(shards):
     for _ in data.read_files(files.split(","), skip_corrupt=True, cut_short=cut_short):
         pass
     assert int(cut_short.numpy()) == 4
+
+
+def test_training_checks_each_file_to_its_end_in_the_first_epoch_only(shards):
+    # The later epochs read the same bytes without the per-record count (faster); a damaged
+    # file still ends at its damage there, and is counted once.
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    files = ",".join([shards["good"], shards["trunc"], shards["flip"]])
+    readable = sum(verify.verify_file(shards[k]).records for k in ("good", "trunc", "flip"))
+    cut_short = tf.Variable(0, dtype=tf.int64, trainable=False)
+    # One file at a time, in order, unshuffled: the first 4 × readable examples are 4 epochs.
+    options = data.InputOptions(skip_corrupt=True, cut_short=cut_short, shuffle_buffer=1,
+                                cycle_length=1, deterministic=True)
+    dataset = data.input_fn(files, None, 1, True, options)
+    ids = collections.Counter(batch["clip_id"].numpy()[0]
+                              for batch in dataset.take(4 * readable))
+    assert int(cut_short.numpy()) == 2  # trunc and flip, once each over four epochs
+    one_pass = collections.Counter(batch["clip_id"].numpy()[0] for batch in data.input_fn(
+        files, None, 1, False, data.InputOptions(skip_corrupt=True)))
+    assert sum(one_pass.values()) == readable
+    assert ids == collections.Counter({clip: 4 * n for clip, n in one_pass.items()})
 
 
 def test_verify_command_lists_bad_files_and_exits_non_zero(shards, tmp_path):
