@@ -14,7 +14,9 @@ Prints four tables:
    `speech2face.data.input_fn` as training reads them, waveform_int16 against the default
    spectrogram_float16, with the bytes per example; and, for a CPU host, waveform_int16 with the
    STFT (`data.spectrogram_of`) computed on the host, which the accelerator does otherwise, and
-   stage 2's random 6 s crops from both layouts. Medians over `--rounds` interleaved rounds.
+   stage 2's random 6 s crops from both layouts. Medians over `--rounds` interleaved rounds,
+   each path read from a fresh iterator (one left alive refills its buffers while the next is
+   timed).
 
 `--json=PATH` writes every table, plus `read_examples_per_s` and `bytes_per_example` per layout
 and `waveform_over_float16` (the read ratio).
@@ -23,6 +25,7 @@ Reads come from the OS page cache after the first pass (what a training host see
 shards are local); the write side is measured on the same files.
 """
 
+import functools
 import json
 import os
 import tempfile
@@ -168,20 +171,23 @@ def _with_host_stft(dataset):
         yield {"face_feature": batch["face_feature"], "spectrogram": stft(batch)}
 
 
-def _interleaved_rates(datasets, rounds, seconds):
-    """{name: median examples/s over `rounds`}, the paths measured in turn within each round, so
-    that what the other jobs on a shared machine do falls on all of them alike."""
-    iterators = {name: iter(ds) for name, ds in datasets.items()}
-    for it in iterators.values():
-        for _ in range(3):  # Warm up: fill the page cache, buffers and autotuning.
-            next(it)
-    rates = {name: [] for name in datasets}
+def _interleaved_rates(paths, rounds, seconds):
+    """{name: median examples/s over `rounds`} of `paths` ({name: function returning a dataset or
+    an iterable of batches}), measured in turn within each round, so that what the other jobs on
+    a shared machine do falls on all of them alike. Each measurement reads a fresh iterator,
+    warmed up first and deleted after: an iterator left alive refills its prefetch and shuffle
+    buffers in the background, on the cores that the next path is being timed on."""
+    rates = {name: [] for name in paths}
     for _ in range(rounds):
-        for name, it in iterators.items():
+        for name, make in paths.items():
+            iterator = iter(make())
+            for _ in range(3):  # Warm up: fill the page cache and the buffers.
+                next(iterator)
             start, count = time.perf_counter(), 0
             while time.perf_counter() - start < seconds:
-                count += next(it)["face_feature"].shape[0]
+                count += next(iterator)["face_feature"].shape[0]
             rates[name].append(count / (time.perf_counter() - start))
+            del iterator
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
@@ -194,11 +200,11 @@ def _layout_table(directory):
         return data.input_fn(os.path.join(directory, f"{layout}*.tfrecord"), None,
                              FLAGS.batch_size, training=True, options=options)
 
-    datasets = {layout: read(layout) for layout in records.LAYOUTS}
-    datasets["host_stft"] = _with_host_stft(read(records.WAVEFORM_LAYOUT))
+    paths = {layout: functools.partial(read, layout) for layout in records.LAYOUTS}
+    paths["host_stft"] = lambda: _with_host_stft(read(records.WAVEFORM_LAYOUT))
     for layout in ("spectrogram_float16", records.WAVEFORM_LAYOUT):
-        datasets[f"crops {layout}"] = read(layout, crops)
-    rates = _interleaved_rates(datasets, FLAGS.rounds, FLAGS.seconds / 2)
+        paths[f"crops {layout}"] = functools.partial(read, layout, crops)
+    rates = _interleaved_rates(paths, FLAGS.rounds, FLAGS.seconds / 2)
     names = {"spectrogram_float16": "spectrogram_float16 (default), as float16",
              "spectrogram_float32": "spectrogram_float32",
              records.WAVEFORM_LAYOUT: "ours: waveform_int16, first 6 s as int16",
