@@ -115,7 +115,7 @@ def test_xla_step_trains_the_toy_preset(tiny_world, decoder_dir, tmp_path):
                           runtime=config.RuntimeConfig(jit_compile=True)).train()
     assert result["status"] == "finished" and result["step"] == 2
     assert np.all(np.isfinite(list(result["losses"].values())))
-    assert task.encoder_config.conv1_stride == (6, 1)
+    assert task.encoder_config.conv1_stride == (4, 1)
 
 
 def test_missing_teachers_are_clear_errors(tiny_world):

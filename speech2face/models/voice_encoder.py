@@ -105,12 +105,12 @@ _PRESETS = {
     # CPU tests: channels ÷8 and a 512-unit hidden FC (4.42 M parameters,
     # 3.3 GFLOP per 6 s forward pass); the output stays 4096-D because v_s is compared with v_f.
     "small": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512),
-    # The toy world's: `small` with conv1 striding 6 in time (frequency keeps its resolution),
+    # The toy world's: `small` with conv1 striding 4 in time (frequency keeps its resolution),
     # reading the lowest 128 of the 257 bins (0-4 kHz, where the toy voices' f0 and formants
-    # lie), so that conv2 onwards see 100 × 128 instead of 598 × 257 (3.34 M parameters,
-    # 0.28 GFLOP per 6 s forward pass; docs/toy_world.md has the measurements).
+    # lie), so that conv2 onwards see 150 × 128 instead of 598 × 257 (3.34 M parameters,
+    # 0.42 GFLOP per 6 s forward pass; docs/toy_world.md has the measurements).
     "toy": EncoderConfig(conv_channels=(8, 8, 16, 16, 16, 32, 64, 64, 64), hidden_units=512,
-                         conv1_stride=(6, 1), band_bins=128),
+                         conv1_stride=(4, 1), band_bins=128),
 }
 
 PRESETS = presets.names(_PRESETS)
@@ -118,7 +118,7 @@ PRESETS = presets.names(_PRESETS)
 
 def encoder_config(preset: str) -> EncoderConfig:
     """The `EncoderConfig` of a preset: "paper" (Table 1), "small" (channels ÷8, CPU-sized) or
-    "toy" (`small` with conv1 striding 6 in time, on the 0-4 kHz band: the toy world's)."""
+    "toy" (`small` with conv1 striding 4 in time, on the 0-4 kHz band: the toy world's)."""
     return presets.lookup(_PRESETS, preset, "voice encoder")
 
 

@@ -35,7 +35,7 @@ class EncoderTaskConfig:
 
     Attributes:
       preset: `paper` (Table 1), `small` (same topology, channels ÷8; CPU) or `toy` (`small`
-        with conv1 striding 6 in time; the toy world's).
+        with conv1 striding 4 in time; the toy world's).
       decoder_dir: model_dir of a stage-1 run (its export holds f_dec).
       vggface_weights: rcmalli-layout VGG-Face .h5 (fc8 is the distillation teacher).
       learning_rate: initial learning rate (the paper's 1e-3).
