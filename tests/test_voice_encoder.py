@@ -223,3 +223,68 @@ def test_band_bins_crops_the_lowest_bins_and_nothing_else(band):
     for bad in (0, 17):
         with pytest.raises(ValueError, match="band_bins"):
             dataclasses.replace(config, band_bins=bad)
+
+
+def _bn_step(layer, x, training):
+    """One call of `layer` under a tape: output, gradients w.r.t. input, gamma and beta (through
+    a fixed random projection of the output), and the moving statistics after the call."""
+    x = tf.constant(x)
+    weights = tf.constant(np.random.default_rng(1).standard_normal(x.shape), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=training)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights)
+    grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    return [t.numpy() for t in [y, *grads, layer.moving_mean, layer.moving_variance]]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_equals_keras_batch_normalization(training):
+    # Channels with different means and spreads, so that a wrong variance would show.
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 7, 5, 4)) * [0.5, 1.0, 2.0, 4.0] + [0.0, 1.0, -2.0, 3.0])
+    x = np.maximum(x, 0.0).astype(np.float32)  # what follows a ReLU, as in the encoder
+    results = []
+    for kind in (ve.BatchNorm, keras.layers.BatchNormalization):
+        layer = kind(momentum=0.9, epsilon=1e-3, synchronized=True)
+        layer.build(x.shape)
+        layer.gamma.assign([1.0, 0.5, 2.0, 1.5])
+        layer.beta.assign([0.0, 0.1, -0.2, 0.3])
+        layer.moving_variance.assign([2.0, 1.0, 0.5, 3.0])
+        results.append(_bn_step(layer, x, training))
+    for name, ours, theirs in zip(("output", "d/dx", "d/dgamma", "d/dbeta", "moving mean",
+                                   "moving variance"), *results):
+        np.testing.assert_allclose(ours, theirs, rtol=2e-5, atol=2e-5, err_msg=name)
+    if training:  # the moving statistics moved (a call that skipped the update would pass above)
+        assert not np.allclose(results[0][5], [2.0, 1.0, 0.5, 3.0])
+    # ... and the fused op is what ran in training (inference keeps Keras's own ops).
+    layer = ve.BatchNorm()
+    graph = tf.function(lambda t: layer(t, training=training)).get_concrete_function(
+        tf.TensorSpec(x.shape, tf.float32)).graph
+    assert any(op.type.startswith("FusedBatchNorm") for op in graph.get_operations()) == training
+
+
+def test_batch_norm_under_two_replicas_uses_the_global_batch(mirrored):
+    # Two replicas: the fused op would see half the batch, so the synchronised path runs, and
+    # both replicas' outputs equal one device's on the whole batch.
+    x = np.random.default_rng(2).standard_normal((4, 6, 3, 2)).astype(np.float32) * 3.0 + 1.0
+    with mirrored.scope():
+        layer = ve.BatchNorm(synchronized=True)
+        layer.build(x.shape)
+    dataset = mirrored.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(x).unbatch().batch(4))
+    per_replica = mirrored.run(tf.function(lambda b: layer(b, training=True)),
+                               args=(next(iter(dataset)),))
+    split = np.concatenate([t.numpy() for t in mirrored.experimental_local_results(per_replica)])
+    whole = keras.layers.BatchNormalization(synchronized=True)(x, training=True).numpy()
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_encoder_convs_use_the_fused_batch_norm(tmp_path):
+    model = ve.build_voice_encoder(TINY)
+    norms = [layer for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 9 and all(isinstance(n, ve.BatchNorm) for n in norms)
+    path = str(tmp_path / "tiny.keras")
+    model.save(path)
+    assert isinstance(keras.models.load_model(path).get_layer("bn1"), ve.BatchNorm)

@@ -33,6 +33,7 @@ import math
 from typing import List, Optional, Tuple
 
 import keras
+import tensorflow as tf
 
 from speech2face import records
 from speech2face.models import presets
@@ -140,6 +141,52 @@ class TimeMean(keras.layers.Layer):
         return (input_shape[0],) + tuple(input_shape[2:])
 
 
+@keras.saving.register_keras_serializable(package="speech2face")
+class BatchNorm(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` whose training step on [B, H, W, C] inputs is one fused
+    op forward and one backward (`FusedBatchNormV3`: oneDNN on CPUs, cuDNN on GPUs).
+
+    Keras 3 computes batch statistics and normalises with separate element-wise ops, and their
+    gradients are as many more passes over the activations; on the encoder's memory-bound
+    convolutions that was 31 % of the toy preset's forward and backward pass on two CPU cores (docs/performance.md). The
+    result is the same batch norm to float tolerance: the normalisation uses the biased batch
+    variance, and the moving statistics are updated with it, as Keras does (the fused op returns
+    the unbiased one; it is rescaled). Where the fused op does not apply, the parent's code runs:
+    inference, inputs of another rank, float64, a mask, renorm, no centre or scale, and
+    synchronised statistics across more than one replica (the fused op sees only its replica's
+    batch).
+    """
+
+    def _fused_applies(self, inputs, training, mask) -> bool:
+        if not (training and self.trainable) or mask is not None or self.renorm:
+            return False
+        if len(inputs.shape) != 4 or self.axis not in (-1, 3) or not (self.center and self.scale):
+            return False
+        if keras.backend.standardize_dtype(inputs.dtype) == "float64":
+            return False
+        if self.synchronized:
+            replica = tf.distribute.get_replica_context()
+            if replica is not None and replica.num_replicas_in_sync > 1:
+                return False
+        return True
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused_applies(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32),
+            epsilon=self.epsilon, is_training=True)
+        count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+        variance = variance * tf.math.divide_no_nan(count - 1.0, count)  # unbiased -> biased
+        self.moving_mean.assign(self.moving_mean * self.momentum
+                                + tf.cast(mean, self.moving_mean.dtype) * (1.0 - self.momentum))
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum
+            + tf.cast(variance, self.moving_variance.dtype) * (1.0 - self.momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
 def _same(n, stride):
     return None if n is None else -(-n // stride)
 
@@ -243,14 +290,14 @@ def build_voice_encoder(config: EncoderConfig, name="voice_encoder") -> keras.Mo
                                 name=f"conv{i}")(x)
         if i < NUM_CONVS:  # conv9 is linear: its ReLU → BN come after the time mean
             x = keras.layers.ReLU(name=f"relu{i}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{i}", **bn)(x)
+            x = BatchNorm(name=f"bn{i}", **bn)(x)
         if i in _POOL_AFTER:
             pools += 1
             x = keras.layers.MaxPooling2D((2, 1), strides=(2, 1), padding="valid",
                                           name=f"pool{pools}")(x)
     x = TimeMean(name="time_mean")(x)
     x = keras.layers.ReLU(name="mean_relu")(x)
-    x = keras.layers.BatchNormalization(name="mean_bn", **bn)(x)
+    x = BatchNorm(name="mean_bn", **bn)(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(c.hidden_units, name="fc1")(x)
     x = keras.layers.ReLU(name="fc1_relu")(x)

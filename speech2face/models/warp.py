@@ -54,7 +54,8 @@ def _solve_tps(centres, values, regularization):
     bottom = tf.concat([tf.transpose(poly, [0, 2, 1]), tf.zeros_like(poly[:, :3, :3])], axis=2)
     rhs = tf.concat([values, tf.zeros_like(values[:, :3])], axis=1)
     system = tf.concat([top, bottom], axis=1)  # [B, K + 3, K + 3], symmetric indefinite
-    coeffs = tf.linalg.solve(system, rhs)  # [B, K + 3, 2]
+    # (tf.linalg.lu would factorise once for the four solves, but XLA has no kernel for it.)
+    coeffs = tf.linalg.solve(system, rhs)  # [B, K + 3, D]
     # Iterative refinement: XLA's float32 solve alone leaves errors of ~0.04 px (at 224) in the
     # warp, 30x more than TF's kernel, and ~1e-3 in pixel values with the 124 border pins; one
     # step left 1e-3, two 1e-5, three bring XLA and TF within ~1e-6 of a float64 solve.
@@ -105,23 +106,44 @@ def border_points(height, width, per_side=None, dtype=tf.float32):
 def source_coordinates(height, width, control_from, control_to,
                        regularization=DEFAULT_TPS_REGULARIZATION, pin_border=True):
     """T(p) for every pixel centre p, in normalised (x, y): [B, H * W, 2] in row-major pixel
-    order (see `warp_image`); control points [B, K, 2] in the float dtype of the result."""
+    order (see `warp_image`). Control points in the float dtype of the result: `control_from`
+    [B, K, 2]; `control_to` [B, K, 2], or [K, 2] when the whole batch shares it (the texture
+    target's mean landmarks): then the spline's system is solved once, with every example's
+    values as columns of one right-hand side, and its kernel at the pixels is computed once."""
     dtype = control_to.dtype
+    batch = tf.shape(control_from)[0]
+    shared = control_to.shape.rank == 2
     if pin_border:
         pins = border_points(height, width, dtype=dtype)
-        pins = tf.broadcast_to(pins[None], [tf.shape(control_to)[0], tf.shape(pins)[0], 2])
-        control_from = tf.concat([control_from, pins], axis=1)
-        control_to = tf.concat([control_to, pins], axis=1)
-    weights, affine = _solve_tps(control_to, control_from, tf.cast(regularization, dtype))
-
+        if shared:
+            control_to = tf.concat([control_to, pins], axis=0)
+        else:
+            control_to = tf.concat(
+                [control_to, tf.broadcast_to(pins[None], [batch, tf.shape(pins)[0], 2])], axis=1)
+        control_from = tf.concat(
+            [control_from, tf.broadcast_to(pins[None], [batch, tf.shape(pins)[0], 2])], axis=1)
+    if shared:
+        # [1, K, 2B]: column 2b + d holds coordinate d of example b.
+        values = tf.reshape(tf.transpose(control_from, [1, 0, 2]), [1, -1, 2 * batch])
+        control_to = control_to[None]
+    else:
+        values = control_from
+    weights, affine = _solve_tps(control_to, values, tf.cast(regularization, dtype))
     # Pixel centres in normalised coordinates, [1, H*W, 1] each.
     gx = (tf.cast(tf.range(width), dtype) + 0.5) / tf.cast(width, dtype)
     gy = (tf.cast(tf.range(height), dtype) + 0.5) / tf.cast(height, dtype)
     gy, gx = tf.meshgrid(gy, gx, indexing="ij")
     gx, gy = tf.reshape(gx, [1, -1, 1]), tf.reshape(gy, [1, -1, 1])
-    # U(|p − c_k|) for every pixel p and centre c_k: [B, H*W, K].
+    # U(|p − c_k|) for every pixel p and centre c_k: [B, H*W, K] (B = 1 when shared).
     u = _tps_kernel(tf.square(gx - control_to[:, None, :, 0])
                     + tf.square(gy - control_to[:, None, :, 1]))
+    if shared:
+        src = []
+        for d in range(2):  # [1, H*W, B]: coordinate d of every example
+            w_d, a_d = tf.transpose(weights[..., d::2], [0, 2, 1]), affine[..., d::2]
+            src.append(a_d[:, None, 0] + gx * a_d[:, None, 1] + gy * a_d[:, None, 2]
+                       + tf.reduce_sum(u[:, :, None, :] * w_d[:, None], axis=-1))
+        return tf.transpose(tf.stack(src, axis=-1)[0], [1, 0, 2])
     src = []
     for d in range(2):
         src.append(affine[:, None, 0, d] + gx[..., 0] * affine[:, None, 1, d]
@@ -163,8 +185,11 @@ def warp_image(image, control_from, control_to, regularization=DEFAULT_TPS_REGUL
             points = tf.broadcast_to(points[None], [batch, tf.shape(points)[0], 2])
         return points
 
-    src = source_coordinates(h, w, batched(control_from), batched(control_to), regularization,
-                             pin_border)
+    # A `control_to` shared by the batch stays [K, 2]: its spline is solved once.
+    control_to = tf.cast(control_to, dtype)
+    src = source_coordinates(h, w, batched(control_from),
+                             control_to if control_to.shape.rank == 2 else batched(control_to),
+                             regularization, pin_border)
     # Normalised → pixel-index coordinates (centres at integers).
     x = src[..., 0] * tf.cast(w, dtype) - 0.5
     y = src[..., 1] * tf.cast(h, dtype) - 0.5
