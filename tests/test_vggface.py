@@ -330,3 +330,12 @@ def test_face_feature_extractor(model, files):
         extractor(np.zeros((3, 112, 112, 3), np.uint8))
     with pytest.raises(ValueError, match="weights"):
         vggface.FaceFeatureExtractor(None)
+
+
+def test_fc8_alone_equals_the_full_models_fc8(model, files):
+    fc8 = vggface.build_fc8(files["full"])
+    assert isinstance(fc8, keras.layers.Dense) and fc8.units == 2622
+    for ours, full in zip(fc8.weights, model.get_layer("fc8").weights):
+        np.testing.assert_array_equal(ours.numpy(), full.numpy())
+    with pytest.raises(vggface.WeightsFileError, match="lacks layer.*fc8"):
+        vggface.build_fc8(files["notop"])

@@ -120,6 +120,17 @@ def build_vggface(include_top=True, weights=None, name="vggface"):
     return model
 
 
+def build_fc8(weights):
+    """VGG-Face's fc8 alone (Dense 4096 -> 2622 logits, as in `build_vggface`), filled from the
+    rcmalli .h5 file `weights`: stage 2's distillation teacher. Only that layer is read from the
+    file (43 MB), not the whole network (580 MB and 138 M parameters to build)."""
+    _check_weights_path(weights)
+    inputs = keras.Input(shape=(FEATURE_DIM,), name="fc7_relu")
+    fc8 = keras.layers.Dense(NUM_IDENTITIES, name="fc8", kernel_initializer="zeros")
+    load_rcmalli_weights(keras.Model(inputs, fc8(inputs), name="vggface_fc8"), weights)
+    return fc8
+
+
 def _check_weights_path(path):
     path = os.fspath(path)
     if not os.path.exists(path):

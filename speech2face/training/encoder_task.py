@@ -158,8 +158,7 @@ class EncoderTask(loop.Task):
         # The teachers are built here too, inside the strategy scope, and frozen.
         self.decoder = export.load_decoder(self.cfg.decoder_dir)
         self.decoder.trainable = False
-        vgg = vggface.build_vggface(include_top=True, weights=self.cfg.vggface_weights)
-        self.fc8 = vgg.get_layer("fc8")
+        self.fc8 = vggface.build_fc8(self.cfg.vggface_weights)
         self.fc8.trainable = False
         logging.info("Teachers: f_dec from %s, fc8 from %s.", self.cfg.decoder_dir,
                      self.cfg.vggface_weights)
