@@ -29,13 +29,17 @@ def describe() -> dict:
             "cpu_cores": os.cpu_count(), "gpus": names}
 
 
+# One function for every call (a benchmark may time the peak many times): traced once per shape.
+_matmul_sum = tf.function(lambda a, b: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b), tf.float32)))
+
+
 def matmul_peak(n, seconds=3.0, dtype="float32"):
     """Achieved FLOP/s of an n×n×n `tf.linalg.matmul` (2·n³ FLOPs) in `dtype`, best of the runs
     that fit in `seconds`, on TensorFlow's default device (the GPU when there is one)."""
     rng = np.random.default_rng(0)
     a = tf.cast(tf.constant(rng.standard_normal((n, n)).astype(np.float32)), dtype)
     b = tf.cast(tf.constant(rng.standard_normal((n, n)).astype(np.float32)), dtype)
-    matmul = tf.function(lambda: tf.reduce_sum(tf.cast(tf.linalg.matmul(a, b), tf.float32)))
+    matmul = lambda: _matmul_sum(a, b)  # noqa: E731
     matmul().numpy()
     best, deadline = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < deadline:

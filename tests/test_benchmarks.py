@@ -87,3 +87,20 @@ def test_tiny_run_writes_every_configuration(tmp_path):
         3 * voice_encoder.flops_per_example(small, frames))
     assert rows["decoder/float32/xla_off"]["flops_per_example"] > 0
     assert rows["pipeline/device_stft"]["flops_per_example"] > 0
+
+
+def test_fused_ops_benchmark_writes_every_row(tmp_path):
+    out = tmp_path / "fused_ops.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "fused_ops.py"),
+                           "--repeats=1", "--calls=1", "--encoder_batch=2", "--frames=64",
+                           "--warp_batch=2", "--image_size=16", f"--json={out}"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert sorted(results) == ["adam_toy_decoder", "adam_toy_encoder",
+                               "batch_norm_toy_encoder_fwd_bwd", "texture_target_warp"]
+    for row in results.values():
+        assert row["ms_ours"] > 0 and row["ms_naive"] > 0
+        assert row["speedup"] == pytest.approx(row["ms_naive"] / row["ms_ours"])
+    assert "speed-up" in proc.stdout
