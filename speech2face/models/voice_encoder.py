@@ -148,7 +148,8 @@ class BatchNorm(keras.layers.BatchNormalization):
 
     Keras 3 computes batch statistics and normalises with separate element-wise ops, and their
     gradients are as many more passes over the activations; on the encoder's memory-bound
-    convolutions that was 31 % of the toy preset's forward and backward pass on two CPU cores (docs/performance.md). The
+    convolutions that was 31 % of the toy preset's forward and backward pass on two CPU cores
+    (docs/performance.md). The
     result is the same batch norm to float tolerance: the normalisation uses the biased batch
     variance, and the moving statistics are updated with it, as Keras does (the fused op returns
     the unbiased one; it is rescaled). Where the fused op does not apply, the parent's code runs:
@@ -177,7 +178,7 @@ class BatchNorm(keras.layers.BatchNormalization):
         y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             x, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32),
             epsilon=self.epsilon, is_training=True)
-        count = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
+        count = tf.cast(tf.reduce_prod(tf.shape(x, out_type=tf.int64)[:-1]), tf.float32)
         variance = variance * tf.math.divide_no_nan(count - 1.0, count)  # unbiased -> biased
         self.moving_mean.assign(self.moving_mean * self.momentum
                                 + tf.cast(mean, self.moving_mean.dtype) * (1.0 - self.momentum))

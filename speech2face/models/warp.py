@@ -137,19 +137,12 @@ def source_coordinates(height, width, control_from, control_to,
     # U(|p − c_k|) for every pixel p and centre c_k: [B, H*W, K] (B = 1 when shared).
     u = _tps_kernel(tf.square(gx - control_to[:, None, :, 0])
                     + tf.square(gy - control_to[:, None, :, 1]))
-    if shared:
-        src = []
-        for d in range(2):  # [1, H*W, B]: coordinate d of every example
-            w_d, a_d = tf.transpose(weights[..., d::2], [0, 2, 1]), affine[..., d::2]
-            src.append(a_d[:, None, 0] + gx * a_d[:, None, 1] + gy * a_d[:, None, 2]
-                       + tf.reduce_sum(u[:, :, None, :] * w_d[:, None], axis=-1))
-        return tf.transpose(tf.stack(src, axis=-1)[0], [1, 0, 2])
-    src = []
-    for d in range(2):
-        src.append(affine[:, None, 0, d] + gx[..., 0] * affine[:, None, 1, d]
-                   + gy[..., 0] * affine[:, None, 2, d]
-                   + tf.reduce_sum(u * weights[:, None, :, d], axis=-1))
-    return tf.stack(src, axis=-1)
+    # [B, H*W, D]: the affine part plus Σ_k w_k U(|p − c_k|), for each of the D columns.
+    src = (affine[:, None, 0] + gx * affine[:, None, 1] + gy * affine[:, None, 2]
+           + tf.reduce_sum(u[:, :, None, :] * tf.transpose(weights, [0, 2, 1])[:, None], axis=-1))
+    if shared:  # [1, H*W, 2B] -> [B, H*W, 2]
+        return tf.transpose(tf.reshape(src[0], [height * width, batch, 2]), [1, 0, 2])
+    return src
 
 
 def warp_image(image, control_from, control_to, regularization=DEFAULT_TPS_REGULARIZATION,
