@@ -160,10 +160,10 @@ def encode(encoder, decoder, files: Sequence[str], durations: Sequence[float], l
     jobs += [(key, v_s, image_classifiers) for key, v_s in out.v_s.items()]
     jobs += [(face_key(key, e), decoder.exaggerate(v_s[:out.study_size], e), ())
              for key, v_s in out.v_s.items() for e in out.exaggerations[1:]]
-    # One graph for every batch of every job: run op by op, the decoder's warp took ~0.4 s per
-    # batch of 32 on two cores.
+    # One graph, traced once, for every batch of every job: run op by op, the decoder's warp took
+    # ~0.4 s per batch of 32 on two cores.
     decode = tf.function(lambda features: decoder(features, training=False),
-                         reduce_retracing=True)
+                         input_signature=[tf.TensorSpec([None, out.v_f.shape[1]], tf.float32)])
     for key, features, classifiers in jobs:
         decoded = _decode(decode, np.asarray(features, np.float32), batch_size, classifiers,
                           out.sample, landmark_predictor, out.study_size)
@@ -194,7 +194,8 @@ def _read_and_encode(encoder, files, durations, limit, batch_size, num_sample, k
     dataset = dataset.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     inputs = [k for k in ("spectrogram", records.WAVEFORM_KEY) if k in dataset.element_spec]
 
-    @tf.function(reduce_retracing=True)
+    # One trace for every batch, the shorter last one too.
+    @tf.function(input_signature=[{k: dataset.element_spec[k] for k in inputs}])
     def run(batch):
         spectrogram = data.spectrogram_of(batch)  # stored, or computed here from int16
         return {key: encoder(spectrogram[:, :num], training=False) for key, num in frames.items()}
