@@ -89,6 +89,23 @@ def test_inside_tf_function_with_unknown_shapes():
     np.testing.assert_allclose(out.numpy(), audio.spectrogram(x).numpy(), atol=1e-6)
 
 
+def test_inside_tf_function_with_unknown_rank():
+    fn = tf.function(audio.spectrogram, input_signature=[tf.TensorSpec(None, tf.float32)])
+    x = helpers.chirp(50, 2000, 0.5)[None]
+    np.testing.assert_allclose(fn(x).numpy(), audio.spectrogram(x).numpy(), atol=1e-6)
+
+
+def test_power_law_equals_the_sign_and_pow_form():
+    # x·|x|^-0.7 against sgn(x)·|x|^0.3 over magnitudes from subnormal to large; below 1e-30
+    # both are under 1e-9.
+    magnitudes = np.concatenate([[0.0, 1e-45, 1e-38, 1e-31], np.logspace(-30, 4, 200)])
+    x = np.concatenate([magnitudes, -magnitudes]).astype(np.float32)
+    expected = np.sign(x.astype(np.float64)) * np.abs(x.astype(np.float64)) ** audio.POWER
+    actual = audio._power_law(tf.constant(x)).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-9)
+    assert actual[0] == 0.0
+
+
 def test_impulse_gives_exact_per_component_power_law():
     # One frame holding an impulse of height a at sample k: the window is w[k], so
     # S[f] = a·w[k]·exp(-2πi·f·k/512), re = A·cos(θ), im = -A·sin(θ), θ = 2π·f·k/512.

@@ -63,3 +63,17 @@ def test_grouped_cross_validation_resists_duplicated_rows():
     assert grouped > -0.05
     assert grouped > by_row + 0.1
     assert probe.fit_ridge(x, yy, groups=groups).alphas[0] >= probe.fit_ridge(x, yy).alphas[0]
+
+
+def test_wide_features_match_the_closed_form_ridge():
+    # n < d takes the Gram-matrix path: its weights equal (XᵀX + αI)⁻¹Xᵀy at the chosen α.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 120)) @ rng.standard_normal((120, 120))
+    y = np.stack([x[:, :2] @ [0.5, -1.0], rng.standard_normal(40)], axis=1)
+    for groups in (None, np.repeat(np.arange(20), 2)):
+        fitted = probe.fit_ridge(x, y, groups=groups)
+        xs = (x - fitted.mean) / fitted.scale
+        s2_mean = np.linalg.norm(xs) ** 2 / min(xs.shape)
+        for j, alpha in enumerate(fitted.alphas * s2_mean):
+            w = np.linalg.solve(xs.T @ xs + alpha * np.eye(120), xs.T @ (y[:, j] - y[:, j].mean()))
+            np.testing.assert_allclose(fitted.weights[:, j], w, rtol=1e-6, atol=1e-9)

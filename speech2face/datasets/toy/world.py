@@ -278,12 +278,6 @@ def _build(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
         config.seed,
     )
 
-    # The voices are NumPy work on one core, started first: they run beside the random weights
-    # and the face renders (NumPy too, which releases the GIL in its array loops) and beside
-    # VGG-Face (TensorFlow's, which releases it), so both cores stay busy throughout.
-    # A daemon thread, so that an interrupted build exits without waiting for it.
-    voices = _Background(_voices, speakers, config)
-
     weights = config.vggface_weights
     random_teacher = weights is None
     if random_teacher:
@@ -300,6 +294,10 @@ def _build(config: ToyWorldConfig, output_dir: str) -> dataset_info.DatasetInfo:
         num_faces,
         time.perf_counter() - t,
     )
+    # The voices are NumPy work, VGG-Face is TensorFlow's (which releases the GIL): synthesising
+    # them on a thread while the face features run keeps both cores busy.
+    # A daemon thread, so that an interrupted build exits without waiting for it.
+    voices = _Background(_voices, speakers, config)
     t = time.perf_counter()
     features = _face_features(weights, images)
     logging.info("Face features: %.1f s.", time.perf_counter() - t)
