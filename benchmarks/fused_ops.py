@@ -1,8 +1,8 @@
-"""The fused training ops against the Keras and per-example paths they replace.
+"""The fused training ops, and the spectrogram, against the paths they replace.
 
     python benchmarks/fused_ops.py [--repeats=5] [--calls=20] [--json=fused_ops.json]
 
-Three rows, each our path beside the naive one on the same inputs, in one process:
+Four rows, each our path beside the naive one on the same inputs, in one process:
 
 1. **Batch norm**: forward and backward of the `toy` voice encoder (batch 8, 6 s spectrograms,
    training mode) with `voice_encoder.BatchNorm` (one fused op each way) against the same
@@ -13,6 +13,10 @@ Three rows, each our path beside the naive one on the same inputs, in one proces
 3. **Texture target**: the face decoder's texture target (each true face warped from its
    landmarks to the mean ones, batch 16 at 64×64) with the mean landmarks shared by the batch
    (one spline solved for all) against one spline per example.
+4. **Spectrogram**: `audio.spectrogram` of the encoder row's batch of waveforms (power law
+   x·|x|^-0.7, real and imaginary parts stacked first and moved last in one transpose) against
+   the same STFT compressed as sgn(x)·exp(0.3·log|x|) with selects keeping 0 exact, the two
+   parts stacked along a new last axis.
 
 Each path runs `--calls` times inside one `tf.function` call per round; the fastest of
 `--repeats` interleaved rounds is kept (shared machines). Figures: docs/performance.md.
@@ -29,14 +33,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from speech2face import losses  # noqa: E402
+from speech2face import audio, losses  # noqa: E402
 from speech2face.models import face_decoder, landmarks, voice_encoder, warp  # noqa: E402
 import machine  # noqa: E402  (benchmarks/machine.py)
 
 flags.DEFINE_integer("repeats", 5, "Interleaved rounds of every path; the fastest is kept.")
 flags.DEFINE_integer("calls", 20, "Calls of a path per round (inside one tf.function).")
-flags.DEFINE_integer("encoder_batch", 8, "Batch of the encoder row (the toy experiment's 8).")
-flags.DEFINE_integer("frames", 598, "Spectrogram frames of the encoder row (6 s: 598).")
+flags.DEFINE_integer("encoder_batch", 8, "Batch of the encoder and spectrogram rows (the toy "
+                     "experiment's 8).")
+flags.DEFINE_integer("frames", 598, "Spectrogram frames of the encoder and spectrogram rows "
+                     "(6 s: 598).")
 flags.DEFINE_integer("warp_batch", 16, "Batch of the texture-target row (toy decoder: 16).")
 flags.DEFINE_integer("image_size", 64, "Side of the texture target (small preset: 64).")
 flags.DEFINE_string("json", None, "Also write the figures here as JSON.")
@@ -115,6 +121,30 @@ def _warp_paths(batch, size):
             for name, to in (("shared", shared), ("per_example", per_example))}
 
 
+def _naive_spectrogram(waveform):
+    """The spectrogram as it was computed before: selects around sgn·exp(0.3·log|x|), and the
+    parts stacked along a new last axis (an element-wise interleave on a CPU)."""
+    stft = tf.signal.stft(waveform, frame_length=audio.WINDOW_LENGTH,
+                          frame_step=audio.HOP_LENGTH, fft_length=audio.FFT_LENGTH,
+                          window_fn=tf.signal.hann_window, pad_end=False)
+
+    def power_law(x):
+        nonzero = tf.abs(x) > 0
+        safe = tf.where(nonzero, tf.abs(x), tf.ones_like(x))
+        return tf.where(nonzero, tf.sign(x) * tf.exp(audio.POWER * tf.math.log(safe)),
+                        tf.zeros_like(x))
+
+    return tf.stack([power_law(tf.math.real(stft)), power_law(tf.math.imag(stft))], axis=-1)
+
+
+def _spectrogram_paths(batch, frames):
+    samples = audio.WINDOW_LENGTH + (frames - 1) * audio.HOP_LENGTH
+    waveform = tf.constant(np.random.default_rng(0).uniform(
+        -0.5, 0.5, (batch, samples)).astype(np.float32))
+    return {name: (lambda fn=fn: tf.reduce_sum(fn(waveform)))
+            for name, fn in (("ours", audio.spectrogram), ("naive", _naive_spectrogram))}
+
+
 def _shapes(model):
     return [tuple(v.shape) for v in model.trainable_variables]
 
@@ -135,6 +165,8 @@ def main(_):
         "adam_toy_encoder": ("fused", "keras", _adam_paths(_shapes(encoder))),
         "texture_target_warp": ("shared", "per_example", _warp_paths(FLAGS.warp_batch,
                                                                      FLAGS.image_size)),
+        "spectrogram_encoder_batch": ("ours", "naive", _spectrogram_paths(
+            FLAGS.encoder_batch, FLAGS.frames)),
     }
     runs = {(row, name): _repeated(fn, FLAGS.calls)
             for row, (_, _, paths) in rows.items() for name, fn in paths.items()}

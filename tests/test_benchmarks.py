@@ -99,7 +99,8 @@ def test_fused_ops_benchmark_writes_every_row(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())["results"]
     assert sorted(results) == ["adam_toy_decoder", "adam_toy_encoder",
-                               "batch_norm_toy_encoder_fwd_bwd", "texture_target_warp"]
+                               "batch_norm_toy_encoder_fwd_bwd", "spectrogram_encoder_batch",
+                               "texture_target_warp"]
     for row in results.values():
         assert row["ms_ours"] > 0 and row["ms_naive"] > 0
         assert row["speedup"] == pytest.approx(row["ms_naive"] / row["ms_ours"])
