@@ -150,8 +150,8 @@ class BatchNorm(keras.layers.BatchNormalization):
     gradients are as many more passes over the activations; on the encoder's memory-bound
     convolutions that was 31 % of the toy preset's forward and backward pass on two CPU cores
     (docs/performance.md). The result is the same batch norm to float tolerance: the
-    normalisation uses the biased batch variance, and the moving statistics are updated with it, as Keras does (the fused op returns
-    the unbiased one; it is rescaled). Where the fused op does not apply, the parent's code runs:
+    normalisation uses the biased batch variance, and the moving statistics are updated with
+    it, as Keras does (the fused op returns the unbiased one; it is rescaled). Where the fused op does not apply, the parent's code runs:
     inference, inputs of another rank, float64, a mask, renorm, no centre or scale, and
     synchronised statistics across more than one replica (the fused op sees only its replica's
     batch).
