@@ -3,6 +3,7 @@ what `prepare` counts and records. Training end to end: tests/test_training.py."
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from speech2face import data, records
 from speech2face.models import landmarks as landmarks_lib
@@ -106,6 +107,27 @@ def test_the_filter_is_the_papers_way_and_a_departure_when_off():
     differs = config.differences_from_paper(off, config.TrainerConfig(), config.RuntimeConfig())
     assert differs == {"task.canonical_faces": {"run": False, "paper": True},
                        "task.canonical_max_yaw": {"run": 0.3, "paper": 0.25}}
+
+
+def test_the_step_size_drops_after_lr_drop_step_steps_and_is_a_departure():
+    # The paper's: constant.
+    assert decoder_task.learning_rate_schedule(decoder_task.DecoderTaskConfig()) == 1e-3
+    cfg = decoder_task.DecoderTaskConfig(lr_drop_step=3, lr_drop_factor=0.25)
+    optimizer = _task(lr_drop_step=3, lr_drop_factor=0.25).build_optimizer()
+    variable = tf.Variable([0.0])
+    rates = []
+    for _ in range(5):  # the rate each update is applied with
+        rates.append(float(optimizer.learning_rate))
+        optimizer.apply_gradients([(tf.constant([1.0]), variable)])
+    np.testing.assert_allclose(rates, [1e-3] * 3 + [2.5e-4] * 2, rtol=1e-6)
+    differs = config.differences_from_paper(cfg, config.TrainerConfig(), config.RuntimeConfig())
+    assert differs == {"task.lr_drop_step": {"run": 3, "paper": None},
+                       "task.lr_drop_factor": {"run": 0.25, "paper": 0.2}}
+    for bad, match in (({"lr_drop_step": 0}, "lr_drop_step must be at least 1"),
+                       ({"lr_drop_factor": 0.0}, r"lr_drop_factor must be in \(0, 1\]"),
+                       ({"lr_drop_factor": 1.5}, r"lr_drop_factor must be in \(0, 1\]")):
+        with pytest.raises(ValueError, match=match):
+            _task(**bad)
 
 
 def test_training_faces_of_one_person_are_a_clear_error(tmp_path):

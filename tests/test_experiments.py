@@ -42,6 +42,7 @@ def test_toy_experiments_name_their_changes():
     # XLA off: on a 2-core Xeon with AVX-512 its step is 0.8x oneDNN's (docs/toy_world.md).
     assert enc.runtime == dec.runtime == config.RuntimeConfig()
     assert (dec.task.preset, dec.task.perceptual_layer) == ("small", "none")
+    assert (dec.task.lr_drop_step, dec.task.lr_drop_factor) == (100, 0.2)
     assert dec.trainer.train_steps == 150 and dec.trainer.global_batch_size == 16
     with pytest.raises(ValueError, match="unknown experiment 'tiny'"):
         experiments.get("tiny")

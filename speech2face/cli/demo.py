@@ -6,7 +6,8 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
 1. Build the toy world (docs/toy_world.md) into `WORKDIR/toy_world`.
 2. Show it: `WORKDIR/preview/contact_sheet.png` (faces grouped by speaker, train and test),
    `landmarks.png` (one face with its 68 landmarks), a few WAV clips, and `summary.txt`.
-3. Train the small face decoder (stage 1) into `WORKDIR/decoder` and draw
+3. Train the small face decoder (stage 1; its step size drops to a fifth for the last 50 of
+   its 150 steps) into `WORKDIR/decoder` and draw
    `WORKDIR/decoder/decoded_faces.png`: held-out speakers' true faces above the faces decoded
    from their true face features; `decoder_eval.json` holds pixel and landmark errors beside the
    mean-face baseline.
@@ -62,7 +63,9 @@ flags.DEFINE_integer("num_wavs", 4, "WAV clips written to the preview.")
 # The training runs are the toy experiments; these flags change one field each (default: the
 # experiment's value, shown in brackets).
 flags.DEFINE_integer("decoder_steps", None, "Training steps of the small face decoder "
-                     f"[toy_decoder: {_TOY_DECODER.trainer.train_steps}].")
+                     f"[toy_decoder: {_TOY_DECODER.trainer.train_steps}; its step size drops to "
+                     f"{_TOY_DECODER.task.lr_drop_factor:g}× after step "
+                     f"{_TOY_DECODER.task.lr_drop_step}].")
 flags.DEFINE_integer("decoder_batch_size", None, "Batch size of the face decoder "
                      f"[toy_decoder: {_TOY_DECODER.trainer.global_batch_size}].")
 flags.DEFINE_integer("encoder_steps", None, "Training steps of the toy voice encoder "
