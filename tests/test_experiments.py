@@ -152,7 +152,7 @@ def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
         ["--experiment=toy_encoder", "--train_records=r-*", "--lambda1=5",
          "--nomean_feature_init"],
         ["--experiment=toy_decoder", "--train_records=r-*", "--nocanonical_faces",
-         "--canonical_max_mouth_open=0.3"])
+         "--canonical_max_mouth_open=0.3", "--decoder_lr_drop_step=7"])
     assert enc["stage"] == "encoder"
     assert enc["task"]["preset"] == "paper" and enc["task"]["lambda1"] == 0.025
     assert enc["task"]["lambda2"] == 200.0 and enc["task"]["temperature"] == 2.0
@@ -163,6 +163,8 @@ def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
     assert dec["task"]["canonical_faces"] is True and dec["task"]["canonical_max_yaw"] == 0.25
     assert toy_dec["task"]["canonical_faces"] is False
     assert toy_dec["task"]["canonical_max_mouth_open"] == 0.3
+    assert (toy_dec["task"]["lr_drop_step"], toy_dec["task"]["lr_drop_factor"]) == (7, 0.2)
+    assert dec["task"]["lr_drop_step"] is None  # the paper's decoder: one step size
     assert toy["task"]["preset"] == "toy" and toy["task"]["lambda1"] == 5.0
     assert toy["task"]["mean_feature_init"] is False and toy["trainer"]["train_steps"] == 800
     recorded.write_text(json.dumps({"experiment": toy}))
