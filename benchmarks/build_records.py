@@ -26,10 +26,14 @@ import collections
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The test suite's media makers (tests/support) live in the checkout, not in the installed
+# package: `python benchmarks/build_records.py` puts only benchmarks/ on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging as absl_logging  # noqa: E402
 import numpy as np  # noqa: E402
