@@ -120,8 +120,15 @@ def learning_rate_schedule(initial=1e-3, decay_rate=0.95, decay_steps=10000):
 
     Returns:
       A staircase `keras.optimizers.schedules.ExponentialDecay`: 1e-3 for steps 0–9,999,
-      9.5e-4 from step 10,000, and so on.
+      9.5e-4 from step 10,000, and so on (decay_rate 1 keeps the rate constant).
+
+    Raises:
+      ValueError: decay_rate outside (0, 1] or decay_steps below 1.
     """
+    if not 0.0 < decay_rate <= 1.0:
+        raise ValueError(f"the learning rate's decay_rate must be in (0, 1], got {decay_rate}")
+    if decay_steps < 1:
+        raise ValueError(f"the learning rate's decay_steps must be at least 1, got {decay_steps}")
     return keras.optimizers.schedules.ExponentialDecay(
         initial_learning_rate=initial, decay_steps=decay_steps, decay_rate=decay_rate,
         staircase=True)

@@ -109,23 +109,27 @@ def test_the_filter_is_the_papers_way_and_a_departure_when_off():
                        "task.canonical_max_yaw": {"run": 0.3, "paper": 0.25}}
 
 
-def test_the_step_size_drops_after_lr_drop_step_steps_and_is_a_departure():
-    # The paper's: constant.
-    assert decoder_task.learning_rate_schedule(decoder_task.DecoderTaskConfig()) == 1e-3
-    cfg = decoder_task.DecoderTaskConfig(lr_drop_step=3, lr_drop_factor=0.25)
-    optimizer = _task(lr_drop_step=3, lr_drop_factor=0.25).build_optimizer()
-    variable = tf.Variable([0.0])
-    rates = []
-    for _ in range(5):  # the rate each update is applied with
+def _rates(optimizer, updates):
+    """The step size each of `updates` updates is applied with."""
+    variable, rates = tf.Variable([0.0]), []
+    for _ in range(updates):
         rates.append(float(optimizer.learning_rate))
         optimizer.apply_gradients([(tf.constant([1.0]), variable)])
-    np.testing.assert_allclose(rates, [1e-3] * 3 + [2.5e-4] * 2, rtol=1e-6)
+    return rates
+
+
+def test_the_step_size_decays_by_staircase_and_a_decay_is_a_departure():
+    # The paper's (Cole et al.'s): constant.
+    np.testing.assert_allclose(_rates(_task().build_optimizer(), 4), [1e-3] * 4, rtol=1e-6)
+    rates = _rates(_task(decay_rate=0.25, decay_steps=3).build_optimizer(), 7)
+    np.testing.assert_allclose(rates, [1e-3] * 3 + [2.5e-4] * 3 + [6.25e-5], rtol=1e-6)
+    cfg = decoder_task.DecoderTaskConfig(decay_rate=0.25, decay_steps=3)
     differs = config.differences_from_paper(cfg, config.TrainerConfig(), config.RuntimeConfig())
-    assert differs == {"task.lr_drop_step": {"run": 3, "paper": None},
-                       "task.lr_drop_factor": {"run": 0.25, "paper": 0.2}}
-    for bad, match in (({"lr_drop_step": 0}, "lr_drop_step must be at least 1"),
-                       ({"lr_drop_factor": 0.0}, r"lr_drop_factor must be in \(0, 1\]"),
-                       ({"lr_drop_factor": 1.5}, r"lr_drop_factor must be in \(0, 1\]")):
+    assert differs == {"task.decay_rate": {"run": 0.25, "paper": 1.0},
+                       "task.decay_steps": {"run": 3, "paper": 10000}}
+    for bad, match in (({"decay_steps": 0}, "decay_steps must be at least 1"),
+                       ({"decay_rate": 0.0}, r"decay_rate must be in \(0, 1\]"),
+                       ({"decay_rate": 1.5}, r"decay_rate must be in \(0, 1\]")):
         with pytest.raises(ValueError, match=match):
             _task(**bad)
 

@@ -42,7 +42,7 @@ def test_toy_experiments_name_their_changes():
     # XLA off: on a 2-core Xeon with AVX-512 its step is 0.8x oneDNN's (docs/toy_world.md).
     assert enc.runtime == dec.runtime == config.RuntimeConfig()
     assert (dec.task.preset, dec.task.perceptual_layer) == ("small", "none")
-    assert (dec.task.lr_drop_step, dec.task.lr_drop_factor) == (100, 0.2)
+    assert (dec.task.decay_rate, dec.task.decay_steps) == (0.2, 100)
     assert dec.trainer.train_steps == 150 and dec.trainer.global_batch_size == 16
     with pytest.raises(ValueError, match="unknown experiment 'tiny'"):
         experiments.get("tiny")
@@ -152,7 +152,7 @@ def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
         ["--experiment=toy_encoder", "--train_records=r-*", "--lambda1=5",
          "--nomean_feature_init"],
         ["--experiment=toy_decoder", "--train_records=r-*", "--nocanonical_faces",
-         "--canonical_max_mouth_open=0.3", "--decoder_lr_drop_step=7"])
+         "--canonical_max_mouth_open=0.3", "--decoder_lr_decay_steps=7"])
     assert enc["stage"] == "encoder"
     assert enc["task"]["preset"] == "paper" and enc["task"]["lambda1"] == 0.025
     assert enc["task"]["lambda2"] == 200.0 and enc["task"]["temperature"] == 2.0
@@ -163,8 +163,8 @@ def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
     assert dec["task"]["canonical_faces"] is True and dec["task"]["canonical_max_yaw"] == 0.25
     assert toy_dec["task"]["canonical_faces"] is False
     assert toy_dec["task"]["canonical_max_mouth_open"] == 0.3
-    assert (toy_dec["task"]["lr_drop_step"], toy_dec["task"]["lr_drop_factor"]) == (7, 0.2)
-    assert dec["task"]["lr_drop_step"] is None  # the paper's decoder: one step size
+    assert (toy_dec["task"]["decay_rate"], toy_dec["task"]["decay_steps"]) == (0.2, 7)
+    assert dec["task"]["decay_rate"] == 1.0  # the paper's decoder: one step size
     assert toy["task"]["preset"] == "toy" and toy["task"]["lambda1"] == 5.0
     assert toy["task"]["mean_feature_init"] is False and toy["trainer"]["train_steps"] == 800
     recorded.write_text(json.dumps({"experiment": toy}))

@@ -63,9 +63,9 @@ flags.DEFINE_integer("num_wavs", 4, "WAV clips written to the preview.")
 # The training runs are the toy experiments; these flags change one field each (default: the
 # experiment's value, shown in brackets).
 flags.DEFINE_integer("decoder_steps", None, "Training steps of the small face decoder "
-                     f"[toy_decoder: {_TOY_DECODER.trainer.train_steps}; its step size drops to "
-                     f"{_TOY_DECODER.task.lr_drop_factor:g}× after step "
-                     f"{_TOY_DECODER.task.lr_drop_step}].")
+                     f"[toy_decoder: {_TOY_DECODER.trainer.train_steps}; its step size is multiplied "
+                     f"by {_TOY_DECODER.task.decay_rate:g} every "
+                     f"{_TOY_DECODER.task.decay_steps} steps].")
 flags.DEFINE_integer("decoder_batch_size", None, "Batch size of the face decoder "
                      f"[toy_decoder: {_TOY_DECODER.trainer.global_batch_size}].")
 flags.DEFINE_integer("encoder_steps", None, "Training steps of the toy voice encoder "

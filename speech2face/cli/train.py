@@ -58,7 +58,7 @@ _RUNTIME = config_flags.define_from(config.RuntimeConfig, choices={
 _DECODER = config_flags.define_from(
     decoder_task.DecoderTaskConfig, help_prefix="Stage 1: ",
     names={"preset": "decoder_preset", "learning_rate": "decoder_learning_rate",
-           "lr_drop_step": "decoder_lr_drop_step", "lr_drop_factor": "decoder_lr_drop_factor"},
+           "decay_rate": "decoder_lr_decay_rate", "decay_steps": "decoder_lr_decay_steps"},
     choices={"preset": face_decoder.PRESETS,
              "perceptual_layer": decoder_task.PERCEPTUAL_LAYERS})
 _ENCODER = config_flags.define_from(

@@ -38,9 +38,9 @@ class DecoderTaskConfig:
     Attributes:
       preset: `paper` (224×224 output) or `small` (64×64; CPU and the toy world).
       learning_rate: Adam step size (β1 0.5, β2 0.999, ε 1e-4, as for the encoder).
-      lr_drop_step: ours, not in Cole et al. (None = off): after this many steps the step size
-        is learning_rate × lr_drop_factor, so that a short run ends with its landmarks settled.
-      lr_drop_factor: the step size's factor after lr_drop_step steps, in (0, 1].
+      decay_rate: staircase decay, lr × decay_rate^floor(step / decay_steps), as the encoder's
+        (`losses.learning_rate_schedule`); 1 (the default) keeps it constant, as Cole et al.
+      decay_steps: steps between decays.
       landmark_weight: weight of the landmark MSE.
       texture_weight: weight of the texture L1.
       perceptual_weight: weight of the perceptual term (VGG-Face features of the rendered vs
@@ -62,8 +62,8 @@ class DecoderTaskConfig:
 
     preset: str = "paper"
     learning_rate: float = 1e-3
-    lr_drop_step: Optional[int] = None
-    lr_drop_factor: float = 0.2
+    decay_rate: float = 1.0
+    decay_steps: int = 10000
     landmark_weight: float = face_decoder.DecoderLossWeights.landmark
     texture_weight: float = face_decoder.DecoderLossWeights.texture
     perceptual_weight: float = face_decoder.DecoderLossWeights.perceptual
@@ -161,16 +161,6 @@ def grid(columns: Sequence[tf.Tensor]) -> tf.Tensor:
     return tf.clip_by_value(tf.concat(parts, axis=2), 0.0, 1.0)
 
 
-def learning_rate_schedule(config: DecoderTaskConfig):
-    """`config.learning_rate` for every step, or for the first `lr_drop_step` steps and then
-    × `lr_drop_factor` (the schedule sees the updates already applied: 0 for the first step)."""
-    if config.lr_drop_step is None:
-        return config.learning_rate
-    return keras.optimizers.schedules.PiecewiseConstantDecay(
-        [config.lr_drop_step - 1], [config.learning_rate,
-                                    config.learning_rate * config.lr_drop_factor])
-
-
 class DecoderTask(loop.Task):
     """Stage 1 for `loop.Trainer`."""
 
@@ -179,12 +169,10 @@ class DecoderTask(loop.Task):
     loss_names = ("total", "landmark_mse", "texture_l1", "perceptual", "image_l1")
 
     def __init__(self, config: DecoderTaskConfig):
-        if config.lr_drop_step is not None and config.lr_drop_step < 1:
-            raise ValueError(f"lr_drop_step must be at least 1 (or None: no drop), got "
-                             f"{config.lr_drop_step}")
-        if not 0.0 < config.lr_drop_factor <= 1.0:
-            raise ValueError(f"lr_drop_factor must be in (0, 1], got {config.lr_drop_factor}")
         self.cfg = config
+        # Built here, so that a bad decay setting fails before anything is written.
+        self._learning_rate = losses.learning_rate_schedule(
+            config.learning_rate, config.decay_rate, config.decay_steps)
         self.decoder_config = dataclasses.replace(face_decoder.decoder_config(config.preset),
                                                   texture_batch_norm=config.texture_batch_norm)
         self.perceptual_layer = config.resolved_perceptual_layer()
@@ -310,7 +298,7 @@ class DecoderTask(loop.Task):
         return model
 
     def build_optimizer(self):
-        return losses.paper_optimizer(learning_rate_schedule(self.cfg))
+        return losses.paper_optimizer(self._learning_rate)
 
     def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
         # Without an image term the step needs no rendering (texture and landmark terms only).

@@ -120,6 +120,9 @@ class EncoderTask(loop.Task):
             raise ValueError("stage 2 needs --vggface_weights=PATH (rcmalli_vggface_tf_vgg16.h5; "
                              "the toy world writes its own next to the records)")
         self.cfg = config
+        # Built here, so that a bad decay setting fails before anything is written.
+        self._learning_rate = losses.learning_rate_schedule(
+            config.learning_rate, config.decay_rate, config.decay_steps)
         self.seed = seed
         self.encoder_config = voice_encoder.encoder_config(config.preset)
         self.num_samples = audio.SEGMENT_SAMPLES
@@ -173,8 +176,7 @@ class EncoderTask(loop.Task):
         return model
 
     def build_optimizer(self):
-        return losses.paper_optimizer(losses.learning_rate_schedule(
-            self.cfg.learning_rate, self.cfg.decay_rate, self.cfg.decay_steps))
+        return losses.paper_optimizer(self._learning_rate)
 
     def compute_losses(self, model, batch, training: bool) -> Dict[str, tf.Tensor]:
         v_s = model(spectrogram_of(batch), training=training)  # the voice's face feature

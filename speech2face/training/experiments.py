@@ -69,11 +69,12 @@ _TOY_ENCODER_TRAINER = config_lib.TrainerConfig(
 EXPERIMENTS: Dict[str, ExperimentConfig] = {
     "paper_decoder": ExperimentConfig("decoder", decoder_task.DecoderTaskConfig()),
     "paper_encoder": ExperimentConfig("encoder", encoder_task.EncoderTaskConfig()),
-    # The step size drops to a fifth for the last 50 of the 150 steps: at 1e-3 throughout the
-    # landmark head often ended no better than the mean geometry (docs/toy_world.md).
+    # The step size drops to a fifth after 100 of the 150 steps (the staircase decay of both
+    # stages): at 1e-3 throughout the landmark head often ended no better than the mean
+    # geometry (docs/toy_world.md).
     "toy_decoder": ExperimentConfig(
         "decoder", decoder_task.DecoderTaskConfig(preset="small", perceptual_layer="none",
-                                                  lr_drop_step=100, lr_drop_factor=0.2),
+                                                  decay_rate=0.2, decay_steps=100),
         trainer=_TOY_DECODER_TRAINER),
     # λ1 = 1e4: at the paper's 0.025 the normalised-feature term is inert on the toy world's
     # random-weight features (docs/toy_world.md has the measurement).
