@@ -43,6 +43,11 @@ def test_three_seconds_are_the_first_298_frames():
     assert encode.duration_key(6.0) == "6" and encode.duration_key(4.5) == "4.5"
     with pytest.raises(ValueError, match="at most 6 s"):
         encode.duration_frames(8, 598)
+    # The shortest duration is the encoder's: 0.3 s (28 frames) passes the four pools alone,
+    # not a conv1 striding time by 4 (64 frames, 0.655 s).
+    assert encode.duration_frames(0.3, 598) == 28
+    with pytest.raises(ValueError, match=r"0.3 s is too short: .* at least 64 frames \(0.655 s\)"):
+        encode.duration_frames(0.3, 598, min_frames=64)
 
 
 def test_encoded_three_seconds_match_the_audio(tiny_world, tiny_models):

@@ -188,6 +188,8 @@ def test_strided_conv1_shapes_follow_layer_shapes(frames):
     assert dict(expected)["conv1"][:2] == (-(-frames // 4), 3)
     assert symbolic_shapes(model, [n for n, _ in expected], frames, 5) == [s for _, s in expected]
     assert ve.min_frames(config) == 4 * ve.MIN_FRAMES
+    assert ve.model_min_frames(model) == ve.min_frames(config)
+    assert ve.model_min_frames(ve.build_voice_encoder(TINY)) == ve.MIN_FRAMES
     with pytest.raises(ValueError, match="num_frames"):
         ve.flops_per_example(config, num_frames=ve.min_frames(config) - 1)
 

@@ -56,17 +56,18 @@ def face_key(duration: str, exaggeration: float = 0.0) -> str:
     return duration if exaggeration == 0 else f"{duration}@e{float(exaggeration):g}"
 
 
-def duration_frames(seconds: float, stored_frames: int) -> int:
+def duration_frames(seconds: float, stored_frames: int,
+                    min_frames: int = voice_encoder.MIN_FRAMES) -> int:
     """Spectrogram frames of the first `seconds` of a segment; checks they are stored and that
-    the encoder's four time pools leave at least one frame."""
+    the encoder keeps at least one frame through conv1's time stride and its four time pools
+    (`min_frames`: `voice_encoder.model_min_frames` of the encoder evaluated)."""
     samples = int(round(float(seconds) * audio.SAMPLE_RATE))
     frames = audio.num_frames(max(samples, audio.WINDOW_LENGTH))
     name = f"duration {duration_key(seconds)} s"
-    if samples < audio.WINDOW_LENGTH or frames < voice_encoder.MIN_FRAMES:
-        shortest = (audio.WINDOW_LENGTH + (voice_encoder.MIN_FRAMES - 1) * audio.HOP_LENGTH)
+    if samples < audio.WINDOW_LENGTH or frames < min_frames:
+        shortest = (audio.WINDOW_LENGTH + (min_frames - 1) * audio.HOP_LENGTH)
         raise ValueError(f"{name} is too short: the voice encoder needs at least "
-                         f"{voice_encoder.MIN_FRAMES} frames "
-                         f"({shortest / audio.SAMPLE_RATE:g} s)")
+                         f"{min_frames} frames ({shortest / audio.SAMPLE_RATE:g} s)")
     if frames > stored_frames:
         # The longest input whose frames are all stored, floored to 10 ms (6 s for 598 frames).
         last_sample = audio.WINDOW_LENGTH + stored_frames * audio.HOP_LENGTH - 1
@@ -177,7 +178,8 @@ def encode(encoder, decoder, files: Sequence[str], durations: Sequence[float], l
 
 def _read_and_encode(encoder, files, durations, limit, batch_size, num_sample, keep_all_jpegs):
     spec = records.read_spec(files[0])
-    frames = {duration_key(d): duration_frames(d, spec.num_frames) for d in durations}
+    shortest = voice_encoder.model_min_frames(encoder)
+    frames = {duration_key(d): duration_frames(d, spec.num_frames, shortest) for d in durations}
     optional = {key: tf.io.FixedLenFeature([], tf.string, default_value=b"")
                 for key in (records.Keys.LANDMARKS, records.Keys.FACE_JPEG)}
     where = files[0] if len(files) == 1 else f"{files[0]} and {len(files) - 1} more files"

@@ -203,6 +203,11 @@ def min_frames(config: EncoderConfig) -> int:
     return MIN_FRAMES * config.conv1_stride[0]
 
 
+def model_min_frames(model: keras.Model) -> int:
+    """`min_frames` of a built (or loaded) voice encoder, read from its conv1's time stride."""
+    return MIN_FRAMES * model.get_layer("conv1").strides[0]
+
+
 def layer_shapes(config: EncoderConfig, num_frames=598) -> List[Tuple[str, tuple]]:
     """Hand-computed output shape (no batch axis) of every shape-changing layer, in order.
 
