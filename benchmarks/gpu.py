@@ -205,11 +205,11 @@ def pipeline_step(setup, pattern, where):
     shipped, `encoder_task.spectrogram_of` on the device). Each step takes one batch and waits
     for the device's result."""
     strategy.set_precision("float32")
-    crops = encoder_task._random_crops(setup["samples"], seed=0)  # = EncoderTask's transform
+    crops = encoder_task._random_crops(setup["samples"])  # = EncoderTask's transform
     transform = crops
     if where == "naive_host_stft":
-        def transform(batch):
-            out = crops(batch)
+        def transform(batch, seed):
+            out = crops(batch, seed)
             out["spectrogram"] = encoder_task.spectrogram_of(out)
             del out[encoder_task.WAVEFORM_KEY]
             return out

@@ -104,6 +104,51 @@ def test_random_crops_reach_the_step_as_int16_and_its_spectrogram(tiny_world, mi
     np.testing.assert_allclose(split, one, atol=1e-5)
 
 
+def test_random_crops_are_stateless_draws_from_the_batch_seed():
+    """The crop offsets depend on the batch's seed alone (so a run's crops repeat whatever
+    order the parallel map runs its batches in), stay inside each clip, and vary."""
+    num_samples, lengths = 1000, [1000, 1500, 4000, 4000]
+    waveforms = [np.arange(n, dtype=np.int16) for n in lengths]
+    batch = {"num_samples": tf.constant(lengths, tf.int64),
+             "waveform_bytes": tf.constant([w.tobytes() for w in waveforms]),
+             "clip_id": tf.constant(["a", "b", "c", "d"])}
+    crop = encoder_task._random_crops(num_samples)
+
+    def offsets(seed):
+        out = crop(batch, tf.constant(seed, tf.int64))
+        assert set(out) == {"clip_id", encoder_task.WAVEFORM_KEY}
+        crops = out[encoder_task.WAVEFORM_KEY].numpy()
+        assert crops.shape == (4, num_samples) and crops.dtype == np.int16
+        starts = crops[:, 0].astype(int)
+        for row, start in zip(crops, starts):  # one contiguous slice of its clip
+            np.testing.assert_array_equal(row, np.arange(start, start + num_samples))
+        assert all(0 <= o <= n - num_samples for o, n in zip(starts, lengths))
+        return starts.tolist()
+
+    first = offsets([0, 7])
+    assert offsets([0, 7]) == first and first[0] == 0
+    draws = {tuple(offsets([0, i])) for i in range(8)}
+    assert len(draws) > 4
+    assert {o[1] for o in draws} != {0}
+
+
+def test_a_run_repeats_exactly(tiny_world, decoder_dir, tmp_path):
+    """Two runs of one configuration (input order, random crops, initialisation all from
+    trainer.seed) log the same losses at every step."""
+    world, _ = tiny_world
+    totals = []
+    for name in ("first", "again"):
+        model_dir = str(tmp_path / name)
+        loop.Trainer(_task(world, decoder_dir),
+                     **_config(world, model_dir, train_steps=3, steps_per_loop=1,
+                               summary_every=1, eval_records=None, image_summary_every=100,
+                               checkpoint_every=100)).train()
+        totals.append([v for _, v in helpers.scalars(os.path.join(model_dir, "train"),
+                                                     "losses/total")])
+    assert len(totals[0]) == 3
+    assert totals[1] == totals[0]
+
+
 @pytest.mark.slow
 def test_xla_step_trains_the_toy_preset(tiny_world, decoder_dir, tmp_path):
     """The toy experiment's runtime: the replica step under XLA (its batch carries string ids,
@@ -139,9 +184,6 @@ def test_mirrored_equals_one_device(tiny_world, decoder_dir, tmp_path, mirrored)
         # A small step size keeps the comparison out of Adam's chaotic first steps, where
         # float-rounding differences between the two summation orders grow.
         task = _task(world, decoder_dir, random_crops=False, learning_rate=1e-5)
-        deterministic = task.input_options
-        task.input_options = lambda training: __import__("dataclasses").replace(
-            deterministic(training), deterministic=True)
         loop.Trainer(task, **config, strategy=strategy).train()
         totals[name] = [v for _, v in helpers.scalars(os.path.join(model_dir, "train"), "losses/total")]
     assert len(totals["one"]) == 3

@@ -150,7 +150,7 @@ def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
         ["--train_records=r-*", "--model_dir=m", "--decoder_dir=d"],
         ["--stage=decoder", "--train_records=r-*", "--model_dir=m", "--train_steps=1"],
         ["--experiment=toy_encoder", "--train_records=r-*", "--lambda1=5",
-         "--nomean_feature_init"],
+         "--nomean_feature_init", "--nodeterministic_input"],
         ["--experiment=toy_decoder", "--train_records=r-*", "--nocanonical_faces",
          "--canonical_max_mouth_open=0.3", "--decoder_lr_decay_steps=7"])
     assert enc["stage"] == "encoder"
@@ -167,6 +167,8 @@ def test_train_py_with_data_flags_only_is_the_paper(tmp_path):
     assert dec["task"]["decay_rate"] == 1.0  # the paper's decoder: one step size
     assert toy["task"]["preset"] == "toy" and toy["task"]["lambda1"] == 5.0
     assert toy["task"]["mean_feature_init"] is False and toy["trainer"]["train_steps"] == 800
+    assert enc["data"]["deterministic_input"] is True and dec["data"]["deterministic_input"]
+    assert toy["data"]["deterministic_input"] is False
     recorded.write_text(json.dumps({"experiment": toy}))
     (again,) = _resolve([f"--from_config={recorded}", "--train_steps=9"])
     assert again["task"] == toy["task"] and again["trainer"]["train_steps"] == 9

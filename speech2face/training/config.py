@@ -27,11 +27,17 @@ class DataConfig:
         records before it are used, the rest of that file skipped); the files found bad before
         training are logged, counted in `config.json` and the `data/*` summaries
         (docs/failures.md). Off: the run stops with an error naming the file.
+      deterministic_input: training batches come in one order for `trainer.seed`, with the
+        same random crops, so a run repeats exactly on the same machine and software (ours:
+        the paper says nothing about it; docs/training.md). Off: the parallel reads hand on
+        examples as they finish, for readers that stall on slow files (object stores), and
+        every run's order is its own.
     """
 
     train_records: str = ""
     eval_records: Optional[str] = None
     skip_corrupt_records: bool = False
+    deterministic_input: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

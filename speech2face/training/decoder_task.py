@@ -102,7 +102,8 @@ def _decode_faces(image_size: int):
         return tf.image.resize(records.decode_faces(jpegs), [image_size, image_size],
                                method="area", antialias=True)
 
-    def transform(batch):
+    def transform(batch, seed):
+        del seed  # nothing random
         jpegs = batch["face_jpeg"]
         # An empty batch (every face of it filtered out in `prepare`) has nothing to decode.
         images = tf.cond(tf.size(jpegs) > 0, lambda: decode(jpegs),
@@ -217,7 +218,7 @@ class DecoderTask(loop.Task):
         decode = _decode_faces(self.decoder_config.image_size)
         cfg = self.cfg
 
-        def transform(batch):
+        def transform(batch, seed):
             landmarks = batch["landmarks"]
             num_read = tf.shape(landmarks)[0]
             measures = landmarks_lib.face_measures(landmarks)
@@ -227,7 +228,7 @@ class DecoderTask(loop.Task):
             if cfg.canonical_faces:
                 keep = cfg.is_canonical(landmarks)
                 batch = {k: tf.boolean_mask(v, keep) for k, v in batch.items()}
-            out = decode(batch)
+            out = decode(batch, seed)
             out["num_read"] = num_read
             out["fails"] = tf.reduce_sum(tf.cast(fails, tf.int64), axis=1)
             return out

@@ -70,18 +70,19 @@ class EncoderTaskConfig:
 WAVEFORM_KEY = data.WAVEFORM_KEY  # [B, num_samples] int16 crops, for the spectrogram in the step
 
 
-def _random_crops(num_samples: int, seed: int):
+def _random_crops(num_samples: int):
     """Host-side transform: random `num_samples` crops of the stored int16 waveforms, handed on
     as int16 [B, num_samples] (`WAVEFORM_KEY`; a third of a float32 copy's bytes). The
     spectrogram is computed from them inside the replica step (`spectrogram_of`), so on a GPU
-    or TPU the STFT runs on the accelerator and the host only cuts bytes."""
-    generator = tf.random.Generator.from_seed(seed)
+    or TPU the STFT runs on the accelerator and the host only cuts bytes. The offsets are
+    stateless draws from the batch's seed (`data.InputOptions.batch_transform`), so a run's
+    crops repeat with its input order."""
 
-    def transform(batch):
+    def transform(batch, seed):
         lengths = batch["num_samples"]
         span = tf.maximum(lengths - num_samples, 0)
-        offsets = tf.cast(tf.floor(generator.uniform(tf.shape(lengths)) *
-                                   tf.cast(span + 1, tf.float32)), tf.int64)
+        draws = tf.random.stateless_uniform(tf.shape(lengths), seed=seed)
+        offsets = tf.cast(tf.floor(draws * tf.cast(span + 1, tf.float32)), tf.int64)
         offsets = tf.minimum(offsets, span)
         # Crop in byte space (2 bytes per sample), so the batch decodes to one dense tensor.
         crops = tf.strings.substr(batch["waveform_bytes"], offsets * 2,
@@ -99,7 +100,8 @@ def _random_crops(num_samples: int, seed: int):
 spectrogram_of = data.spectrogram_of
 
 
-def _decode_faces(batch):
+def _decode_faces(batch, seed):
+    del seed  # nothing random
     out = dict(batch)
     out["face_image"] = records.decode_faces(out.pop("face_jpeg"))
     return out
@@ -112,7 +114,7 @@ class EncoderTask(loop.Task):
     eval_file = "encoder_eval.json"
     loss_names = ("total", "decoder_l1", "feature_l2", "distill")
 
-    def __init__(self, config: EncoderTaskConfig, seed: int = 0):
+    def __init__(self, config: EncoderTaskConfig):
         if not config.decoder_dir:
             raise ValueError("stage 2 needs --decoder_dir: the model_dir of a stage-1 run "
                              "(python train.py --stage=decoder ...)")
@@ -123,7 +125,6 @@ class EncoderTask(loop.Task):
         # Built here, so that a bad decay setting fails before anything is written.
         self._learning_rate = losses.learning_rate_schedule(
             config.learning_rate, config.decay_rate, config.decay_steps)
-        self.seed = seed
         self.encoder_config = voice_encoder.encoder_config(config.preset)
         self.num_samples = audio.SEGMENT_SAMPLES
         self.decoder = None
@@ -142,7 +143,7 @@ class EncoderTask(loop.Task):
     def input_options(self, training: bool) -> data.InputOptions:
         if training and self.cfg.random_crops:
             return self.options(with_spectrogram=False, with_waveform=True,
-                                     batch_transform=_random_crops(self.num_samples, self.seed))
+                                     batch_transform=_random_crops(self.num_samples))
         return self.options()
 
     def summary_input_options(self) -> data.InputOptions:

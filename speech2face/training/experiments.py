@@ -139,7 +139,7 @@ def build_task(experiment: ExperimentConfig) -> loop.Task:
     """The `loop.Task` that trains `experiment`'s stage."""
     if experiment.stage == "decoder":
         return decoder_task.DecoderTask(experiment.task)
-    return encoder_task.EncoderTask(experiment.task, seed=experiment.trainer.seed)
+    return encoder_task.EncoderTask(experiment.task)
 
 
 def trainer(experiment: ExperimentConfig, model_dir: str,

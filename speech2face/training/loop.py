@@ -151,7 +151,8 @@ class Trainer:
     # -- input --------------------------------------------------------------------------
     def _dataset(self, pattern: str, training: bool):
         options = dataclasses.replace(self.task.input_options(training), seed=self.trainer.seed,
-                                      cut_short=self._cut_short)
+                                      cut_short=self._cut_short,
+                                      deterministic=self.data.deterministic_input)
         return self.strategy.distribute_datasets_from_function(
             lambda ctx: data.input_fn(pattern, ctx, self.trainer.global_batch_size, training,
                                       options))

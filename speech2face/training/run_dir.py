@@ -29,7 +29,7 @@ from speech2face.training import config as config_lib
 LOCK_FILE = "train.lock"
 # What a resumed run may change: how long, how often, where it runs; not what it trains.
 SAFE_ON_RESUME = frozenset({
-    "data.eval_records", "data.skip_corrupt_records",
+    "data.eval_records", "data.skip_corrupt_records", "data.deterministic_input",
     "trainer.train_steps", "trainer.epochs", "trainer.steps_per_loop",
     "trainer.checkpoint_every", "trainer.keep_checkpoints", "trainer.summary_every",
     "trainer.image_summary_every", "trainer.num_images", "trainer.eval_every",
