@@ -61,7 +61,7 @@ class InputOptions:
         (`WAVEFORM_KEY`): read either with `spectrogram_of`.
       deterministic: in training, the parallel interleave and maps hand their elements on in
         order, so the seed fixes the order of every batch and a run on the same machine and
-        software repeats exactly (it costs 0-8 % of the read rate on local files,
+        software repeats exactly (it costs 4-6 % of the read rate on local files,
         docs/performance.md). False hands them on as they finish, which keeps a reader going
         past a slow file (an object store) and makes each run's order its own. Eval mode is
         always in order.
