@@ -38,6 +38,7 @@ def test_toy_experiments_name_their_changes():
     enc = experiments.get("toy_encoder")
     assert (enc.task.preset, enc.task.lambda1, enc.task.mean_feature_init) == ("toy", 1e4, True)
     assert enc.trainer.train_steps == 800 and enc.trainer.global_batch_size == 8
+    assert (enc.task.learning_rate, enc.task.decay_rate, enc.task.decay_steps) == (1e-3, 0.2, 600)
     dec = experiments.get("toy_decoder")
     # XLA off: on a 2-core Xeon with AVX-512 its step is 0.8x oneDNN's (docs/toy_world.md).
     assert enc.runtime == dec.runtime == config.RuntimeConfig()

@@ -203,6 +203,29 @@ def test_cli_and_demo_end_to_end(tmp_path, tiny_weights):
     assert bad.returncode != 0 and "already holds" in bad.stderr
 
 
+def test_demo_reuses_a_world_only_when_built_with_every_setting_it_asks_for(
+        tiny_world, tmp_path, monkeypatch):
+    from speech2face.cli import demo  # pylint: disable=import-outside-toplevel
+
+    built = []
+    monkeypatch.setattr(toy_world, "build_toy_world", lambda config, out: built.append(config))
+    world, _ = tiny_world
+    info = json.loads(open(os.path.join(world, "dataset_info.json")).read())
+    workdir = tmp_path / "demo"
+    (workdir / "toy_world").mkdir(parents=True)
+
+    def demo_world(config):
+        info["config"] = config
+        (workdir / "toy_world" / "dataset_info.json").write_text(json.dumps(info))
+        return demo.build_world(str(workdir), 6, 3, rebuild=False)
+
+    asked = dataclasses.asdict(toy_world.ToyWorldConfig(num_speakers=6, seed=3))
+    assert demo_world(asked) == str(workdir / "toy_world") and built == []
+    # The same speakers and seed, other clip lengths (the tiny world's): rebuilt.
+    demo_world({**asked, "min_seconds": 1.0})
+    assert built == [toy_world.ToyWorldConfig(num_speakers=6, seed=3)]
+
+
 def test_demo_stops_after_an_interrupted_stage(caplog):
     # After SIGTERM a stage returns "interrupted"; the demo must not evaluate a half-trained model.
     from speech2face.cli import demo  # pylint: disable=import-outside-toplevel

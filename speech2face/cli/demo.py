@@ -12,7 +12,8 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
    from their true face features; `decoder_eval.json` holds pixel and landmark errors beside the
    mean-face baseline.
 4. Train the toy voice encoder (stage 2, the paper's loss against the frozen decoder's f_dec
-   and VGG-Face fc8, with λ1 = 10⁴ instead of 0.025: `--encoder_lambda1`) into
+   and VGG-Face fc8, with λ1 = 10⁴ instead of 0.025: `--encoder_lambda1`; its step size drops
+   to a fifth for the last 200 of its 800 steps) into
    `WORKDIR/encoder`. It reads no evaluation records: stage 6 evaluates the same held-out
    clips, from the model directory.
 5. Write the trained model as one self-contained directory, `WORKDIR/model` (encoder,
@@ -22,6 +23,7 @@ Stages (each skipped when its output already exists, so a rerun picks up where i
 """
 
 import collections
+import dataclasses
 import glob
 import os
 import shutil
@@ -69,7 +71,9 @@ flags.DEFINE_integer("decoder_steps", None, "Training steps of the small face de
 flags.DEFINE_integer("decoder_batch_size", None, "Batch size of the face decoder "
                      f"[toy_decoder: {_TOY_DECODER.trainer.global_batch_size}].")
 flags.DEFINE_integer("encoder_steps", None, "Training steps of the toy voice encoder "
-                     f"[toy_encoder: {_TOY_ENCODER.trainer.train_steps}].")
+                     f"[toy_encoder: {_TOY_ENCODER.trainer.train_steps}; its step size is multiplied "
+                     f"by {_TOY_ENCODER.task.decay_rate:g} every "
+                     f"{_TOY_ENCODER.task.decay_steps} steps].")
 flags.DEFINE_integer("encoder_batch_size", None, "Batch size of the toy voice encoder "
                      f"[toy_encoder: {_TOY_ENCODER.trainer.global_batch_size}].")
 flags.DEFINE_float("encoder_lambda1", None,
@@ -85,10 +89,14 @@ THUMB = 112
 
 def build_world(workdir: str, num_speakers: int, seed: int, rebuild: bool,
                 vggface_weights: Optional[str] = None) -> str:
-    """Stage 1: the toy world in `workdir/toy_world`; reused when built with the same settings."""
+    """Stage 1: the toy world in `workdir/toy_world`; reused when built with the same settings
+    (every field of its `ToyWorldConfig`, so a world from `make_toy_world` with other sizes is
+    rebuilt, not trained on)."""
     world = os.path.join(workdir, "toy_world")
     info = dataset_info.read_if_present(world)
-    wanted = {"num_speakers": num_speakers, "seed": seed, "vggface_weights": vggface_weights}
+    config = toy_world.ToyWorldConfig(num_speakers=num_speakers, seed=seed,
+                                      vggface_weights=vggface_weights)
+    wanted = dataclasses.asdict(config)
     if info is not None and not rebuild:
         if all(info.config.get(k) == v for k, v in wanted.items()):
             logging.info("Stage 1: reusing the toy world in %s (--rebuild to redo it).", world)
@@ -97,10 +105,7 @@ def build_world(workdir: str, num_speakers: int, seed: int, rebuild: bool,
     if os.path.exists(world):
         shutil.rmtree(world)
     logging.info("Stage 1: building the toy world in %s.", world)
-    toy_world.build_toy_world(
-        toy_world.ToyWorldConfig(num_speakers=num_speakers, seed=seed,
-                                 vggface_weights=vggface_weights), world
-    )
+    toy_world.build_toy_world(config, world)
     return world
 
 

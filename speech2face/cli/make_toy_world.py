@@ -1,6 +1,6 @@
 r"""Builds the toy world: a small synthetic speech+face data set in the project's record schema.
 
-    python -m data_prep.make_toy_world --output_dir=/tmp/toy [--num_speakers=150] [--seed=0]
+    python -m data_prep.make_toy_world --output_dir=/tmp/toy [--num_speakers=300] [--seed=0]
 
 Writes `train-*.tfrecord` and `test-*.tfrecord` (speaker-disjoint), `dataset_info.json` (counts,
 attributes and a linear-probe self-check of what faces and voices carry), `speakers.json`, and,
