@@ -226,6 +226,22 @@ def test_demo_reuses_a_world_only_when_built_with_every_setting_it_asks_for(
     assert built == [toy_world.ToyWorldConfig(num_speakers=6, seed=3)]
 
 
+def test_contact_sheet_keeps_a_speakers_faces_together_six_to_a_row(monkeypatch, tmp_path):
+    from speech2face.cli import demo  # pylint: disable=import-outside-toplevel
+
+    drawn = {}
+    monkeypatch.setattr(demo.figures, "image_rows",
+                        lambda rows, path, tile, **kw: drawn.update(rows=rows, **kw))
+    monkeypatch.setattr(demo.media, "decode_jpeg", lambda jpeg: jpeg)
+    train = {f"s{i}": {"jpegs": [f"s{i}.jpg"]} for i in range(8)}
+    test = {f"t{i}": {"jpegs": [f"t{i}a.jpg", f"t{i}b.jpg"]} for i in range(4)}
+    demo.contact_sheet([("train", train), ("test", test)], str(tmp_path / "sheet.png"))
+    assert [len(r) for r in drawn["rows"]] == [6, 2, 6, 2]
+    assert drawn["row_labels"] == ["train", "", "test", ""]
+    assert drawn["captions"][2] == ["t0", "t0", "t1", "t1", "t2", "t2"]
+    assert drawn["rows"][3] == ["t3a.jpg", "t3b.jpg"]
+
+
 def test_demo_stops_after_an_interrupted_stage(caplog):
     # After SIGTERM a stage returns "interrupted"; the demo must not evaluate a half-trained model.
     from speech2face.cli import demo  # pylint: disable=import-outside-toplevel

@@ -130,12 +130,21 @@ def _faces_by_speaker(world: str, split: str, max_speakers: int):
     return faces
 
 
-def contact_sheet(groups, path: str) -> None:
-    """One row per speaker: a label, then each of the speaker's faces."""
-    rows = [(split, spk, entry) for split, faces in groups for spk, entry in faces.items()]
-    figures.image_rows([[media.decode_jpeg(j) for j in entry["jpegs"]] for _, _, entry in rows],
-                       path, THUMB, row_labels=[f"{spk}\n{split}" for split, spk, _ in rows],
-                       label_width=150)
+def contact_sheet(groups, path: str, per_row: int = 6) -> None:
+    """Faces captioned with their speaker, a speaker's faces side by side, up to `per_row` to a
+    row; each split's rows labelled with the split on the left."""
+    rows, labels, captions = [], [], []
+    for split, faces in groups:
+        first = len(rows)
+        for speaker, entry in faces.items():
+            images = [media.decode_jpeg(j) for j in entry["jpegs"]]
+            if len(rows) == first or len(rows[-1]) + len(images) > per_row:
+                rows.append([])
+                captions.append([])
+                labels.append(split if len(rows) - 1 == first else "")
+            rows[-1].extend(images)
+            captions[-1].extend([speaker] * len(images))
+    figures.image_rows(rows, path, THUMB, row_labels=labels, captions=captions, label_width=60)
 
 
 def landmark_figure(jpeg: bytes, landmarks: np.ndarray, path: str, scale: int = 2) -> None:
